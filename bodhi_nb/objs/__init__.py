@@ -1,0 +1,44 @@
+"""Layer 1: pure domain objects. No I/O here: no httpx, tinydb or tornado imports."""
+
+from .alias import ALIAS_NAME_PATTERN, Alias, AliasSource, ContextParams, RequestParams
+from .api_model_alias import API_MODEL_ID_PATTERN, ApiFormat, ApiModelAlias, mask_api_key, utc_now
+from .errors import (
+    BodhiError,
+    ConflictError,
+    DecryptionError,
+    InvalidRequestError,
+    LocalEngineUnavailable,
+    ModelNotFound,
+    NotFoundError,
+    StoreError,
+    UpstreamError,
+    WrongMasterKeyError,
+)
+from .model_alias import ApiModelAliasEntry, DiscoveredModelAlias, ModelAlias, UserModelAlias
+
+__all__ = [
+    "ALIAS_NAME_PATTERN",
+    "API_MODEL_ID_PATTERN",
+    "Alias",
+    "AliasSource",
+    "ApiFormat",
+    "ApiModelAlias",
+    "ApiModelAliasEntry",
+    "BodhiError",
+    "ConflictError",
+    "ContextParams",
+    "DecryptionError",
+    "DiscoveredModelAlias",
+    "InvalidRequestError",
+    "LocalEngineUnavailable",
+    "ModelAlias",
+    "ModelNotFound",
+    "NotFoundError",
+    "RequestParams",
+    "StoreError",
+    "UpstreamError",
+    "UserModelAlias",
+    "WrongMasterKeyError",
+    "mask_api_key",
+    "utc_now",
+]

@@ -1,0 +1,134 @@
+"""ApiModelAlias: a remote OpenAI-compatible provider and the model names it serves.
+
+It never holds the API key: the key lives only in the encrypted store, and what the
+outside world sees of it is `mask_api_key`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from enum import Enum
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
+
+__all__ = ["ApiFormat", "ApiModelAlias", "mask_api_key", "utc_now", "API_MODEL_ID_PATTERN"]
+
+API_MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+_ID_RE = re.compile(API_MODEL_ID_PATTERN)
+
+
+def utc_now() -> datetime:
+    """Timestamps are UTC with microseconds, so 'most recently updated' is well ordered."""
+    return datetime.now(timezone.utc)
+
+
+def mask_api_key(key: str) -> str:
+    """What a person may see of a key: enough to recognise it, never enough to use it."""
+    if len(key) <= 12:
+        return "***"
+    return f"{key[:3]}...{key[-4:]}"
+
+
+class ApiFormat(str, Enum):
+    """Wire format of the upstream; only OpenAI-compatible for now."""
+
+    OPENAI = "openai"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ApiModelAlias(BaseModel):
+    """A registered provider: where it is, which models it serves, under which names."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    id: str
+    api_format: ApiFormat = ApiFormat.OPENAI
+    base_url: str
+    models: list[str] = Field(default_factory=list)
+    prefix: str | None = None
+    forward_all_with_prefix: bool = False
+    created_at: datetime = Field(default_factory=utc_now)
+    updated_at: datetime = Field(default_factory=utc_now)
+
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, v: str) -> str:
+        if not _ID_RE.match(v):
+            raise ValueError(
+                "id must start with a letter or digit and use only letters, digits, "
+                "'_', '.' or '-' (at most 100 characters)"
+            )
+        return v
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, v: str) -> str:
+        v = v.strip()
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("base_url must be an http:// or https:// URL with a host")
+        if parts.query or parts.fragment:
+            raise ValueError("base_url must not have a query or fragment")
+        return v.rstrip("/")
+
+    @field_validator("models")
+    @classmethod
+    def _check_models(cls, v: list[str]) -> list[str]:
+        seen: set[str] = set()
+        out: list[str] = []
+        for m in v:
+            m = m.strip()
+            if not m:
+                raise ValueError("model names must not be empty")
+            if m not in seen:  # keep the user's order, drop repeats
+                seen.add(m)
+                out.append(m)
+        return out
+
+    @field_validator("prefix")
+    @classmethod
+    def _check_prefix(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        if any(c.isspace() for c in v):
+            raise ValueError("prefix must not contain whitespace")
+        if len(v) > 64:
+            raise ValueError("prefix must be at most 64 characters")
+        return v
+
+    @model_validator(mode="after")
+    def _check_forwarding(self) -> "ApiModelAlias":
+        if self.forward_all_with_prefix and not self.prefix:
+            raise ValueError("forward_all_with_prefix needs a prefix")
+        if not self.models and not self.forward_all_with_prefix:
+            raise ValueError("models must not be empty unless forward_all_with_prefix is set")
+        return self
+
+    @field_serializer("created_at", "updated_at")
+    def _rfc3339(self, v: datetime) -> str:
+        return v.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+    # -- routing -----------------------------------------------------------------------
+
+    def served_names(self) -> list[str]:
+        """The model names this provider answers to (prefix applied), in listed order."""
+        p = self.prefix or ""
+        return [p + m for m in self.models]
+
+    def upstream_model_for(self, model: str) -> str | None:
+        """The upstream id for `model`, or None when this provider does not serve it."""
+        p = self.prefix or ""
+        if model.startswith(p):
+            stripped = model[len(p):]
+            if stripped in self.models:
+                return stripped
+            if self.forward_all_with_prefix and stripped:
+                return stripped
+        return None
+
+    def can_serve(self, model: str) -> bool:
+        return self.upstream_model_for(model) is not None

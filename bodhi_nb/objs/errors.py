@@ -1,0 +1,138 @@
+"""Error types shared by every layer.
+
+Each error knows the OpenAI error envelope it becomes on the wire (type, code, HTTP
+status), so handlers never translate exceptions by hand and a Python caller sees the
+same words an HTTP client does. Messages are written for the user; none of them may
+contain an API key (callers pass ids, never secrets).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "BodhiError",
+    "InvalidRequestError",
+    "NotFoundError",
+    "ModelNotFound",
+    "ConflictError",
+    "UpstreamError",
+    "LocalEngineUnavailable",
+    "StoreError",
+    "WrongMasterKeyError",
+    "DecryptionError",
+]
+
+
+class BodhiError(Exception):
+    """Base of every bodhi_nb error; carries its OpenAI envelope fields."""
+
+    status: ClassVar[int] = 500
+    error_type: ClassVar[str] = "api_error"
+    default_code: ClassVar[str | None] = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code if code is not None else self.default_code
+        if status is not None:
+            self.status = status  # type: ignore[misc]
+        # Response headers worth keeping (e.g. Retry-After from an upstream 429).
+        self.headers: dict[str, str] = dict(headers or {})
+
+    def to_envelope(self) -> dict[str, Any]:
+        """The OpenAI error body: {"error": {message, type, param, code}}."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, status={self.status}, code={self.code!r})"
+
+
+class InvalidRequestError(BodhiError):
+    """The caller sent something we cannot accept (bad JSON, bad field, bad value)."""
+
+    status = 400
+    error_type = "invalid_request_error"
+    default_code = "invalid_request"
+
+
+class NotFoundError(BodhiError):
+    """A named record (api model, alias) does not exist."""
+
+    status = 404
+    error_type = "not_found_error"
+    default_code = "not_found"
+
+
+class ModelNotFound(NotFoundError):
+    """No API model, user alias or discovered model serves this model name."""
+
+    error_type = "invalid_request_error"
+    default_code = "model_not_found"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"The model '{model}' does not exist: no API model, user alias or local model serves it.",
+            param="model",
+        )
+        self.model = model
+
+
+class ConflictError(BodhiError):
+    """A unique value (api model id, prefix, alias name) is already taken."""
+
+    status = 409
+    error_type = "invalid_request_error"
+    default_code = "conflict"
+
+
+class UpstreamError(BodhiError):
+    """The provider (remote API or local engine) failed or could not be reached."""
+
+    status = 502
+    error_type = "upstream_error"
+    default_code = "upstream_error"
+
+
+class LocalEngineUnavailable(BodhiError):
+    """A local model was asked for but llama.cpp cannot serve it here."""
+
+    status = 503
+    error_type = "server_error"
+    default_code = "local_engine_unavailable"
+
+
+class StoreError(BodhiError):
+    """The encrypted store cannot be read or written."""
+
+    status = 500
+    error_type = "server_error"
+    default_code = "store_error"
+
+
+class WrongMasterKeyError(StoreError):
+    """The master secret does not open this store (key-check record failed)."""
+
+    default_code = "wrong_master_key"
+
+
+class DecryptionError(StoreError):
+    """A stored ciphertext failed authentication (tampered, or moved to another record)."""
+
+    default_code = "decryption_failed"

@@ -1,0 +1,15 @@
+"""The encrypted, multi-process store (DESIGN §3)."""
+
+from .master_key import MasterSecret, load_master_secret, store_master_secret
+from .service import DB_FILENAME, ApiModelRecord, DbService
+from .storage import LockedJSONStorage
+
+__all__ = [
+    "DB_FILENAME",
+    "ApiModelRecord",
+    "DbService",
+    "LockedJSONStorage",
+    "MasterSecret",
+    "load_master_secret",
+    "store_master_secret",
+]

@@ -1,0 +1,171 @@
+"""A TinyDB storage that several processes can share safely.
+
+The Jupyter server and every kernel open the same file. TinyDB's own JSONStorage
+rewrites the file in place with no lock, which corrupts it within seconds under two
+writers. This storage:
+
+- takes an exclusive file lock (filelock) for every read-modify-write, through
+  `transaction()`; readers need no lock because a write is never seen half-done,
+- writes to a temp file, fsyncs it and `os.replace`s it over the old one, so a writer
+  killed at any point leaves either the old file or the new one,
+- re-reads the file only when its (inode, mtime, size) changed, and counts reloads
+  in `generation` so callers can rebuild in-memory indexes exactly when needed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+from tinydb.storages import Storage
+
+from ...objs.errors import StoreError
+
+__all__ = ["LockedJSONStorage"]
+
+log = logging.getLogger(__name__)
+
+_Sig = tuple[int, int, int]
+
+
+class LockedJSONStorage(Storage):
+    """JSON file storage with a cross-process lock and atomic replace."""
+
+    def __init__(self, path: str | os.PathLike[str], lock_timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # thread_local=False: one lock object per storage; threads are serialised by _mutex.
+        self._file_lock = FileLock(str(self.path) + ".lock", timeout=lock_timeout, thread_local=False)
+        self._mutex = threading.RLock()
+        self._sig: _Sig | None = None
+        self._raw: bytes | None = None
+        self.generation = 0
+
+    # -- locking ------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Hold the exclusive lock: reads inside see the latest file, writes are ours alone."""
+        with self._mutex:
+            try:
+                self._file_lock.acquire()
+            except Timeout as exc:
+                raise StoreError(
+                    f"Timed out waiting for the lock on {self.path.name}; another process holds it."
+                ) from exc
+            try:
+                yield
+            finally:
+                self._file_lock.release()
+
+    # -- Storage API ----------------------------------------------------------------------
+
+    def read(self) -> dict[str, dict[str, Any]] | None:
+        with self._mutex:
+            self._refresh()
+            if self._raw is None:
+                return None
+            # A fresh object every time: TinyDB mutates what it reads before writing it.
+            return json.loads(self._raw)
+
+    def write(self, data: dict[str, dict[str, Any]]) -> None:
+        raw = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+        with self.transaction():
+            self._atomic_write(raw)
+
+    def close(self) -> None:  # nothing held open between calls
+        pass
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """The current data (empty dict for a new file)."""
+        return self.read() or {}
+
+    def refresh(self) -> int:
+        """Reload if the file changed on disk; returns the generation after the check."""
+        with self._mutex:
+            self._refresh()
+            return self.generation
+
+    def _stat(self) -> _Sig | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def _refresh(self) -> None:
+        sig = self._stat()
+        if sig is not None and sig == self._sig:
+            return
+        if sig is None:
+            if self._raw is not None:
+                # Someone deleted the file under us: put back what we last saw rather than
+                # silently starting from an empty store.
+                log.warning("%s disappeared; restoring it from the last copy read", self.path)
+                with self.transaction():
+                    if self._stat() is None:
+                        self._atomic_write(self._raw)
+                    else:
+                        self._load()
+            return
+        self._load()
+
+    def _load(self) -> None:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return
+        if raw.strip():
+            try:
+                json.loads(raw)
+            except ValueError as exc:
+                raise StoreError(f"{self.path} is not valid JSON: {exc}") from exc
+        self._raw = raw if raw.strip() else None
+        self._sig = self._stat()
+        self.generation += 1
+
+    def _atomic_write(self, raw: bytes) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(raw)
+                fh.flush()
+                os.fsync(fh.fileno())
+            if self.path.exists():
+                os.chmod(tmp, self.path.stat().st_mode & 0o777)
+            else:
+                os.chmod(tmp, 0o600)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise StoreError(f"Could not write {self.path}: {exc.strerror or exc}") from exc
+        _fsync_dir(self.path.parent)
+        self._raw = raw
+        self._sig = self._stat()
+        self.generation += 1
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,35 @@
+"""Shared fixtures: an isolated BODHI_HOME per test and a fast KDF for unit tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Never touch a developer's real keyring or home from the tests.
+os.environ["BODHI_NO_KEYRING"] = "1"
+os.environ.pop("BODHI_ENCRYPTION_KEY", None)
+
+TEST_KEY = "sk-bodhitest-SECRET-9f8e7d6c5b4a3210-ZZ"
+"""A recognisable fake API key: leak tests grep for it (and for its distinctive middle)."""
+TEST_SECRET = "test-master-secret-0123456789"
+FAST_KDF = 1_000  # explicit test-only iteration count (production: 600,000)
+
+
+@pytest.fixture
+def bodhi_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "bodhi_home"
+    home.mkdir()
+    monkeypatch.setenv("BODHI_HOME", str(home))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    return home
+
+
+@pytest.fixture
+def db(bodhi_home: Path):
+    from bodhi_nb.services.db import DbService
+
+    svc = DbService(bodhi_home, TEST_SECRET, kdf_iterations=FAST_KDF)
+    yield svc
+    svc.close()

@@ -1,0 +1,152 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from bodhi_nb.objs import (
+    Alias,
+    AliasSource,
+    ApiModelAlias,
+    ConflictError,
+    ModelAlias,
+    ModelNotFound,
+    RequestParams,
+    mask_api_key,
+)
+from bodhi_nb.objs.model_alias import DiscoveredModelAlias
+
+
+def api(**kw) -> ApiModelAlias:
+    base = dict(id="openai", base_url="https://api.example.com/v1/", models=["gpt-4o", "gpt-4o-mini"])
+    base.update(kw)
+    return ApiModelAlias(**base)
+
+
+def test_alias_source_serialises_as_plain_strings():
+    assert [str(s) for s in AliasSource] == ["user", "model", "api"]
+    assert json.dumps(AliasSource.API) == '"api"'
+
+
+def test_base_url_trailing_slash_is_dropped_and_bad_urls_rejected():
+    assert api().base_url == "https://api.example.com/v1"
+    for bad in ["ftp://x", "not a url", "http://", "https://h/v1?x=1"]:
+        with pytest.raises(ValidationError, match="base_url"):
+            api(base_url=bad)
+
+
+@pytest.mark.parametrize("bad", ["", "-x", "a b", "a/b", "x" * 101])
+def test_id_pattern(bad):
+    with pytest.raises(ValidationError, match="id must start"):
+        api(id=bad)
+
+
+def test_models_may_be_empty_only_with_forward_all():
+    with pytest.raises(ValidationError, match="models must not be empty"):
+        api(models=[])
+    with pytest.raises(ValidationError, match="needs a prefix"):
+        api(models=[], forward_all_with_prefix=True)
+    a = api(models=[], prefix="or/", forward_all_with_prefix=True)
+    assert a.can_serve("or/anything") and not a.can_serve("anything") and not a.can_serve("or/")
+
+
+def test_models_are_deduplicated_in_order():
+    assert api(models=["b", "a", "b"]).models == ["b", "a"]
+
+
+def test_can_serve_exact_prefixed_and_forward_all():
+    plain = api()
+    assert plain.can_serve("gpt-4o") and not plain.can_serve("gpt-3")
+    pre = api(prefix="openai/")
+    assert pre.can_serve("openai/gpt-4o") and not pre.can_serve("gpt-4o")
+    assert pre.upstream_model_for("openai/gpt-4o") == "gpt-4o"
+    assert pre.served_names() == ["openai/gpt-4o", "openai/gpt-4o-mini"]
+    fwd = api(prefix="openai/", forward_all_with_prefix=True)
+    assert fwd.upstream_model_for("openai/o3") == "o3"
+
+
+def test_timestamps_are_rfc3339_utc():
+    data = api().model_dump(mode="json")
+    assert data["created_at"].endswith("Z") and "T" in data["created_at"]
+    assert ApiModelAlias.model_validate(data).created_at == api(created_at=data["created_at"]).created_at
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {"source": "user", "alias": "tiny:chat", "repo": "o/r", "filename": "m.Q4_0.gguf",
+         "snapshot": "main", "request_params": {"temperature": 0.2}, "context_params": {"n_ctx": 512}},
+        {"source": "model", "alias": "o/r:Q4_0", "repo": "o/r", "filename": "m.Q4_0.gguf", "snapshot": "abc"},
+        {"source": "api", "id": "x", "api_format": "openai", "base_url": "http://127.0.0.1:1/v1",
+         "models": ["m"], "prefix": "x/", "forward_all_with_prefix": False,
+         "created_at": "2026-01-02T03:04:05.000006Z", "updated_at": "2026-01-02T03:04:05.000006Z"},
+    ],
+)
+def test_model_alias_json_round_trip(variant):
+    ma = ModelAlias.model_validate(variant)
+    assert ma.source == AliasSource(variant["source"])
+    again = ModelAlias.model_validate_json(ma.model_dump_json())
+    assert again == ma
+    dumped = json.loads(ma.model_dump_json())
+    assert dumped["source"] == variant["source"]
+
+
+def test_model_alias_can_serve_per_variant():
+    user = ModelAlias.user(Alias(alias="mine", repo="o/r", filename="f.gguf"))
+    assert user.can_serve("mine") and not user.can_serve("mine2")
+    model = ModelAlias(DiscoveredModelAlias(alias="o/r:Q8_0", repo="o/r", filename="f.Q8_0.gguf"))
+    assert model.can_serve("o/r:Q8_0")
+    remote = ModelAlias.api(api(prefix="p/"))
+    assert remote.can_serve("p/gpt-4o") and not remote.can_serve("gpt-4o")
+
+
+def test_unknown_source_is_rejected():
+    with pytest.raises(ValidationError):
+        ModelAlias.model_validate({"source": "cloud", "alias": "x"})
+
+
+def test_alias_validation_names_the_field():
+    with pytest.raises(ValidationError, match="filename"):
+        Alias(alias="a", repo="o/r", filename="model.bin")
+    with pytest.raises(ValidationError, match="alias"):
+        Alias(alias=" bad", repo="o/r", filename="m.gguf")
+    with pytest.raises(ValidationError, match="temperature"):
+        Alias(alias="a", repo="o/r", filename="m.gguf", request_params={"temperature": 9})
+
+
+def test_request_params_apply_only_where_unset():
+    rp = RequestParams(temperature=0.1, max_tokens=7)
+    assert rp.defaults_for({"temperature": 0.9}) == {"max_tokens": 7}
+    assert rp.defaults_for({"temperature": None}) == {"temperature": 0.1, "max_tokens": 7}
+
+
+@pytest.mark.parametrize(
+    "key,masked",
+    [("", "***"), ("short", "***"), ("x" * 12, "***"), ("sk-abcdefghijkl", "sk-...ijkl"),
+     ("sk-proj-1234567890ABCD", "sk-...ABCD")],
+)
+def test_mask_api_key(key, masked):
+    assert mask_api_key(key) == masked
+
+
+def test_errors_carry_their_envelope():
+    e = ModelNotFound("nope")
+    env = e.to_envelope()["error"]
+    assert (e.status, env["type"], env["code"], env["param"]) == (404, "invalid_request_error", "model_not_found", "model")
+    assert "nope" in env["message"]
+    c = ConflictError("taken", param="id")
+    assert c.status == 409 and c.to_envelope()["error"]["param"] == "id"
+
+
+def test_objs_import_no_io_libraries():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, bodhi_nb.objs; "
+        "bad=[m for m in ('httpx','tinydb','tornado','filelock') if m in sys.modules]; "
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

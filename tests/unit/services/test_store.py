@@ -1,0 +1,199 @@
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+
+from bodhi_nb.objs import ApiModelAlias, ConflictError, InvalidRequestError, NotFoundError, StoreError, WrongMasterKeyError
+from bodhi_nb.services.db import DbService, LockedJSONStorage, load_master_secret
+from bodhi_nb.services.db import migrations
+from tests.conftest import FAST_KDF, TEST_KEY, TEST_SECRET
+
+
+def make(id="openai", **kw) -> ApiModelAlias:
+    base = dict(id=id, base_url="http://127.0.0.1:9/v1", models=["gpt-4o"])
+    base.update(kw)
+    return ApiModelAlias(**base)
+
+
+# -- migrations -------------------------------------------------------------------------
+
+
+def test_migrations_up_down_up(bodhi_home):
+    st = LockedJSONStorage(bodhi_home / "m.json")
+    assert migrations.migrate(st) == migrations.LATEST == 4
+    data = st.snapshot()
+    assert "api_model_aliases" in data
+    assert data["_meta"]["1"]["unique_indexes"]["api_model_aliases"] == ["id", "prefix"]
+    salt = data["_meta"]["1"]["kdf_salt"]
+    assert migrations.migrate(st, 3) == 3
+    assert "api_model_aliases" not in st.snapshot()
+    assert migrations.migrate(st, 0) == 0
+    assert "_meta" not in st.snapshot()
+    assert migrations.migrate(st) == 4
+    assert st.snapshot()["_meta"]["1"]["kdf_salt"] != salt  # a fresh store gets a fresh salt
+    with pytest.raises(StoreError, match="No schema level"):
+        migrations.migrate(st, 9)
+
+
+def test_newer_schema_is_refused(bodhi_home):
+    st = LockedJSONStorage(bodhi_home / "m.json")
+    st.write({"_meta": {"1": {"schema_version": 99}}})
+    with pytest.raises(StoreError, match="newer than this bodhi_nb"):
+        migrations.migrate(st)
+
+
+# -- CRUD ---------------------------------------------------------------------------------
+
+
+def test_create_get_list_masks_key(db):
+    rec = db.create(make(), TEST_KEY)
+    assert rec.has_api_key and rec.api_key_masked == TEST_KEY[:3] + "..." + TEST_KEY[-4:]
+    assert db.get("openai").models == ["gpt-4o"]
+    assert db.get_api_key("openai") == TEST_KEY
+    items, total = db.list()
+    assert total == 1 and items[0].alias.id == "openai"
+    assert TEST_KEY not in repr(rec)  # the record shows only the masked form
+    assert TEST_KEY not in repr(items)
+
+
+def test_without_key(db):
+    rec = db.create(make("local-openai"), None)
+    assert not rec.has_api_key and rec.api_key_masked is None and db.get_api_key("local-openai") is None
+
+
+def test_duplicate_id_and_prefix_conflict(db):
+    db.create(make("a", prefix="p/"), TEST_KEY)
+    with pytest.raises(ConflictError, match="already exists"):
+        db.create(make("a"), TEST_KEY)
+    with pytest.raises(ConflictError, match="prefix 'p/'"):
+        db.create(make("b", prefix="p/"), TEST_KEY)
+    db.create(make("c", prefix="q/"), TEST_KEY)
+    with pytest.raises(ConflictError):
+        db.update("c", {"prefix": "p/"})
+    db.update("a", {"prefix": "p/", "models": ["x"]})  # own prefix is fine
+
+
+def test_list_newest_first_and_paginated(db):
+    for i in range(5):
+        db.create(make(f"m{i}"), None)
+    page1, total = db.list(page=1, page_size=2)
+    page3, _ = db.list(page=3, page_size=2)
+    assert total == 5
+    assert [r.alias.id for r in page1] == ["m4", "m3"]
+    assert [r.alias.id for r in page3] == ["m0"]
+    with pytest.raises(InvalidRequestError):
+        db.list(page=0)
+
+
+def test_update_without_key_keeps_it_and_new_key_gets_new_ciphertext(db):
+    db.create(make(), TEST_KEY)
+    before = json.loads(db.path.read_text())["api_model_aliases"]["openai"]["api_key"]
+    rec = db.update("openai", {"models": ["gpt-4o", "o3"]})
+    assert rec.alias.models == ["gpt-4o", "o3"] and db.get_api_key("openai") == TEST_KEY
+    assert rec.alias.updated_at > rec.alias.created_at
+    same = json.loads(db.path.read_text())["api_model_aliases"]["openai"]["api_key"]
+    assert same == before
+    db.update("openai", {}, api_key="sk-new-key-0000000000000")
+    after = json.loads(db.path.read_text())["api_model_aliases"]["openai"]["api_key"]
+    assert after != before and after[3:47] != before[3:47]
+    assert db.get_api_key("openai") == "sk-new-key-0000000000000"
+
+
+def test_update_validates_the_merged_object(db):
+    db.create(make(), TEST_KEY)
+    with pytest.raises(Exception, match="models must not be empty"):
+        db.update("openai", {"models": []})
+    assert db.get("openai").models == ["gpt-4o"]
+
+
+def test_delete_and_not_found(db):
+    db.create(make(), TEST_KEY)
+    db.delete("openai")
+    for call in (lambda: db.get("openai"), lambda: db.delete("openai"), lambda: db.update("openai", {}),
+                 lambda: db.get_api_key("openai")):
+        with pytest.raises(NotFoundError):
+            call()
+
+
+def test_bad_key_value_is_refused_without_echo(db):
+    with pytest.raises(InvalidRequestError) as ei:
+        db.create(make(), "has space-" + "x" * 20)
+    assert "x" * 20 not in str(ei.value)
+
+
+def test_lookups_by_served_name_newest_updated_first(db):
+    db.create(make("old", models=["shared"]), None)
+    db.create(make("new", models=["shared"]), None)
+    assert [a.id for a in db.find_by_served_name("shared")] == ["new", "old"]
+    db.update("old", {"base_url": "http://127.0.0.1:8/v1"})
+    assert [a.id for a in db.find_by_served_name("shared")] == ["old", "new"]
+    db.create(make("fwd", models=[], prefix="f/", forward_all_with_prefix=True), None)
+    assert [a.id for a in db.forward_all_aliases()] == ["fwd"]
+
+
+def test_second_instance_sees_writes_of_the_first(db, bodhi_home):
+    other = DbService(bodhi_home, TEST_SECRET, kdf_iterations=FAST_KDF)
+    db.create(make("seen"), TEST_KEY)
+    assert other.get("seen").id == "seen"
+    assert other.get_api_key("seen") == TEST_KEY
+    with pytest.raises(ConflictError):
+        other.create(make("seen"), None)
+
+
+# -- secrets --------------------------------------------------------------------------------
+
+
+def test_db_file_never_contains_plaintext_key(db):
+    db.create(make(), TEST_KEY)
+    db.update("openai", {"models": ["a"]}, api_key=TEST_KEY)
+    raw = db.path.read_bytes()
+    assert TEST_KEY.encode() not in raw
+    assert b"SECRET-9f8e7d6c5b4a3210" not in raw
+
+
+def test_wrong_master_secret_fails_at_open(db, bodhi_home):
+    db.create(make(), TEST_KEY)
+    with pytest.raises(WrongMasterKeyError, match="does not open"):
+        DbService(bodhi_home, "a-completely-different-secret", kdf_iterations=FAST_KDF)
+
+
+def test_rotation_keeps_every_key_readable_with_the_new_secret_only(db, bodhi_home):
+    for i in range(3):
+        db.create(make(f"m{i}"), f"{TEST_KEY}-{i}")
+    db.create(make("nokey"), None)
+    db.rotate_master_key("the-new-master-secret-abcdef")
+    assert [db.get_api_key(f"m{i}") for i in range(3)] == [f"{TEST_KEY}-{i}" for i in range(3)]
+    fresh = DbService(bodhi_home, "the-new-master-secret-abcdef", kdf_iterations=FAST_KDF)
+    assert fresh.get_api_key("m2") == f"{TEST_KEY}-2" and fresh.get_api_key("nokey") is None
+    with pytest.raises(WrongMasterKeyError):
+        DbService(bodhi_home, TEST_SECRET, kdf_iterations=FAST_KDF)
+
+
+def test_tampered_record_fails_cleanly(db):
+    db.create(make("a"), TEST_KEY)
+    db.create(make("b"), "sk-other-key-1234567890")
+    data = json.loads(db.path.read_text())
+    data["api_model_aliases"]["b"]["api_key"] = data["api_model_aliases"]["a"]["api_key"]
+    LockedJSONStorage(db.path).write(data)
+    from bodhi_nb.objs import DecryptionError
+
+    with pytest.raises(DecryptionError, match="'b'"):
+        db.get_api_key("b")
+    assert db.get_api_key("a") == TEST_KEY
+
+
+def test_master_secret_sources(bodhi_home, monkeypatch):
+    monkeypatch.setenv("BODHI_ENCRYPTION_KEY", "short")
+    with pytest.raises(StoreError, match="at least 20"):
+        load_master_secret(bodhi_home)
+    monkeypatch.setenv("BODHI_ENCRYPTION_KEY", "x" * 24)
+    s = load_master_secret(bodhi_home)
+    assert s.origin == "env" and "x" * 24 not in repr(s)
+    monkeypatch.delenv("BODHI_ENCRYPTION_KEY")
+    f = load_master_secret(bodhi_home)
+    path = bodhi_home / ".secret_key"
+    assert f.origin == "file" and stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert load_master_secret(bodhi_home).value == f.value  # stable across calls
