@@ -33,3 +33,38 @@ def db(bodhi_home: Path):
     svc = DbService(bodhi_home, TEST_SECRET, kdf_iterations=FAST_KDF)
     yield svc
     svc.close()
+
+
+class FakeUpstream:
+    """A running fake_openai.py process: `base_url`, `key`, and `last()` request."""
+
+    def __init__(self, key: str | None) -> None:
+        import subprocess
+        import sys
+
+        self.key = key
+        args = [sys.executable, str(Path(__file__).parent / "resources" / "fake_openai.py")]
+        if key:
+            args += ["--key", key]
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        assert line.startswith("PORT "), line
+        self.port = int(line.split()[1])
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+
+    def last(self) -> dict:
+        import httpx
+
+        return httpx.get(f"http://127.0.0.1:{self.port}/_last", trust_env=False).json()
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def upstream():
+    """A real OpenAI-compatible server on 127.0.0.1 that requires TEST_KEY."""
+    up = FakeUpstream(TEST_KEY)
+    yield up
+    up.stop()

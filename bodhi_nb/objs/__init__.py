@@ -1,7 +1,7 @@
 """Layer 1: pure domain objects. No I/O here: no httpx, tinydb or tornado imports."""
 
 from .alias import ALIAS_NAME_PATTERN, Alias, AliasSource, ContextParams, RequestParams
-from .api_model_alias import API_MODEL_ID_PATTERN, ApiFormat, ApiModelAlias, mask_api_key, utc_now
+from .api_model_alias import API_MODEL_ID_PATTERN, ApiFormat, ApiModelAlias, mask_api_key, normalize_base_url, utc_now
 from .errors import (
     BodhiError,
     ConflictError,
@@ -40,5 +40,6 @@ __all__ = [
     "UserModelAlias",
     "WrongMasterKeyError",
     "mask_api_key",
+    "normalize_base_url",
     "utc_now",
 ]

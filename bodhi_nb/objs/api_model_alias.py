@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
-__all__ = ["ApiFormat", "ApiModelAlias", "mask_api_key", "utc_now", "API_MODEL_ID_PATTERN"]
+__all__ = ["ApiFormat", "ApiModelAlias", "mask_api_key", "normalize_base_url", "utc_now", "API_MODEL_ID_PATTERN"]
 
 API_MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 _ID_RE = re.compile(API_MODEL_ID_PATTERN)
@@ -22,6 +22,17 @@ _ID_RE = re.compile(API_MODEL_ID_PATTERN)
 def utc_now() -> datetime:
     """Timestamps are UTC with microseconds, so 'most recently updated' is well ordered."""
     return datetime.now(timezone.utc)
+
+
+def normalize_base_url(url: str) -> str:
+    """The one base-URL rule: http(s) with a host, no query or fragment, no trailing slash."""
+    url = url.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("base_url must be an http:// or https:// URL with a host")
+    if parts.query or parts.fragment:
+        raise ValueError("base_url must not have a query or fragment")
+    return url.rstrip("/")
 
 
 def mask_api_key(key: str) -> str:
@@ -67,13 +78,7 @@ class ApiModelAlias(BaseModel):
     @field_validator("base_url")
     @classmethod
     def _check_base_url(cls, v: str) -> str:
-        v = v.strip()
-        parts = urlsplit(v)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("base_url must be an http:// or https:// URL with a host")
-        if parts.query or parts.fragment:
-            raise ValueError("base_url must not have a query or fragment")
-        return v.rstrip("/")
+        return normalize_base_url(v)
 
     @field_validator("models")
     @classmethod

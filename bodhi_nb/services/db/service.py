@@ -60,6 +60,11 @@ class ApiModelRecord:
     has_api_key: bool
     api_key_masked: str | None
 
+    def public(self) -> dict[str, Any]:
+        """The JSON view every surface shows (HTTP, client, widgets): no key, only its mask."""
+        return {**self.alias.model_dump(mode="json"), "has_api_key": self.has_api_key,
+                "api_key_masked": self.api_key_masked}
+
 
 @dataclass
 class _Index:

@@ -1,0 +1,83 @@
+"""Private: the one event loop, on its own thread, that runs all bodhi I/O in a process.
+
+A Jupyter kernel already runs an event loop, so `asyncio.run` is not allowed there and
+nest_asyncio would patch the kernel's loop. Instead, sync calls submit coroutines to
+this private loop and wait; async calls await the same future with `wrap_future`, so
+the kernel's own loop is never blocked and no httpx client is shared between loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import threading
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+__all__ = ["LoopThread"]
+
+
+class LoopThread:
+    _instance: "LoopThread | None" = None
+    _guard = threading.Lock()
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="bodhi_nb-io", daemon=True)
+        self.thread.start()
+
+    @classmethod
+    def get(cls) -> "LoopThread":
+        with cls._guard:
+            if cls._instance is None or not cls._instance.thread.is_alive():
+                cls._instance = cls()
+                atexit.register(cls._instance.stop)
+            return cls._instance
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> "Future[T]":
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run on the private loop and wait (from any thread but the loop's own)."""
+        if threading.current_thread() is self.thread:
+            coro.close()
+            raise RuntimeError("bodhi_nb sync calls cannot be made from its own I/O thread; use the async twin.")
+        return self.submit(coro).result(timeout)
+
+    async def arun(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await from any other loop (e.g. the kernel's) without blocking it."""
+        if asyncio.get_running_loop() is self.loop:
+            return await coro
+        return await asyncio.wrap_future(self.submit(coro))
+
+    def iterate(self, agen: AsyncIterator[T]) -> Iterator[T]:
+        """Drive an async iterator living on the private loop from sync code."""
+        try:
+            while True:
+                try:
+                    yield self.run(agen.__anext__())  # type: ignore[arg-type]
+                except StopAsyncIteration:
+                    return
+        finally:
+            aclose = getattr(agen, "aclose", None)
+            if aclose is not None:
+                self.run(aclose())
+
+    async def aiterate(self, agen: AsyncIterator[T]) -> AsyncIterator[T]:
+        try:
+            while True:
+                try:
+                    yield await self.arun(agen.__anext__())  # type: ignore[arg-type]
+                except StopAsyncIteration:
+                    return
+        finally:
+            aclose = getattr(agen, "aclose", None)
+            if aclose is not None:
+                await self.arun(aclose())
+
+    def stop(self) -> None:
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)

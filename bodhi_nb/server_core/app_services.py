@@ -1,0 +1,62 @@
+"""AppServices: the services of one process, built once, in dependency order.
+
+The Jupyter server extension and the in-kernel `Bodhi` facade both build one of these
+over the same BODHI_HOME, so they see the same store, aliases and local engine.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..services.ai_api_service import AiApiService
+from ..services.data_service import DataService
+from ..services.db import DbService
+from ..services.db._encryption import PBKDF2_ITERATIONS
+from ..services.home import bodhi_home
+from ..services.local_engine import LocalEngine
+from .gateway import Gateway
+from .model_router import ModelRouter
+
+__all__ = ["AppServices"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AppServices:
+    home: Path
+    db: DbService
+    data: DataService
+    ai_api: AiApiService
+    engine: LocalEngine
+    router: ModelRouter
+    gateway: Gateway
+
+    @classmethod
+    def create(
+        cls,
+        home: str | Path | None = None,
+        *,
+        master_secret: str | None = None,
+        kdf_iterations: int = PBKDF2_ITERATIONS,
+        timeout: float = 600.0,
+        connect_timeout: float = 10.0,
+        first_byte_timeout: float = 120.0,
+        engine_idle_timeout: float = 900.0,
+        engine_start_timeout: float = 120.0,
+        n_threads: int | None = None,
+    ) -> "AppServices":
+        h = bodhi_home(home)
+        db = DbService(h, master_secret, kdf_iterations=kdf_iterations)
+        data = DataService(h)
+        ai_api = AiApiService(db, timeout=timeout, connect_timeout=connect_timeout,
+                              first_byte_timeout=first_byte_timeout)
+        engine = LocalEngine(h, data, idle_timeout=engine_idle_timeout, start_timeout=engine_start_timeout,
+                             n_threads=n_threads)
+        router = ModelRouter(db, data)
+        return cls(h, db, data, ai_api, engine, router, Gateway(router, ai_api, engine))
+
+    def __repr__(self) -> str:
+        return f"AppServices(home={str(self.home)!r})"

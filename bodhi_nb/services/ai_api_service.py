@@ -1,0 +1,300 @@
+"""AiApiService: the one HTTP client to OpenAI-compatible upstreams (remote and local).
+
+Both remote API models and the local llama.cpp engine are reached through
+`forward_chat_completion`, so there is one forwarding path. Upstream failures become
+`BodhiError`s with the status a caller expects; the API key only ever travels in the
+upstream `Authorization` header and appears in no message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import weakref
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from ..objs.api_model_alias import normalize_base_url
+from ..objs.errors import BodhiError, InvalidRequestError, UpstreamError
+from .db import DbService
+
+__all__ = [
+    "AiApiService",
+    "RawCredentials",
+    "StoredCredentials",
+    "Credentials",
+    "ForwardTarget",
+    "TestPromptResult",
+    "UpstreamResponse",
+    "MAX_TEST_PROMPT",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_TEST_PROMPT = 30
+_HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
+     "transfer-encoding", "upgrade", "set-cookie", "content-length", "content-encoding", "date", "server"}
+)
+
+
+@dataclass(frozen=True)
+class RawCredentials:
+    """A base URL and key typed by the user, not (yet) stored."""
+
+    base_url: str
+    api_key: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class StoredCredentials:
+    """Use the stored base URL and key of api model `id`."""
+
+    id: str
+
+
+Credentials = RawCredentials | StoredCredentials
+
+
+@dataclass(frozen=True)
+class ForwardTarget:
+    """Where one chat request goes: upstream base URL, key, and the upstream model id."""
+
+    base_url: str
+    model: str
+    api_key: str | None = field(default=None, repr=False)
+    label: str = "upstream"  # said in error messages, e.g. "API model 'openai'"
+
+
+@dataclass(frozen=True)
+class TestPromptResult:
+    success: bool
+    response: str | None = None
+    error: str | None = None
+
+
+class UpstreamResponse:
+    """An open upstream response: status, filtered headers, and its body as it arrives."""
+
+    def __init__(self, response: httpx.Response, label: str) -> None:
+        self._response = response
+        self.label = label
+        self.status = response.status_code
+        self.headers = {k: v for k, v in response.headers.items() if k.lower() not in _HOP_BY_HOP}
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def is_event_stream(self) -> bool:
+        return self.headers.get("content-type", "").startswith("text/event-stream")
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        """Body bytes as they come off the socket (no re-buffering)."""
+        try:
+            async for chunk in self._response.aiter_raw():
+                if chunk:
+                    yield chunk
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"The {self.label} stream broke off: {_describe(exc)}") from None
+
+    async def aread(self) -> bytes:
+        try:
+            return await self._response.aread()
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"Reading the {self.label} response failed: {_describe(exc)}") from None
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+    async def error(self) -> BodhiError:
+        """This (non-2xx) response as an error in the OpenAI envelope."""
+        return upstream_status_error(self.status, await self.aread(), self.headers, self.label)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "connection timed out"
+    if isinstance(exc, httpx.ReadTimeout):
+        return "no response before the timeout"
+    if isinstance(exc, httpx.ConnectError):
+        return "connection refused or host unreachable"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "the connection closed unexpectedly"
+    return type(exc).__name__
+
+
+def _upstream_message(body: bytes) -> str | None:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return err["message"]
+        if isinstance(err, str):
+            return err
+        if isinstance(data.get("message"), str):
+            return data["message"]
+    return None
+
+
+def upstream_status_error(status: int, body: bytes, headers: dict[str, str], label: str) -> BodhiError:
+    """Map an upstream HTTP error to ours: same class of status, a readable message."""
+    detail = _upstream_message(body)
+    said = f": {detail}" if detail else ""
+    keep = {k: v for k, v in headers.items() if k.lower() == "retry-after"}
+    if status in (401, 403):
+        return UpstreamError(f"The {label} rejected the API key ({status}){said}", status=status,
+                             code="upstream_unauthorized")
+    if status == 404:
+        return UpstreamError(f"The {label} answered 404 Not Found: check the base URL and model{said}",
+                             status=404, code="upstream_not_found")
+    if status == 429:
+        wait = f" (retry after {keep['retry-after']} s)" if keep else ""
+        return UpstreamError(f"The {label} is rate limiting requests{wait}{said}", status=429,
+                             code="rate_limit_exceeded", headers=keep)
+    if 400 <= status < 500:
+        return UpstreamError(f"The {label} refused the request ({status}){said}", status=status,
+                             code="upstream_bad_request")
+    return UpstreamError(f"The {label} failed ({status}){said}", status=502, code="upstream_error")
+
+
+class AiApiService:
+    """HTTP to OpenAI-compatible upstreams; one httpx.AsyncClient per event loop."""
+
+    def __init__(
+        self,
+        db: DbService | None = None,
+        *,
+        timeout: float = 600.0,
+        connect_timeout: float = 10.0,
+        first_byte_timeout: float = 120.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._db = db
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.first_byte_timeout = first_byte_timeout
+        self._transport = transport
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None or client.is_closed:
+            client = httpx.AsyncClient(
+                transport=self._transport,
+                timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),
+                limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+                follow_redirects=False,
+                trust_env=False,
+            )
+            self._clients[loop] = client
+        return client
+
+    async def aclose(self) -> None:
+        """Close the client of the running loop (call on shutdown, from that loop)."""
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
+
+    # -- credentials ----------------------------------------------------------------------
+
+    def _resolve(self, creds: Credentials) -> tuple[str, str | None, str]:
+        if isinstance(creds, StoredCredentials):
+            if self._db is None:
+                raise InvalidRequestError("No store is configured to look up stored credentials.")
+            alias = self._db.get(creds.id)
+            return alias.base_url, self._db.get_api_key(creds.id), f"API model '{creds.id}'"
+        try:
+            url = normalize_base_url(creds.base_url)
+        except ValueError as exc:
+            raise InvalidRequestError(str(exc), param="base_url") from None
+        return url, creds.api_key, "provider"
+
+    @staticmethod
+    def _headers(api_key: str | None, stream: bool = False) -> dict[str, str]:
+        h = {"accept-encoding": "identity", "content-type": "application/json",
+             "accept": "text/event-stream" if stream else "application/json"}
+        if api_key:
+            h["authorization"] = f"Bearer {api_key}"
+        return h
+
+    # -- operations -----------------------------------------------------------------------
+
+    async def fetch_models(self, creds: Credentials) -> list[str]:
+        """Upstream model ids in the order the upstream lists them."""
+        base_url, key, label = self._resolve(creds)
+        try:
+            r = await self._client().get(f"{base_url}/models", headers=self._headers(key))
+        except httpx.TimeoutException as exc:
+            raise UpstreamError(f"The {label} did not answer in time: {_describe(exc)}", status=504,
+                                code="upstream_timeout") from None
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"Could not reach the {label}: {_describe(exc)}") from None
+        if not r.is_success:
+            raise upstream_status_error(r.status_code, r.content, dict(r.headers), label)
+        try:
+            data = r.json()["data"]
+            return [str(m["id"]) for m in data]
+        except (ValueError, KeyError, TypeError):
+            raise UpstreamError(f"The {label} answered /models with something that is not an OpenAI model list.") from None
+
+    async def test_prompt(self, creds: Credentials, model: str, prompt: str) -> TestPromptResult:
+        """Send a short prompt; upstream failures come back as `success=False`, never raised."""
+        if len(prompt) > MAX_TEST_PROMPT:
+            raise InvalidRequestError(f"The test prompt must be at most {MAX_TEST_PROMPT} characters.", param="prompt")
+        if not model:
+            raise InvalidRequestError("A model is needed for the test prompt.", param="model")
+        base_url, key, label = self._resolve(creds)
+        body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 50,
+                "stream": False}
+        try:
+            resp = await self.forward_chat_completion(ForwardTarget(base_url, model, key, label), body, stream=False)
+            raw = await resp.aread()
+            if not resp.ok:
+                return TestPromptResult(False, error=upstream_status_error(resp.status, raw, resp.headers, label).message)
+            text = json.loads(raw)["choices"][0]["message"]["content"]
+            return TestPromptResult(True, response=text or "")
+        except BodhiError as exc:
+            return TestPromptResult(False, error=exc.message)
+        except (ValueError, KeyError, IndexError, TypeError):
+            return TestPromptResult(False, error=f"The {label} answered with something that is not a chat completion.")
+
+    async def forward_chat_completion(self, target: ForwardTarget, body: dict[str, Any], stream: bool) -> UpstreamResponse:
+        """POST the body (model rewritten) and return the open response, whatever its status.
+
+        Connection failures raise `UpstreamError` (nothing has been sent to the caller yet);
+        an upstream error status is returned as is, for the caller to relay.
+        """
+        payload = dict(body)
+        payload["model"] = target.model
+        payload["stream"] = stream
+        client = self._client()
+        timeout = (httpx.Timeout(None, connect=self.connect_timeout) if stream
+                   else httpx.Timeout(self.timeout, connect=self.connect_timeout))
+        req = client.build_request(
+            "POST", f"{target.base_url}/chat/completions",
+            content=json.dumps(payload, separators=(",", ":")).encode(),
+            headers=self._headers(target.api_key, stream), timeout=timeout,
+        )
+        try:
+            send = client.send(req, stream=True)
+            resp = await (asyncio.wait_for(send, self.first_byte_timeout) if stream else send)
+        except (asyncio.TimeoutError, httpx.TimeoutException) as exc:
+            what = "did not start answering in time" if isinstance(exc, asyncio.TimeoutError) else _describe(exc)
+            raise UpstreamError(f"The {target.label} {what}.", status=504, code="upstream_timeout") from None
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"Could not reach the {target.label}: {_describe(exc)}") from None
+        return UpstreamResponse(resp, target.label)

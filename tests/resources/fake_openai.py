@@ -1,0 +1,146 @@
+"""A small real OpenAI-compatible server on 127.0.0.1 for tests (the remote-provider edge).
+
+Run: python fake_openai.py [--key KEY]  -> prints "PORT <n>" once listening.
+Behaviour by model name:
+  echo*          reply "echo: <last user message>"; streamed as one chunk per word
+  slow-stream    like echo but ~2,000 words, for relay tests
+  forever        a stream that never ends (one chunk every 50 ms)
+  cut            stream: two chunks, then the connection is dropped
+  slow-first     waits 30 s before answering
+  status-NNN     answers HTTP NNN with an OpenAI error envelope (429 adds Retry-After: 7)
+  not-json       answers 200 with a body that is not JSON
+GET /v1/models lists: echo, echo-2, slow-stream, forever, cut.
+GET /_last returns the last chat request's headers and body (for assertions).
+With --key, every /v1 request needs "Authorization: Bearer KEY" (else 401).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+
+import tornado.iostream
+import tornado.web
+
+LAST: dict = {}
+OPEN_STREAMS = {"n": 0}
+
+
+class Base(tornado.web.RequestHandler):
+    def check_key(self) -> bool:
+        key = self.settings.get("api_key")
+        if key and self.request.headers.get("Authorization") != f"Bearer {key}":
+            self.set_status(401)
+            self.finish({"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error",
+                                   "param": None, "code": "invalid_api_key"}})
+            return False
+        return True
+
+
+class Models(Base):
+    def get(self) -> None:
+        if self.check_key():
+            ids = ["echo", "echo-2", "slow-stream", "forever", "cut"]
+            self.finish({"object": "list", "data": [{"id": i, "object": "model", "created": 0, "owned_by": "fake"} for i in ids]})
+
+
+class Last(tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.finish({**LAST, "open_streams": OPEN_STREAMS["n"]})
+
+
+def chunk(model: str, text: str | None, finish: str | None = None) -> bytes:
+    body = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
+            "choices": [{"index": 0, "delta": {} if text is None else {"content": text}, "finish_reason": finish}]}
+    return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
+class Chat(Base):
+    async def post(self) -> None:
+        body = json.loads(self.request.body)
+        LAST.clear()
+        LAST.update(headers=dict(self.request.headers), body=body)
+        if not self.check_key():
+            return
+        model = body.get("model", "")
+        if model.startswith("status-"):
+            code = int(model.split("-")[1])
+            self.set_status(code)
+            if code == 429:
+                self.set_header("Retry-After", "7")
+            self.finish({"error": {"message": f"fake upstream says {code}", "type": "server_error", "param": None,
+                                   "code": None}})
+            return
+        if model == "not-json":
+            self.finish("this is not json")
+            return
+        if model == "slow-first":
+            await asyncio.sleep(30)
+        user = [m for m in body.get("messages", []) if m.get("role") == "user"]
+        text = "echo: " + (user[-1].get("content", "") if user else "")
+        words = text.split(" ")
+        if model == "slow-stream":
+            words = [f"w{i}" for i in range(int(body.get("max_tokens") or 2000))]
+        if not body.get("stream"):
+            self.set_header("Set-Cookie", "upstream=1")
+            self.set_header("X-Upstream", "yes")
+            self.finish({"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": model,
+                         "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                      "finish_reason": "stop"}],
+                         "usage": {"prompt_tokens": 3, "completion_tokens": len(words), "total_tokens": 3 + len(words)}})
+            return
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("Cache-Control", "no-cache")
+        OPEN_STREAMS["n"] += 1
+        try:
+            if model == "forever":
+                i = 0
+                while True:
+                    self.write(chunk(model, f"tick{i} "))
+                    await self.flush()
+                    i += 1
+                    await asyncio.sleep(0.05)
+            if model == "cut":
+                for w in ("first ", "second "):
+                    self.write(chunk(model, w))
+                    await self.flush()
+                self.request.connection.stream.close()
+                return
+            for i, w in enumerate(words):
+                self.write(chunk(model, w if i == len(words) - 1 else w + " "))
+                await self.flush()
+            self.write(chunk(model, None, "stop"))
+            if (body.get("stream_options") or {}).get("include_usage"):
+                usage = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model,
+                         "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": len(words),
+                                                  "total_tokens": 3 + len(words)}}
+                self.write(b"data: " + json.dumps(usage).encode() + b"\n\n")
+            self.write(b"data: [DONE]\n\n")
+            await self.flush()
+            self.finish()
+        except tornado.iostream.StreamClosedError:
+            pass
+        finally:
+            OPEN_STREAMS["n"] -= 1
+
+
+def make_app(api_key: str | None) -> tornado.web.Application:
+    return tornado.web.Application(
+        [(r"/v1/models", Models), (r"/v1/chat/completions", Chat), (r"/_last", Last)], api_key=api_key)
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--key")
+    args = ap.parse_args()
+    app = make_app(args.key)
+    server = app.listen(0, address="127.0.0.1")
+    port = next(iter(server._sockets.values())).getsockname()[1]
+    print(f"PORT {port}", flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,287 @@
+"""AiApiService against pytest-httpx: every branch of fetch, test prompt and forwarding."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+
+from bodhi_nb.objs import ApiModelAlias, InvalidRequestError, UpstreamError
+from bodhi_nb.services.ai_api_service import AiApiService, ForwardTarget, RawCredentials, StoredCredentials
+from tests.conftest import TEST_KEY
+
+BASE = "http://provider.test/v1"
+RAW = RawCredentials(BASE, TEST_KEY)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def _fetch(creds=RAW, svc=None):
+    svc = svc or AiApiService()
+    try:
+        return await svc.fetch_models(creds)
+    finally:
+        await svc.aclose()
+
+
+def test_fetch_models_in_upstream_order_with_bearer(httpx_mock):
+    httpx_mock.add_response(url=f"{BASE}/models", json={"data": [{"id": "z"}, {"id": "a"}, {"id": "m"}]})
+    assert run(_fetch()) == ["z", "a", "m"]
+    assert httpx_mock.get_request().headers["authorization"] == f"Bearer {TEST_KEY}"
+
+
+@pytest.mark.parametrize(
+    "status,code,our_status,words",
+    [(401, "upstream_unauthorized", 401, "rejected the API key"),
+     (403, "upstream_unauthorized", 403, "rejected the API key"),
+     (404, "upstream_not_found", 404, "check the base URL"),
+     (429, "rate_limit_exceeded", 429, "retry after 12 s"),
+     (500, "upstream_error", 502, "failed (500)"),
+     (503, "upstream_error", 502, "failed (503)")],
+)
+def test_fetch_models_maps_upstream_errors(httpx_mock, status, code, our_status, words):
+    headers = {"Retry-After": "12"} if status == 429 else {}
+    httpx_mock.add_response(url=f"{BASE}/models", status_code=status, headers=headers,
+                            json={"error": {"message": f"upstream says {status}"}})
+    with pytest.raises(UpstreamError) as ei:
+        run(_fetch())
+    e = ei.value
+    assert (e.status, e.code) == (our_status, code)
+    assert words in e.message and f"upstream says {status}" in e.message
+    assert TEST_KEY not in e.message and TEST_KEY not in repr(e)
+    if status == 429:
+        assert e.headers == {"retry-after": "12"}
+
+
+def test_fetch_models_timeout_and_refused(httpx_mock):
+    httpx_mock.add_exception(httpx.ConnectTimeout("timed out"))
+    with pytest.raises(UpstreamError) as ei:
+        run(_fetch())
+    assert ei.value.status == 504 and "did not answer in time" in ei.value.message
+    httpx_mock.add_exception(httpx.ConnectError("refused"))
+    with pytest.raises(UpstreamError) as ei:
+        run(_fetch())
+    assert ei.value.status == 502 and "connection refused" in ei.value.message
+
+
+def test_fetch_models_non_list_body(httpx_mock):
+    httpx_mock.add_response(url=f"{BASE}/models", json={"nope": 1})
+    with pytest.raises(UpstreamError, match="not an OpenAI model list"):
+        run(_fetch())
+
+
+def test_bad_base_url_is_a_validation_error():
+    with pytest.raises(InvalidRequestError, match="base_url"):
+        run(_fetch(RawCredentials("ftp://x", TEST_KEY)))
+
+
+def test_stored_credentials_use_stored_url_and_key(httpx_mock, db):
+    db.create(ApiModelAlias(id="p", base_url="http://stored.test/v1", models=["m"]), TEST_KEY)
+    httpx_mock.add_response(url="http://stored.test/v1/models", json={"data": [{"id": "m"}]})
+    assert run(_fetch(StoredCredentials("p"), AiApiService(db))) == ["m"]
+    assert httpx_mock.get_request().headers["authorization"] == f"Bearer {TEST_KEY}"
+
+
+# -- test prompt ---------------------------------------------------------------------------
+
+
+async def _test(prompt="hi", model="gpt", creds=RAW):
+    svc = AiApiService()
+    try:
+        return await svc.test_prompt(creds, model, prompt)
+    finally:
+        await svc.aclose()
+
+
+def test_test_prompt_success(httpx_mock):
+    httpx_mock.add_response(url=f"{BASE}/chat/completions",
+                            json={"choices": [{"message": {"role": "assistant", "content": "Hello!"}}]})
+    res = run(_test())
+    assert res.success and res.response == "Hello!" and res.error is None
+    sent = json.loads(httpx_mock.get_request().content)
+    assert sent["messages"] == [{"role": "user", "content": "hi"}] and sent["max_tokens"] <= 100
+
+
+def test_test_prompt_over_30_chars_fails_before_any_call(httpx_mock):
+    with pytest.raises(InvalidRequestError, match="at most 30"):
+        run(_test("x" * 31))
+    assert httpx_mock.get_requests() == []
+
+
+@pytest.mark.parametrize("kind", ["401", "500", "refused", "garbage"])
+def test_test_prompt_failures_never_raise(httpx_mock, kind):
+    url = f"{BASE}/chat/completions"
+    if kind == "refused":
+        httpx_mock.add_exception(httpx.ConnectError("refused"))
+    elif kind == "garbage":
+        httpx_mock.add_response(url=url, text="<html>")
+    else:
+        httpx_mock.add_response(url=url, status_code=int(kind), json={"error": {"message": "nope"}})
+    res = run(_test())
+    assert not res.success and res.response is None and res.error
+    assert TEST_KEY not in res.error
+
+
+# -- forwarding ----------------------------------------------------------------------------
+
+
+class GatedStream(httpx.AsyncByteStream):
+    """Yields a chunk, then waits until the test says the previous chunk arrived."""
+
+    def __init__(self, chunks, cut_after=None):
+        self.chunks = chunks
+        self.cut_after = cut_after
+        self.received = asyncio.Event()
+        self.closed = False
+
+    async def __aiter__(self):
+        for i, c in enumerate(self.chunks):
+            if i == self.cut_after:
+                raise httpx.RemoteProtocolError("peer closed connection")
+            self.received.clear()
+            yield c
+            await asyncio.wait_for(self.received.wait(), 5)
+
+    async def aclose(self):
+        self.closed = True
+
+
+def _target():
+    return ForwardTarget(BASE, "upstream-model", TEST_KEY, "API model 'p'")
+
+
+def test_forward_rewrites_model_keeps_unknown_fields_and_filters_headers(httpx_mock):
+    httpx_mock.add_response(url=f"{BASE}/chat/completions", status_code=200, json={"ok": True},
+                            headers={"Set-Cookie": "a=b", "Connection": "keep-alive", "X-Request-Id": "r1"})
+
+    async def go():
+        svc = AiApiService()
+        body = {"model": "p/alias", "messages": [], "my_vendor_field": {"x": [1, 2]}, "temperature": 0.3}
+        r = await svc.forward_chat_completion(_target(), body, stream=False)
+        data = await r.aread()
+        await svc.aclose()
+        return r, data, body
+
+    r, data, body = run(go())
+    sent = json.loads(httpx_mock.get_request().content)
+    assert sent["model"] == "upstream-model" and sent["my_vendor_field"] == {"x": [1, 2]}
+    assert sent["temperature"] == 0.3 and body["model"] == "p/alias"  # caller's dict untouched
+    req = httpx_mock.get_request()
+    assert req.headers["authorization"] == f"Bearer {TEST_KEY}"
+    assert r.status == 200 and json.loads(data) == {"ok": True}
+    assert "set-cookie" not in r.headers and "connection" not in r.headers
+    assert r.headers["x-request-id"] == "r1"
+
+
+def test_forward_passes_error_status_through(httpx_mock):
+    httpx_mock.add_response(url=f"{BASE}/chat/completions", status_code=429, headers={"Retry-After": "3"},
+                            json={"error": {"message": "slow down"}})
+
+    async def go():
+        svc = AiApiService()
+        r = await svc.forward_chat_completion(_target(), {"model": "x", "messages": []}, stream=False)
+        err = await r.error()
+        await svc.aclose()
+        return r, err
+
+    r, err = run(go())
+    assert r.status == 429 and err.status == 429 and err.headers == {"retry-after": "3"}
+    assert "slow down" in err.message
+
+
+def test_sse_is_relayed_chunk_by_chunk(httpx_mock):
+    chunks = [b'data: {"n":1}\n\n', b'data: {"n":2}\n\n', b"data: [DONE]\n\n"]
+    stream = GatedStream(chunks)
+    httpx_mock.add_callback(lambda req: httpx.Response(200, headers={"content-type": "text/event-stream"},
+                                                       stream=stream), url=f"{BASE}/chat/completions")
+
+    async def go():
+        svc = AiApiService()
+        r = await svc.forward_chat_completion(_target(), {"model": "x", "messages": []}, stream=True)
+        got = []
+        async for c in r.aiter_bytes():
+            got.append(c)
+            stream.received.set()  # the next chunk is only produced after this one arrived
+        await r.aclose()
+        await svc.aclose()
+        return r, got
+
+    r, got = run(go())
+    assert got == chunks and r.is_event_stream
+    assert json.loads(httpx_mock.get_request().content)["stream"] is True
+
+
+def test_stream_cut_midway_raises_upstream_error(httpx_mock):
+    stream = GatedStream([b'data: {"n":1}\n\n', b'data: {"n":2}\n\n'], cut_after=1)
+    httpx_mock.add_callback(lambda req: httpx.Response(200, headers={"content-type": "text/event-stream"},
+                                                       stream=stream), url=f"{BASE}/chat/completions")
+
+    async def go():
+        svc = AiApiService()
+        r = await svc.forward_chat_completion(_target(), {"model": "x", "messages": []}, stream=True)
+        got = []
+        with pytest.raises(UpstreamError, match="broke off"):
+            async for c in r.aiter_bytes():
+                got.append(c)
+                stream.received.set()
+        await svc.aclose()
+        return got
+
+    assert run(go()) == [b'data: {"n":1}\n\n']
+
+
+def test_consumer_stopping_early_closes_the_upstream_stream(httpx_mock):
+    stream = GatedStream([b"data: 1\n\n", b"data: 2\n\n", b"data: 3\n\n"])
+    httpx_mock.add_callback(lambda req: httpx.Response(200, headers={"content-type": "text/event-stream"},
+                                                       stream=stream), url=f"{BASE}/chat/completions")
+
+    async def go():
+        svc = AiApiService()
+        r = await svc.forward_chat_completion(_target(), {"model": "x", "messages": []}, stream=True)
+        async for _ in r.aiter_bytes():
+            break
+        await r.aclose()
+        await svc.aclose()
+
+    run(go())
+    assert stream.closed
+
+
+def test_connect_failures_raise_before_anything_is_sent(httpx_mock):
+    httpx_mock.add_exception(httpx.ConnectError("refused"))
+
+    async def go():
+        svc = AiApiService()
+        try:
+            await svc.forward_chat_completion(_target(), {"model": "x", "messages": []}, stream=True)
+        finally:
+            await svc.aclose()
+
+    with pytest.raises(UpstreamError) as ei:
+        run(go())
+    assert ei.value.status == 502 and "API model 'p'" in ei.value.message
+
+
+def test_key_only_in_authorization_header(httpx_mock):
+    httpx_mock.add_response(url=f"{BASE}/chat/completions", json={"choices": [{"message": {"content": "x"}}]})
+    run(_test())
+    req = httpx_mock.get_request()
+    assert TEST_KEY not in str(req.url) and TEST_KEY.encode() not in req.content
+    assert [k for k, v in req.headers.items() if TEST_KEY in v] == ["authorization"]
+
+
+def test_one_client_per_loop_and_closed_on_shutdown():
+    svc = AiApiService()
+
+    async def go():
+        a = svc._client()
+        b = svc._client()
+        await svc.aclose()
+        return a, b
+
+    a, b = run(go())
+    assert a is b and a.is_closed
