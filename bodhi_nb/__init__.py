@@ -1,7 +1,44 @@
-"""bodhi_nb: one model gateway in Jupyter for remote OpenAI-compatible APIs and local GGUF models."""
+"""bodhi_nb: one model gateway in Jupyter for remote OpenAI-compatible APIs and local GGUF models.
+
+The public surface is small and imported lazily, so `import bodhi_nb.objs` stays free
+of I/O libraries and the server extension does not pull in ipywidgets.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["Bodhi", "panel", "openai_client", "__version__"]
+
+if TYPE_CHECKING:
+    from .client import Bodhi
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Bodhi":
+        from .client import Bodhi
+
+        return Bodhi
+    raise AttributeError(f"module 'bodhi_nb' has no attribute {name!r}")
+
+
+def panel(*args: Any, **kwargs: Any) -> Any:
+    """The ipywidgets panels (API models, aliases, chat) in one Tab."""
+    from .widgets import panel as _panel
+
+    return _panel(*args, **kwargs)
+
+
+def openai_client(*args: Any, **kwargs: Any) -> Any:
+    """An `openai.OpenAI` client for the running Jupyter server's gateway."""
+    from ._server_info import openai_client as _client
+
+    return _client(*args, **kwargs)
+
+
+def _jupyter_server_extension_points() -> list[dict[str, Any]]:
+    from .extension import BodhiExtension
+
+    return [{"module": "bodhi_nb.extension", "app": BodhiExtension}]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -85,6 +86,9 @@ class UpstreamResponse:
         self.label = label
         self.status = response.status_code
         self.headers = {k: v for k, v in response.headers.items() if k.lower() not in _HOP_BY_HOP}
+        # Time spent waiting on the upstream (open + body read), so the gateway can report
+        # its own overhead as total time minus this.
+        self.upstream_seconds = 0.0
 
     @property
     def ok(self) -> bool:
@@ -104,11 +108,13 @@ class UpstreamResponse:
             raise UpstreamError(f"The {self.label} stream broke off: {_describe(exc)}") from None
 
     async def aread(self) -> bytes:
+        t = time.perf_counter()
         try:
             return await self._response.aread()
         except httpx.HTTPError as exc:
             raise UpstreamError(f"Reading the {self.label} response failed: {_describe(exc)}") from None
         finally:
+            self.upstream_seconds += time.perf_counter() - t
             await self.aclose()
 
     async def aclose(self) -> None:
@@ -289,6 +295,7 @@ class AiApiService:
             content=json.dumps(payload, separators=(",", ":")).encode(),
             headers=self._headers(target.api_key, stream), timeout=timeout,
         )
+        t = time.perf_counter()
         try:
             send = client.send(req, stream=True)
             resp = await (asyncio.wait_for(send, self.first_byte_timeout) if stream else send)
@@ -297,4 +304,6 @@ class AiApiService:
             raise UpstreamError(f"The {target.label} {what}.", status=504, code="upstream_timeout") from None
         except httpx.HTTPError as exc:
             raise UpstreamError(f"Could not reach the {target.label}: {_describe(exc)}") from None
-        return UpstreamResponse(resp, target.label)
+        out = UpstreamResponse(resp, target.label)
+        out.upstream_seconds = time.perf_counter() - t
+        return out

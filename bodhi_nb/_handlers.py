@@ -1,0 +1,125 @@
+"""Private: the base of every bodhi_nb HTTP handler.
+
+Handlers authenticate and authorise through jupyter_server, parse, call a service and
+serialise. Every error leaves as the OpenAI envelope; error messages never hold keys
+(services only ever name ids), and unexpected exceptions are reported generically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from jupyter_server.base.handlers import APIHandler
+from pydantic import BaseModel, ValidationError
+from tornado import web
+
+from .objs.errors import BodhiError, InvalidRequestError
+from .server_core.app_services import AppServices
+from .services.data_service import validation_message
+
+__all__ = ["BodhiHandler", "Op", "SERVICES_KEY"]
+
+log = logging.getLogger("bodhi_nb.http")
+
+SERVICES_KEY = "bodhi_nb.services"
+M = TypeVar("M", bound=BaseModel)
+
+_STATUS_TYPES = {401: ("authentication_error", "unauthorized"), 403: ("permission_error", "forbidden"),
+                 404: ("not_found_error", "not_found"), 405: ("invalid_request_error", "method_not_allowed")}
+
+
+@dataclass(frozen=True)
+class Op:
+    """OpenAPI description of one handler method (read by routes_app/openapi.py)."""
+
+    summary: str
+    request: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    status: int = 200
+    query: tuple[tuple[str, str, str], ...] = ()  # (name, type, description)
+    errors: tuple[int, ...] = (400, 403)
+    tags: tuple[str, ...] = ()
+    stream: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class BodhiHandler(APIHandler):
+    """Base handler: services from settings, JSON in/out, OpenAI error envelopes."""
+
+    auth_resource = "bodhi_nb"
+    path: str = ""  # route pattern under bodhi/v1/, set by subclasses
+    openapi: dict[str, Op] = {}
+
+    @property
+    def services(self) -> AppServices:
+        return self.settings[SERVICES_KEY]
+
+    # -- input ----------------------------------------------------------------------------
+
+    def json_body(self) -> Any:
+        try:
+            return json.loads(self.request.body or b"null")
+        except ValueError:
+            raise InvalidRequestError("The request body is not valid JSON.") from None
+
+    def parse(self, model: type[M], *, status: int = 422) -> M:
+        data = self.json_body()
+        if not isinstance(data, dict):
+            raise InvalidRequestError("The request body must be a JSON object.")
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            msg, param = validation_message(exc)  # names the field, never echoes the input
+            raise InvalidRequestError(msg, param=param, status=status, code="validation_error") from None
+
+    def int_arg(self, name: str, default: int) -> int:
+        raw = self.get_query_argument(name, None)
+        if raw is None:
+            return default
+        try:
+            return int(raw)
+        except ValueError:
+            raise InvalidRequestError(f"'{name}' must be an integer.", param=name) from None
+
+    # -- output ---------------------------------------------------------------------------
+
+    def send_json(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        if isinstance(data, BaseModel):
+            self.finish(data.model_dump_json())
+        else:
+            self.finish(json.dumps(data))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        headers: dict[str, str] = {}
+        if isinstance(exc, BodhiError):
+            status, body, headers = exc.status, exc.to_envelope(), exc.headers
+        else:
+            if isinstance(exc, web.HTTPError):
+                status = exc.status_code
+                message = exc.log_message or exc.reason or self._reason
+            else:
+                status, message = status_code, self._reason
+            if status >= 500 and not isinstance(exc, web.HTTPError):
+                message = "Internal error in bodhi_nb; see the Jupyter server log."
+            etype, code = _STATUS_TYPES.get(status, ("invalid_request_error" if status < 500 else "api_error",
+                                                     None))
+            body = {"error": {"message": message, "type": etype, "param": None, "code": code}}
+        self.set_status(status)
+        for k, v in headers.items():
+            self.set_header(k, v)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(body))
+
+    def log_exception(self, typ, value, tb):  # type: ignore[no-untyped-def]
+        if isinstance(value, BodhiError):
+            # Expected failures: one line, no traceback (messages hold no secrets).
+            level = logging.WARNING if value.status >= 500 else logging.INFO
+            log.log(level, "%s %s -> %d %s", self.request.method, self.request.path, value.status, value.message)
+            return
+        super().log_exception(typ, value, tb)

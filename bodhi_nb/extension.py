@@ -1,0 +1,79 @@
+"""The Jupyter server extension `bodhi_nb`: config, services, routes (DESIGN §6).
+
+Routes live under `{base_url}bodhi/v1/`. Services are created once here and shared
+by every handler through `settings`; `stop_extension` closes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from jupyter_server.extension.application import ExtensionApp
+from tornado.ioloop import PeriodicCallback
+from traitlets import Float, Int, Unicode
+
+from ._handlers import SERVICES_KEY, BodhiHandler
+from .routes_app.openapi import OpenApiHandler
+from .routes_app.routes_aliases import AliasesHandler, AliasHandler
+from .routes_app.routes_api_models import ApiModelHandler, ApiModelsHandler, FetchModelsHandler, TestPromptHandler
+from .routes_oai.routes_chat import ChatCompletionsHandler
+from .routes_oai.routes_models import ModelHandler, ModelsHandler
+from .server_core.app_services import AppServices
+from .services.db._encryption import PBKDF2_ITERATIONS
+
+__all__ = ["BodhiExtension", "ROUTES", "URL_PREFIX"]
+
+URL_PREFIX = "bodhi/v1/"
+
+# Order matters: literal paths before the `{id}` patterns that would also match them.
+ROUTES: list[type[BodhiHandler]] = [
+    ChatCompletionsHandler, ModelsHandler, ModelHandler,
+    TestPromptHandler, FetchModelsHandler, ApiModelsHandler, ApiModelHandler,
+    AliasesHandler, AliasHandler, OpenApiHandler,
+]
+
+
+class BodhiExtension(ExtensionApp):
+    name = "bodhi_nb"
+    description = "One gateway to remote OpenAI-compatible providers and local GGUF models."
+
+    bodhi_home = Unicode(None, allow_none=True, config=True,
+                         help="Where the store, aliases and engine state live (default: $BODHI_HOME or "
+                              "<jupyter data dir>/bodhi_nb).")
+    request_timeout = Float(600.0, config=True, help="Seconds a non-streamed upstream request may take.")
+    connect_timeout = Float(10.0, config=True, help="Seconds to connect to an upstream.")
+    first_byte_timeout = Float(120.0, config=True, help="Seconds a streamed upstream may take to start answering.")
+    engine_idle_timeout = Float(900.0, config=True, help="Stop the local engine after this many idle seconds.")
+    engine_start_timeout = Float(120.0, config=True, help="Seconds the local engine may take to become ready.")
+    n_threads = Int(0, config=True, help="llama.cpp threads (0: number of cores).")
+    kdf_iterations = Int(PBKDF2_ITERATIONS, config=True,
+                         help="PBKDF2 iterations for the master key. Change only for tests.")
+
+    services: AppServices | None = None
+    _reaper: PeriodicCallback | None = None
+
+    def initialize_settings(self) -> None:
+        self.services = AppServices.create(
+            self.bodhi_home or None, kdf_iterations=self.kdf_iterations, timeout=self.request_timeout,
+            connect_timeout=self.connect_timeout, first_byte_timeout=self.first_byte_timeout,
+            engine_idle_timeout=self.engine_idle_timeout, engine_start_timeout=self.engine_start_timeout,
+            n_threads=self.n_threads or None)
+        self.settings[SERVICES_KEY] = self.services
+        self._reaper = PeriodicCallback(self._reap_idle_engine, 60_000)
+        self._reaper.start()
+        self.log.info("bodhi_nb gateway at %s%s (store %s)", self.serverapp.base_url if self.serverapp else "/",
+                      URL_PREFIX, self.services.db.path)
+
+    def initialize_handlers(self) -> None:
+        self.handlers.extend((URL_PREFIX + h.path, h) for h in ROUTES)
+
+    async def _reap_idle_engine(self) -> None:
+        if self.services is not None:
+            await asyncio.to_thread(self.services.engine.reap_idle)
+
+    async def stop_extension(self) -> None:
+        if self._reaper is not None:
+            self._reaper.stop()
+        if self.services is not None:
+            await self.services.ai_api.aclose()
+            await asyncio.to_thread(self.services.engine.stop, True)

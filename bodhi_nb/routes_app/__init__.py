@@ -1,0 +1,1 @@
+"""Layer 4: management REST (api models, aliases, OpenAPI document)."""

@@ -1,0 +1,1 @@
+"""Layer 5: OpenAI-compatible endpoints (chat completions, models)."""
