@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from ..objs.alias import ALIAS_NAME_PATTERN, ContextParams, RequestParams
+from ..objs.alias import Alias
 from ..objs.api_model_alias import API_MODEL_ID_PATTERN, ApiFormat
 
 __all__ = [
@@ -92,16 +92,11 @@ class FetchModelsResponse(BaseModel):
     models: list[str]
 
 
-class AliasRequest(_Strict):
-    alias: str = Field(pattern=ALIAS_NAME_PATTERN)
-    repo: str
-    filename: str
-    snapshot: str = "main"
-    request_params: RequestParams = Field(default_factory=RequestParams)
-    context_params: ContextParams = Field(default_factory=ContextParams)
+class AliasRequest(Alias):
+    """A user alias as sent by a client: the domain object's own fields and rules."""
 
 
-class AliasResponse(AliasRequest):
+class AliasResponse(Alias):
     source: Literal["user"] = "user"
 
 
