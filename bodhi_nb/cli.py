@@ -1,0 +1,250 @@
+"""`bodhi-nb`: start JupyterLab or a gateway-only server, manage models from a shell.
+
+Keys are read from an environment variable or a hidden prompt, never from argv (which
+lands in shell history and `ps`). Errors print one line and exit 1; usage errors exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from .objs.errors import BodhiError
+
+__all__ = ["main"]
+
+QUICKSTART = Path("notebooks") / "01_quickstart.ipynb"
+
+
+def _print(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def _read_key(args: argparse.Namespace, required: bool) -> str | None:
+    if getattr(args, "no_key", False):
+        return None
+    env = os.environ.get(args.api_key_env)
+    if env:
+        return env
+    if not sys.stdin.isatty():
+        if required:
+            raise BodhiError(f"No API key: set {args.api_key_env} or run in a terminal to be prompted.")
+        return None
+    key = getpass.getpass("API key (leave empty for none): " if not required else "API key: ")
+    return key or None
+
+
+def _bodhi(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from .client import Bodhi
+
+    return Bodhi(args.home)
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    target = [str(QUICKSTART)] if QUICKSTART.exists() else []
+    cmd = [sys.executable, "-m", "jupyterlab", *target, *args.rest]
+    print("Starting JupyterLab" + (f" on {QUICKSTART}" if target else "") + " ...", file=sys.stderr)
+    os.execv(sys.executable, cmd)
+    return 0  # pragma: no cover
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    token = os.environ.get("JUPYTER_TOKEN") or secrets.token_hex(24)
+    base = f"http://{args.ip}:{args.port}/bodhi/v1"
+    print(f"OpenAI base URL: {base}\nAPI key (Jupyter token): {token}\n"
+          f"curl -H 'Authorization: Bearer {token}' {base}/models", flush=True)
+    env = {**os.environ, "JUPYTER_TOKEN": token}
+    cmd = [sys.executable, "-m", "jupyter_server", f"--ServerApp.ip={args.ip}", f"--ServerApp.port={args.port}",
+           "--ServerApp.open_browser=False", "--ServerApp.jpserver_extensions={'bodhi_nb': True}"]
+    return subprocess.call(cmd, env=env)
+
+
+def cmd_api_models(args: argparse.Namespace) -> int:
+    b = _bodhi(args)
+    am = b.api_models
+    if args.action == "list":
+        _print(am.list(page_size=1000))
+    elif args.action == "create":
+        key = _read_key(args, required=False)
+        _print(am.create(args.id, args.base_url, api_key=key, models=args.models or [], prefix=args.prefix,
+                         forward_all_with_prefix=args.forward_all))
+    elif args.action == "update":
+        changes: dict[str, Any] = {}
+        for k in ("base_url", "prefix"):
+            if getattr(args, k) is not None:
+                changes[k] = getattr(args, k)
+        if args.models is not None:
+            changes["models"] = args.models
+        if args.forward_all is not None:
+            changes["forward_all_with_prefix"] = args.forward_all
+        key = _read_key(args, required=False) if args.set_key else None
+        _print(am.update(args.id, api_key=key, **changes))
+    elif args.action == "delete":
+        am.delete(args.id)
+        print(f"deleted {args.id}")
+    elif args.action == "test":
+        res = am.test(args.model, args.prompt, id=args.id)
+        _print(res)
+        return 0 if res["success"] else 1
+    elif args.action == "fetch-models":
+        _print(am.fetch_models(args.id))
+    return 0
+
+
+def cmd_aliases(args: argparse.Namespace) -> int:
+    b = _bodhi(args)
+    if args.action == "list":
+        _print({"user": b.aliases.list(), "discovered": b.aliases.models()})
+    elif args.action == "create":
+        _print(b.aliases.create(args.alias, args.repo, args.filename, args.snapshot,
+                                request_params=json.loads(args.request_params or "{}"),
+                                context_params=json.loads(args.context_params or "{}")))
+    elif args.action == "delete":
+        b.aliases.delete(args.alias)
+        print(f"deleted {args.alias}")
+    return 0
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    b = _bodhi(args)
+    cands = b.explain(args.model)
+    if not cands:
+        print(f"'{args.model}': no API model, user alias or local model serves this name.")
+        return 1
+    for c in cands:
+        mark = "->" if c.won else "  "
+        up = f" (upstream '{c.upstream_model}')" if c.upstream_model else ""
+        print(f"{mark} {c.source}:{c.name} [{c.rule}]{up}: {c.reason}")
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from .server_core.model_router import Local
+
+    b = _bodhi(args)
+    if isinstance(b.route(args.model), Local) and not (b.services.engine.status() or {}).get("alive"):
+        print(f"Starting the local engine for {args.model} ...", file=sys.stderr, flush=True)
+    try:
+        for text in b.chat(args.model, args.text, stream=True, max_tokens=args.max_tokens):
+            print(text, end="", flush=True)
+        print()
+    finally:
+        b.services.engine.stop(only_if_owner=True)  # a one-shot command leaves no engine behind
+    return 0
+
+
+def cmd_rotate_key(args: argparse.Namespace) -> int:
+    from .services.db import DbService, store_master_secret
+    from .services.home import bodhi_home
+
+    home = bodhi_home(args.home)
+    db = DbService(home)
+    old = db.master_secret
+    new = os.environ.get("BODHI_NEW_ENCRYPTION_KEY")
+    if old.origin == "env" and not new:
+        raise BodhiError("The master secret comes from BODHI_ENCRYPTION_KEY: set BODHI_NEW_ENCRYPTION_KEY to the new "
+                         "value, run rotate-key, then change BODHI_ENCRYPTION_KEY.")
+    new = new or secrets.token_urlsafe(32)
+    db.rotate_master_key(new)
+    store_master_secret(home, old, new)
+    where = {"env": "update BODHI_ENCRYPTION_KEY now", "keyring": "stored in the OS keyring",
+             "file": f"written to {home / '.secret_key'}"}.get(old.origin, "")
+    print(f"Re-encrypted every API key with the new master secret ({where}).")
+    return 0
+
+
+# -- parser -------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bodhi-nb", description="One gateway to remote and local models in Jupyter.")
+    p.add_argument("--home", help="BODHI_HOME (default: $BODHI_HOME or <jupyter data dir>/bodhi_nb)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    lab = sub.add_parser("lab", help="open JupyterLab on the quickstart notebook")
+    lab.add_argument("rest", nargs=argparse.REMAINDER)
+    lab.set_defaults(fn=cmd_lab)
+
+    serve = sub.add_parser("serve", help="run a Jupyter server with only the gateway; prints base URL and token")
+    serve.add_argument("--ip", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8890)
+    serve.set_defaults(fn=cmd_serve)
+
+    am = sub.add_parser("api-models", help="manage remote OpenAI-compatible providers")
+    am_sub = am.add_subparsers(dest="action", required=True)
+    am_sub.add_parser("list")
+    for name in ("create", "update"):
+        c = am_sub.add_parser(name)
+        c.add_argument("id")
+        if name == "create":
+            c.add_argument("base_url")
+        else:
+            c.add_argument("--base-url", dest="base_url")
+            c.add_argument("--set-key", action="store_true", help="replace the stored key (prompted or from env)")
+        c.add_argument("--models", nargs="*")
+        c.add_argument("--prefix")
+        c.add_argument("--forward-all", action=argparse.BooleanOptionalAction, default=None if name == "update" else False)
+        c.add_argument("--api-key-env", default="BODHI_API_KEY", help="environment variable holding the key")
+        c.add_argument("--no-key", action="store_true", help="the provider needs no key")
+    d = am_sub.add_parser("delete")
+    d.add_argument("id")
+    t = am_sub.add_parser("test")
+    t.add_argument("id")
+    t.add_argument("model")
+    t.add_argument("--prompt", default="Say hello")
+    f = am_sub.add_parser("fetch-models")
+    f.add_argument("id")
+    am.set_defaults(fn=cmd_api_models)
+
+    al = sub.add_parser("aliases", help="manage local user aliases")
+    al_sub = al.add_subparsers(dest="action", required=True)
+    al_sub.add_parser("list")
+    c = al_sub.add_parser("create")
+    c.add_argument("alias")
+    c.add_argument("repo")
+    c.add_argument("filename")
+    c.add_argument("--snapshot", default="main")
+    c.add_argument("--request-params", help='JSON, e.g. {"temperature": 0.2}')
+    c.add_argument("--context-params", help='JSON, e.g. {"n_ctx": 2048}')
+    d = al_sub.add_parser("delete")
+    d.add_argument("alias")
+    al.set_defaults(fn=cmd_aliases)
+
+    r = sub.add_parser("route", help="explain which provider serves a model name")
+    r.add_argument("model")
+    r.set_defaults(fn=cmd_route)
+
+    ch = sub.add_parser("chat", help="send one message and stream the reply")
+    ch.add_argument("model")
+    ch.add_argument("text")
+    ch.add_argument("--max-tokens", type=int, default=256)
+    ch.set_defaults(fn=cmd_chat)
+
+    rk = sub.add_parser("rotate-key", help="re-encrypt every stored key under a new master secret")
+    rk.set_defaults(fn=cmd_rotate_key)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except BodhiError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
