@@ -67,16 +67,43 @@ class LoopThread:
                 self.run(aclose())
 
     async def aiterate(self, agen: AsyncIterator[T]) -> AsyncIterator[T]:
+        """Consume an async iterator living on the private loop from another loop.
+
+        One pump task on the private loop drives the iterator and hands items over; the
+        iterator is only ever touched by that task, so cancelling (Stop in a panel, a
+        consumer breaking out) closes it cleanly on its own loop, upstream included.
+        """
+        caller = asyncio.get_running_loop()
+        if caller is self.loop:
+            async for item in agen:
+                yield item
+            return
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+        async def pump() -> None:
+            try:
+                async for item in agen:
+                    caller.call_soon_threadsafe(queue.put_nowait, ("item", item))
+                caller.call_soon_threadsafe(queue.put_nowait, ("end", None))
+            except Exception as exc:
+                caller.call_soon_threadsafe(queue.put_nowait, ("error", exc))
+            finally:
+                aclose = getattr(agen, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+
+        fut = self.submit(pump())
         try:
             while True:
-                try:
-                    yield await self.arun(agen.__anext__())  # type: ignore[arg-type]
-                except StopAsyncIteration:
+                kind, value = await queue.get()
+                if kind == "item":
+                    yield value
+                elif kind == "end":
                     return
+                else:
+                    raise value
         finally:
-            aclose = getattr(agen, "aclose", None)
-            if aclose is not None:
-                await self.arun(aclose())
+            fut.cancel()
 
     def stop(self) -> None:
         if self.loop.is_running():

@@ -1,0 +1,141 @@
+"""AliasesPanel: local user aliases (create, edit, delete) and discovered GGUF models."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import ipywidgets as W
+
+from ..client import Bodhi
+from ..objs.errors import InvalidRequestError
+from ._tasks import TaskRunner, esc
+
+__all__ = ["AliasesPanel"]
+
+_NEW = "＋ new"
+
+
+class AliasesPanel(W.VBox):
+    def __init__(self, bodhi: Bodhi) -> None:
+        self.bodhi = bodhi
+        self.user_table = W.HTML()
+        self.models_table = W.HTML()
+        self.selector = W.Dropdown(description="Edit", options=[_NEW])
+        self.alias = W.Text(description="Alias", placeholder="my-model:chat")
+        self.repo = W.Text(description="Repo", placeholder="owner/repo")
+        self.filename = W.Text(description="File", placeholder="model.Q4_K_M.gguf")
+        self.snapshot = W.Text(description="Snapshot", value="main")
+        self.request_params = W.Textarea(description="Request", placeholder='{"temperature": 0.7, "max_tokens": 512}')
+        self.context_params = W.Textarea(description="Context", placeholder='{"n_ctx": 2048}')
+        self.from_model = W.Dropdown(description="From model", options=[""])
+        self.save_btn = W.Button(description="Create", button_style="primary", icon="save")
+        self.delete_btn = W.Button(description="Delete", button_style="danger", icon="trash", disabled=True)
+        self.confirm_btn = W.Button(description="Confirm delete", button_style="danger", layout=W.Layout(display="none"))
+        self.status = W.HTML()
+        self.runner = TaskRunner(self.status)
+        self.selector.observe(self._on_select, names="value")
+        self.from_model.observe(self._on_from_model, names="value")
+        self.save_btn.on_click(self._on_save)
+        self.delete_btn.on_click(self._on_delete)
+        self.confirm_btn.on_click(self._on_confirm_delete)
+        super().__init__([
+            W.HTML("<h3>User aliases</h3>"), self.user_table, W.HTML("<h3>Local models</h3>"), self.models_table,
+            self.selector, self.from_model, self.alias, self.repo, self.filename, self.snapshot,
+            self.request_params, self.context_params,
+            W.HBox([self.save_btn, self.delete_btn, self.confirm_btn]), self.status,
+        ])
+        self.refresh()
+
+    def refresh(self) -> None:
+        users, errors = self.bodhi.services.data.list_user_aliases()
+        models = self.bodhi.aliases.models()
+        self.user_table.value = _rows(
+            ["Alias", "Repo", "File", "Request params", "Context params"],
+            [[a.alias, a.repo, a.filename, json.dumps(a.request_params.model_dump(exclude_none=True)),
+              json.dumps(a.context_params.model_dump(exclude_none=True))] for a in users],
+            "No user aliases yet.") + "".join(
+            f'<div style="color:#cf222e">{esc(e.file)}: {esc(e.error)}</div>' for e in errors)
+        self.models_table.value = _rows(["Name", "Repo", "File", "Snapshot"],
+                                        [[m["alias"], m["repo"], m["filename"], m["snapshot"]] for m in models],
+                                        "No GGUF files found in the Hugging Face cache.")
+        self.from_model.options = ["", *[m["alias"] for m in models]]
+        current = self.selector.value
+        self.selector.options = [_NEW, *[a.alias for a in users]]
+        self.selector.value = current if current in self.selector.options else _NEW
+
+    def _on_from_model(self, _: Any = None) -> None:
+        m = next((x for x in self.bodhi.aliases.models() if x["alias"] == self.from_model.value), None)
+        if m is not None:
+            self.repo.value, self.filename.value, self.snapshot.value = m["repo"], m["filename"], m["snapshot"]
+
+    def _on_select(self, _: Any = None) -> None:
+        self._confirming(False)
+        if self.selector.value == _NEW:
+            self.alias.disabled = False
+            for w in (self.alias, self.repo, self.filename, self.request_params, self.context_params):
+                w.value = ""
+            self.snapshot.value = "main"
+            self.save_btn.description, self.delete_btn.disabled = "Create", True
+            return
+        a = self.bodhi.aliases.get(self.selector.value)
+        self.alias.value, self.alias.disabled = a["alias"], True
+        self.repo.value, self.filename.value, self.snapshot.value = a["repo"], a["filename"], a["snapshot"]
+        self.request_params.value = json.dumps({k: v for k, v in a["request_params"].items() if v is not None})
+        self.context_params.value = json.dumps({k: v for k, v in a["context_params"].items() if v is not None})
+        self.save_btn.description, self.delete_btn.disabled = "Save", False
+
+    def _params(self, w: W.Textarea, name: str) -> dict[str, Any]:
+        if not w.value.strip():
+            return {}
+        try:
+            data = json.loads(w.value)
+        except ValueError:
+            raise InvalidRequestError(f"{name} must be a JSON object, e.g. {w.placeholder}") from None
+        if not isinstance(data, dict):
+            raise InvalidRequestError(f"{name} must be a JSON object.")
+        return data
+
+    def _on_save(self, _: Any = None) -> None:
+        try:
+            fields = dict(repo=self.repo.value, filename=self.filename.value, snapshot=self.snapshot.value or "main",
+                          request_params=self._params(self.request_params, "request_params"),
+                          context_params=self._params(self.context_params, "context_params"))
+            if self.selector.value == _NEW:
+                a = self.bodhi.aliases.create(self.alias.value, **fields)
+            else:
+                a = self.bodhi.aliases.update(self.selector.value, **fields)
+        except Exception as exc:
+            self.runner.show("error", getattr(exc, "message", str(exc)))
+            return
+        self.refresh()
+        self.selector.value = a["alias"]
+        self.runner.show("ok", f"Saved {a['alias']}.")
+
+    def _confirming(self, on: bool) -> None:
+        self.confirm_btn.layout.display = None if on else "none"
+        self.delete_btn.layout.display = "none" if on else None
+
+    def _on_delete(self, _: Any = None) -> None:
+        self._confirming(True)
+        self.runner.show("info", f"Delete alias {self.selector.value}?")
+
+    def _on_confirm_delete(self, _: Any = None) -> None:
+        name = self.selector.value
+        try:
+            self.bodhi.aliases.delete(name)
+        except Exception as exc:
+            self.runner.show("error", getattr(exc, "message", str(exc)))
+            return
+        self._confirming(False)
+        self.selector.value = _NEW
+        self.refresh()
+        self.runner.show("ok", f"Deleted {name}.")
+
+
+def _rows(head: list[str], rows: list[list[Any]], empty: str) -> str:
+    if not rows:
+        return f"<i>{esc(empty)}</i>"
+    h = "".join(f"<th>{esc(x)}</th>" for x in head)
+    b = "".join("<tr>" + "".join(f"<td>{esc(v)}</td>" for v in r) + "</tr>" for r in rows)
+    return f'<table class="bodhi-table"><thead><tr>{h}</tr></thead><tbody>{b}</tbody></table>'

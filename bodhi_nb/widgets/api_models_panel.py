@@ -1,0 +1,197 @@
+"""ApiModelsPanel: list, create, edit, delete remote providers; fetch models; test prompt."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ipywidgets as W
+
+from ..client import Bodhi
+from ..objs.errors import InvalidRequestError
+from ..services.ai_api_service import MAX_TEST_PROMPT
+from ._tasks import TaskRunner, esc
+
+__all__ = ["ApiModelsPanel"]
+
+_NEW = "＋ new"
+
+
+class ApiModelsPanel(W.VBox):
+    """A table of API models and one form to create or edit them."""
+
+    def __init__(self, bodhi: Bodhi) -> None:
+        self.bodhi = bodhi
+        self.table = W.HTML()
+        self.selector = W.Dropdown(description="Edit", options=[_NEW])
+        self.id = W.Text(description="ID", placeholder="openai")
+        self.base_url = W.Text(description="Base URL", placeholder="https://api.openai.com/v1")
+        self.api_key = W.Password(description="API key", placeholder="sk-...")
+        self.prefix = W.Text(description="Prefix", placeholder="optional, e.g. openai/")
+        self.forward_all = W.Checkbox(description="Forward all names with the prefix")
+        self.search = W.Text(description="Filter", placeholder="type to filter models")
+        self.models = W.SelectMultiple(description="Models", options=[], rows=8)
+        self.fetch_btn = W.Button(description="Fetch models", icon="download")
+        self.select_all_btn = W.Button(description="Select all")
+        self.clear_btn = W.Button(description="Clear")
+        self.prompt = W.Text(description="Test prompt", value="Say hello")
+        self.test_btn = W.Button(description="Test", icon="play")
+        self.save_btn = W.Button(description="Create", button_style="primary", icon="save")
+        self.delete_btn = W.Button(description="Delete", button_style="danger", icon="trash", disabled=True)
+        self.confirm_btn = W.Button(description="Confirm delete", button_style="danger", layout=W.Layout(display="none"))
+        self.cancel_btn = W.Button(description="Cancel", layout=W.Layout(display="none"))
+        self.result = W.HTML()
+        self.status = W.HTML()
+        self.runner = TaskRunner(self.status)
+        self._all_models: list[str] = []
+
+        self.selector.observe(self._on_select, names="value")
+        self.search.observe(lambda _: self._filter(), names="value")
+        self.fetch_btn.on_click(self._on_fetch)
+        self.select_all_btn.on_click(lambda _: setattr(self.models, "value", tuple(self.models.options)))
+        self.clear_btn.on_click(lambda _: setattr(self.models, "value", ()))
+        self.test_btn.on_click(self._on_test)
+        self.save_btn.on_click(self._on_save)
+        self.delete_btn.on_click(self._on_delete)
+        self.confirm_btn.on_click(self._on_confirm_delete)
+        self.cancel_btn.on_click(lambda _: self._confirming(False))
+        super().__init__([
+            W.HTML("<h3>API models</h3>"), self.table, self.selector, self.id, self.base_url, self.api_key,
+            self.prefix, self.forward_all,
+            W.HBox([self.fetch_btn, self.select_all_btn, self.clear_btn]), self.search, self.models,
+            W.HBox([self.prompt, self.test_btn]), self.result,
+            W.HBox([self.save_btn, self.delete_btn, self.confirm_btn, self.cancel_btn]), self.status,
+        ])
+        self.refresh()
+
+    # -- view -----------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        rows = self.bodhi.api_models.list(page_size=1000)
+        self.table.value = _table(rows)
+        current = self.selector.value
+        self.selector.options = [_NEW, *[r["id"] for r in rows]]
+        self.selector.value = current if current in self.selector.options else _NEW
+
+    def _filter(self) -> None:
+        chosen = set(self.models.value)
+        q = self.search.value.lower()
+        opts = [m for m in self._all_models if q in m.lower() or m in chosen]
+        self.models.options = opts
+        self.models.value = tuple(m for m in opts if m in chosen)
+
+    def _set_models(self, names: list[str], chosen: list[str]) -> None:
+        self._all_models = list(dict.fromkeys([*chosen, *names]))
+        self.models.options = self._all_models
+        self.models.value = tuple(chosen)
+        self._filter()
+
+    def _on_select(self, _: Any = None) -> None:
+        self._confirming(False)
+        self.api_key.value = ""
+        self.result.value = ""
+        if self.selector.value == _NEW:
+            self.id.disabled = False
+            for w in (self.id, self.base_url, self.prefix):
+                w.value = ""
+            self.forward_all.value = False
+            self._set_models([], [])
+            self.api_key.placeholder = "sk-..."
+            self.save_btn.description = "Create"
+            self.delete_btn.disabled = True
+            return
+        rec = self.bodhi.api_models.get(self.selector.value)
+        self.id.value, self.id.disabled = rec["id"], True
+        self.base_url.value = rec["base_url"]
+        self.prefix.value = rec["prefix"] or ""
+        self.forward_all.value = rec["forward_all_with_prefix"]
+        self._set_models([], rec["models"])
+        self.api_key.placeholder = (f"stored: {rec['api_key_masked']}; leave empty to keep" if rec["has_api_key"]
+                                    else "no key stored; leave empty to keep none")
+        self.save_btn.description = "Save"
+        self.delete_btn.disabled = False
+
+    def _confirming(self, on: bool) -> None:
+        self.confirm_btn.layout.display = None if on else "none"
+        self.cancel_btn.layout.display = None if on else "none"
+        self.delete_btn.layout.display = "none" if on else None
+
+    # -- actions --------------------------------------------------------------------------
+
+    def _creds(self) -> dict[str, Any]:
+        """Stored credentials when editing with an empty key field, else what is typed."""
+        if self.selector.value != _NEW and not self.api_key.value:
+            return {"id": self.selector.value}
+        return {"base_url": self.base_url.value, "api_key": self.api_key.value or None}
+
+    def _on_fetch(self, _: Any = None) -> None:
+        async def work() -> str:
+            names = await self.bodhi.api_models.afetch_models(**self._creds())
+            self._set_models(names, list(self.models.value))
+            return f"{len(names)} models available."
+
+        self.runner.start(work, busy="Fetching models…", buttons=(self.fetch_btn,))
+
+    def _on_test(self, _: Any = None) -> None:
+        async def work() -> str | None:
+            if len(self.prompt.value) > MAX_TEST_PROMPT:
+                raise InvalidRequestError(f"The test prompt must be at most {MAX_TEST_PROMPT} characters.")
+            model = (list(self.models.value) or list(self.models.options) or [""])[0]
+            if not model:
+                raise InvalidRequestError("Select a model to test (fetch models first).")
+            res = await self.bodhi.api_models.atest(model, self.prompt.value, **self._creds())
+            if res["success"]:
+                self.result.value = f"<b>{esc(model)}</b>: {esc(res['response'])}"
+                return "Test prompt succeeded."
+            self.result.value = ""
+            raise InvalidRequestError(f"Test failed: {res['error']}")
+
+        self.runner.start(work, busy="Sending test prompt…", buttons=(self.test_btn,))
+
+    def _on_save(self, _: Any = None) -> None:
+        key = self.api_key.value or None
+        fields = dict(models=list(self.models.value), prefix=self.prefix.value or None,
+                      forward_all_with_prefix=self.forward_all.value)
+        try:
+            if self.selector.value == _NEW:
+                rec = self.bodhi.api_models.create(self.id.value, self.base_url.value, api_key=key, **fields)
+                verb = "Created"
+            else:
+                rec = self.bodhi.api_models.update(self.selector.value, api_key=key, base_url=self.base_url.value,
+                                                   **fields)
+                verb = "Saved"
+        except Exception as exc:  # the typed key stays, so the user can fix the other fields
+            self.runner.show("error", getattr(exc, "message", str(exc)))
+            return
+        self.api_key.value = ""  # stored: out of the widget state (and any saved notebook) now
+        self.refresh()
+        self.selector.value = rec["id"]
+        self.runner.show("ok", f"{verb} {rec['id']}.")
+
+    def _on_delete(self, _: Any = None) -> None:
+        self._confirming(True)
+        self.runner.show("info", f"Delete {self.selector.value}? This cannot be undone.")
+
+    def _on_confirm_delete(self, _: Any = None) -> None:
+        id = self.selector.value
+        try:
+            self.bodhi.api_models.delete(id)
+        except Exception as exc:
+            self.runner.show("error", getattr(exc, "message", str(exc)))
+            return
+        self._confirming(False)
+        self.selector.value = _NEW
+        self.refresh()
+        self.runner.show("ok", f"Deleted {id}.")
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "<i>No API models yet. Fill in the form below to add one.</i>"
+    head = "".join(f"<th>{h}</th>" for h in ("ID", "Format", "Base URL", "Prefix", "Models", "Key", "Updated"))
+    body = "".join(
+        "<tr>" + "".join(f"<td>{esc(v)}</td>" for v in (
+            r["id"], r["api_format"], r["base_url"], r["prefix"] or "", ", ".join(r["models"]) or
+            ("(all under prefix)" if r["forward_all_with_prefix"] else ""),
+            r["api_key_masked"] or "none", r["updated_at"][:19].replace("T", " "))) + "</tr>"
+        for r in rows)
+    return f'<table class="bodhi-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
