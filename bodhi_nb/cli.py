@@ -52,7 +52,8 @@ def _bodhi(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 def cmd_lab(args: argparse.Namespace) -> int:
     target = [str(QUICKSTART)] if QUICKSTART.exists() else []
-    cmd = [sys.executable, "-m", "jupyterlab", *target, *args.rest]
+    root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []  # containers, CI
+    cmd = [sys.executable, "-m", "jupyterlab", *target, *root, *args.rest]
     print("Starting JupyterLab" + (f" on {QUICKSTART}" if target else "") + " ...", file=sys.stderr)
     os.execv(sys.executable, cmd)
     return 0  # pragma: no cover
@@ -66,6 +67,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     env = {**os.environ, "JUPYTER_TOKEN": token}
     cmd = [sys.executable, "-m", "jupyter_server", f"--ServerApp.ip={args.ip}", f"--ServerApp.port={args.port}",
            "--ServerApp.open_browser=False", "--ServerApp.jpserver_extensions={'bodhi_nb': True}"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")
     return subprocess.call(cmd, env=env)
 
 

@@ -54,8 +54,9 @@ class ChatPanel(W.VBox):
         entries = self.bodhi.services.router.list_models()
         current = self.model.value
         self.model.options = [(f"{groups[e.source]} · {e.id}", e.id) for e in entries]
-        if current in [e.id for e in entries]:
-            self.model.value = current
+        ids = [e.id for e in entries]
+        # Keep the user's pick; otherwise preselect the first model so Send works at once.
+        self.model.value = current if current in ids else (ids[0] if ids else None)
 
     def _render(self) -> None:
         shown = [*self.messages, *([{"role": "assistant", "content": self.reply}] if self._streaming else [])]

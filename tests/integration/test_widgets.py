@@ -111,6 +111,7 @@ def test_chat_streams_escapes_and_counts(bodhi, upstream):
         c = ChatPanel(bodhi)
         labels = dict(c.model.options)
         assert {"API · fake/echo", "API · fake/forever"} <= set(labels)
+        assert c.model.value == "fake/echo"  # preselected: Send works without touching the picker
         c.model.value = "fake/echo"
         c.input.value = "<script>alert(1)</script> hi"
         c.send_btn.click()
