@@ -25,7 +25,7 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 lab: $(STAMP)
-	$(VENV)/bin/bodhi-nb lab
+	$(VENV)/bin/bodhi-nb lab $(LAB_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_store.py

@@ -51,7 +51,8 @@ def _bodhi(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
-    target = [str(QUICKSTART)] if QUICKSTART.exists() else []
+    # Serve the whole checkout and land on the quickstart (a file argument would narrow the root to notebooks/).
+    target = [f"--LabApp.default_url=/lab/tree/{QUICKSTART.as_posix()}"] if QUICKSTART.exists() else []
     root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []  # containers, CI
     cmd = [sys.executable, "-m", "jupyterlab", *target, *root, *args.rest]
     print("Starting JupyterLab" + (f" on {QUICKSTART}" if target else "") + " ...", file=sys.stderr)
@@ -174,8 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--home", help="BODHI_HOME (default: $BODHI_HOME or <jupyter data dir>/bodhi_nb)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    lab = sub.add_parser("lab", help="open JupyterLab on the quickstart notebook")
-    lab.add_argument("rest", nargs=argparse.REMAINDER)
+    lab = sub.add_parser("lab", help="open JupyterLab on the quickstart notebook (other options go to JupyterLab)",
+                         add_help=False)
     lab.set_defaults(fn=cmd_lab)
 
     serve = sub.add_parser("serve", help="run a Jupyter server with only the gateway; prints base URL and token")
@@ -239,7 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and args.command != "lab":
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.rest = unknown  # `bodhi-nb lab --port 9000` passes JupyterLab's own options through
     try:
         return int(args.fn(args) or 0)
     except BodhiError as exc:
