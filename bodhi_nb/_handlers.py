@@ -53,6 +53,13 @@ class BodhiHandler(APIHandler):
     path: str = ""  # route pattern under bodhi/v1/, set by subclasses
     openapi: dict[str, Op] = {}
 
+    async def prepare(self) -> None:  # type: ignore[override]
+        await super().prepare()
+        # jupyter_server checks XSRF only on unsafe methods; these routes are API-only, so a
+        # cookie-authenticated GET must carry the XSRF token too (tokens need none).
+        if self.request.method in ("GET", "HEAD") and self.current_user and not self.token_authenticated:
+            web.RequestHandler.check_xsrf_cookie(self)
+
     @property
     def services(self) -> AppServices:
         return self.settings[SERVICES_KEY]

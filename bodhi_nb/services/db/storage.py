@@ -61,6 +61,8 @@ class LockedJSONStorage(Storage):
                 raise StoreError(
                     f"Timed out waiting for the lock on {self.path.name}; another process holds it."
                 ) from exc
+            except OSError as exc:  # read-only or vanished BODHI_HOME
+                raise StoreError(f"Cannot lock {self.path}: {exc.strerror or exc}") from None
             try:
                 yield
             finally:
@@ -135,7 +137,10 @@ class LockedJSONStorage(Storage):
         self.generation += 1
 
     def _atomic_write(self, raw: bytes) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        except OSError as exc:
+            raise StoreError(f"Could not write {self.path}: {exc.strerror or exc}") from None
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(raw)
