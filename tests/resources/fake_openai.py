@@ -3,7 +3,7 @@
 Run: python fake_openai.py [--key KEY]  -> prints "PORT <n>" once listening.
 Behaviour by model name:
   echo*          reply "echo: <last user message>"; streamed as one chunk per word
-  slow-stream    like echo but ~2,000 words, for relay tests
+  slow-stream    max_tokens words (default 2,000), for relay tests; x_chunk_rate paces them
   forever        a stream that never ends (one chunk every 50 ms)
   cut            stream: two chunks, then the connection is dropped
   slow-first     waits 30 s before answering
@@ -108,7 +108,13 @@ class Chat(Base):
                     await self.flush()
                 self.request.connection.stream.close()
                 return
+            rate = float(body.get("x_chunk_rate") or 0)  # pace chunks (per second) when asked
+            t0 = time.perf_counter()
             for i, w in enumerate(words):
+                if rate:
+                    ahead = t0 + i / rate - time.perf_counter()
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
                 self.write(chunk(model, w if i == len(words) - 1 else w + " "))
                 await self.flush()
             self.write(chunk(model, None, "stop"))
