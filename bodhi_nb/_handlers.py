@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -53,7 +54,10 @@ class BodhiHandler(APIHandler):
     path: str = ""  # route pattern under bodhi/v1/, set by subclasses
     openapi: dict[str, Op] = {}
 
+    _t0: float = 0.0
+
     async def prepare(self) -> None:  # type: ignore[override]
+        self._t0 = time.perf_counter()
         await super().prepare()
         # jupyter_server checks XSRF only on unsafe methods; these routes are API-only, so a
         # cookie-authenticated GET must carry the XSRF token too (tokens need none).
@@ -120,6 +124,8 @@ class BodhiHandler(APIHandler):
         self.set_status(status)
         for k, v in headers.items():
             self.set_header(k, v)
+        if self._t0:
+            self.set_header("x-bodhi-overhead-ms", f"{(time.perf_counter() - self._t0) * 1000:.3f}")
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(body))
 

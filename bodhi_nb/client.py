@@ -7,6 +7,8 @@ kernel's loop. No nest_asyncio.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -150,6 +152,10 @@ class Bodhi:
         self._loop = LoopThread.get()
         self.api_models = ApiModels(self)
         self.aliases = Aliases(self)
+        # The engine this kernel may start stops when idle and when the kernel exits,
+        # as the server extension does for its own.
+        self._reaper = self._loop.submit(_reap_idle_forever(self.services.engine))
+        atexit.register(self.services.engine.stop, True)
 
     def __repr__(self) -> str:
         return f"Bodhi(home={str(self.services.home)!r})"
@@ -209,7 +215,17 @@ class Bodhi:
             yield chunk
 
     def close(self) -> None:
+        self._reaper.cancel()
         self._loop.run(self.services.ai_api.aclose())
+
+
+async def _reap_idle_forever(engine: Any, every: float = 60.0) -> None:
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await asyncio.to_thread(engine.reap_idle)
+        except Exception:  # a failed check must not end the reaper
+            pass
 
 
 def _reply_text(resp: dict[str, Any]) -> str:

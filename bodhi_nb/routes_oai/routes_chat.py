@@ -42,12 +42,10 @@ class ChatCompletionsHandler(BodhiHandler):
                           tags=("openai",), stream=True)}
 
     _relay: asyncio.Task[None] | None = None
-    _t0 = 0.0
 
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        self._t0 = time.perf_counter()
         opened = await self.services.gateway.open_chat(self.json_body())
         resp = opened.response
         if not resp.ok:

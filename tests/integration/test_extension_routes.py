@@ -115,8 +115,9 @@ async def test_chat_non_stream_routing_and_errors(api, upstream):
     assert "upstream=1" not in str(headers.get_list("Set-Cookie")) and headers.get("X-Upstream") == "yes"
     sent = upstream.last()["body"]
     assert sent["model"] == "echo" and sent["vendor_x"] == {"y": 1}
-    code, data, _ = await api("POST", "chat/completions", {"model": "nope", "messages": [{"role": "user", "content": "x"}]})
+    code, data, headers = await api("POST", "chat/completions", {"model": "nope", "messages": [{"role": "user", "content": "x"}]})
     assert code == 404 and data["error"]["code"] == "model_not_found"
+    assert float(headers["x-bodhi-overhead-ms"]) >= 0  # errors carry it too
     for bad in ({"messages": [{"role": "user"}]}, {"model": "fake/echo", "messages": "hi"}, {"model": "fake/echo"}):
         code, data, _ = await api("POST", "chat/completions", bad)
         assert code == 400 and data["error"]["type"] == "invalid_request_error"

@@ -285,3 +285,18 @@ def test_one_client_per_loop_and_closed_on_shutdown():
 
     a, b = run(go())
     assert a is b and a.is_closed
+
+
+def test_upstream_cookies_are_never_kept_or_sent(httpx_mock):
+    httpx_mock.add_response(url=f"{BASE}/models", json={"data": []}, headers={"Set-Cookie": "session=abc; Path=/"})
+    httpx_mock.add_response(url=f"{BASE}/models", json={"data": []})
+
+    async def go():
+        svc = AiApiService()
+        await svc.fetch_models(RAW)
+        await svc.fetch_models(RAW)
+        await svc.aclose()
+
+    run(go())
+    second = httpx_mock.get_requests()[1]
+    assert "cookie" not in second.headers
