@@ -17,13 +17,22 @@ import ipywidgets as W
 
 from ..objs.errors import BodhiError
 
-__all__ = ["TaskRunner", "status_html", "esc"]
+__all__ = ["TaskRunner", "status_html", "esc", "html_table"]
 
 log = logging.getLogger(__name__)
 
 
 def esc(text: object) -> str:
     return html.escape(str(text), quote=True)
+
+
+def html_table(head: list[str], rows: list[list[Any]], empty: str) -> str:
+    """An escaped HTML table, or `empty` in italics when there are no rows."""
+    if not rows:
+        return f"<i>{esc(empty)}</i>"
+    h = "".join(f"<th>{esc(x)}</th>" for x in head)
+    b = "".join("<tr>" + "".join(f"<td>{esc(v)}</td>" for v in r) + "</tr>" for r in rows)
+    return f'<table class="bodhi-table"><thead><tr>{h}</tr></thead><tbody>{b}</tbody></table>'
 
 
 def status_html(kind: str, text: str) -> str:

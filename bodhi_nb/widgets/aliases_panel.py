@@ -9,7 +9,8 @@ import ipywidgets as W
 
 from ..client import Bodhi
 from ..objs.errors import InvalidRequestError
-from ._tasks import TaskRunner, esc
+from ._confirm import ConfirmDelete
+from ._tasks import TaskRunner, esc, html_table
 
 __all__ = ["AliasesPanel"]
 
@@ -30,33 +31,31 @@ class AliasesPanel(W.VBox):
         self.context_params = W.Textarea(description="Context", placeholder='{"n_ctx": 2048}')
         self.from_model = W.Dropdown(description="From model", options=[""])
         self.save_btn = W.Button(description="Create", button_style="primary", icon="save")
-        self.delete_btn = W.Button(description="Delete", button_style="danger", icon="trash", disabled=True)
-        self.confirm_btn = W.Button(description="Confirm delete", button_style="danger", layout=W.Layout(display="none"))
         self.status = W.HTML()
         self.runner = TaskRunner(self.status)
+        self.deleter = ConfirmDelete(self.runner, lambda: self.selector.value, self._delete)
+        self.delete_btn, self.confirm_btn = self.deleter.delete_btn, self.deleter.confirm_btn
         self.selector.observe(self._on_select, names="value")
         self.from_model.observe(self._on_from_model, names="value")
         self.save_btn.on_click(self._on_save)
-        self.delete_btn.on_click(self._on_delete)
-        self.confirm_btn.on_click(self._on_confirm_delete)
         super().__init__([
             W.HTML("<h3>User aliases</h3>"), self.user_table, W.HTML("<h3>Local models</h3>"), self.models_table,
             self.selector, self.from_model, self.alias, self.repo, self.filename, self.snapshot,
             self.request_params, self.context_params,
-            W.HBox([self.save_btn, self.delete_btn, self.confirm_btn]), self.status,
+            W.HBox([self.save_btn, self.deleter]), self.status,
         ])
         self.refresh()
 
     def refresh(self) -> None:
         users, errors = self.bodhi.services.data.list_user_aliases()
         models = self.bodhi.aliases.models()
-        self.user_table.value = _rows(
+        self.user_table.value = html_table(
             ["Alias", "Repo", "File", "Request params", "Context params"],
             [[a.alias, a.repo, a.filename, json.dumps(a.request_params.model_dump(exclude_none=True)),
               json.dumps(a.context_params.model_dump(exclude_none=True))] for a in users],
             "No user aliases yet.") + "".join(
             f'<div style="color:#cf222e">{esc(e.file)}: {esc(e.error)}</div>' for e in errors)
-        self.models_table.value = _rows(["Name", "Repo", "File", "Snapshot"],
+        self.models_table.value = html_table(["Name", "Repo", "File", "Snapshot"],
                                         [[m["alias"], m["repo"], m["filename"], m["snapshot"]] for m in models],
                                         "No GGUF files found in the Hugging Face cache.")
         self.from_model.options = ["", *[m["alias"] for m in models]]
@@ -70,7 +69,7 @@ class AliasesPanel(W.VBox):
             self.repo.value, self.filename.value, self.snapshot.value = m["repo"], m["filename"], m["snapshot"]
 
     def _on_select(self, _: Any = None) -> None:
-        self._confirming(False)
+        self.deleter.reset()
         if self.selector.value == _NEW:
             self.alias.disabled = False
             for w in (self.alias, self.repo, self.filename, self.request_params, self.context_params):
@@ -112,30 +111,8 @@ class AliasesPanel(W.VBox):
         self.selector.value = a["alias"]
         self.runner.show("ok", f"Saved {a['alias']}.")
 
-    def _confirming(self, on: bool) -> None:
-        self.confirm_btn.layout.display = None if on else "none"
-        self.delete_btn.layout.display = "none" if on else None
-
-    def _on_delete(self, _: Any = None) -> None:
-        self._confirming(True)
-        self.runner.show("info", f"Delete alias {self.selector.value}?")
-
-    def _on_confirm_delete(self, _: Any = None) -> None:
-        name = self.selector.value
-        try:
-            self.bodhi.aliases.delete(name)
-        except Exception as exc:
-            self.runner.show("error", getattr(exc, "message", str(exc)))
-            return
-        self._confirming(False)
+    def _delete(self, name: str) -> None:
+        self.bodhi.aliases.delete(name)
         self.selector.value = _NEW
         self.refresh()
-        self.runner.show("ok", f"Deleted {name}.")
 
-
-def _rows(head: list[str], rows: list[list[Any]], empty: str) -> str:
-    if not rows:
-        return f"<i>{esc(empty)}</i>"
-    h = "".join(f"<th>{esc(x)}</th>" for x in head)
-    b = "".join("<tr>" + "".join(f"<td>{esc(v)}</td>" for v in r) + "</tr>" for r in rows)
-    return f'<table class="bodhi-table"><thead><tr>{h}</tr></thead><tbody>{b}</tbody></table>'

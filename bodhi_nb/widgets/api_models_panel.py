@@ -9,7 +9,8 @@ import ipywidgets as W
 from ..client import Bodhi
 from ..objs.errors import InvalidRequestError
 from ..services.ai_api_service import MAX_TEST_PROMPT
-from ._tasks import TaskRunner, esc
+from ._confirm import ConfirmDelete
+from ._tasks import TaskRunner, esc, html_table
 
 __all__ = ["ApiModelsPanel"]
 
@@ -36,12 +37,11 @@ class ApiModelsPanel(W.VBox):
         self.prompt = W.Text(description="Test prompt", value="Say hello")
         self.test_btn = W.Button(description="Test", icon="play")
         self.save_btn = W.Button(description="Create", button_style="primary", icon="save")
-        self.delete_btn = W.Button(description="Delete", button_style="danger", icon="trash", disabled=True)
-        self.confirm_btn = W.Button(description="Confirm delete", button_style="danger", layout=W.Layout(display="none"))
-        self.cancel_btn = W.Button(description="Cancel", layout=W.Layout(display="none"))
         self.result = W.HTML()
         self.status = W.HTML()
         self.runner = TaskRunner(self.status)
+        self.deleter = ConfirmDelete(self.runner, lambda: self.selector.value, self._delete)
+        self.delete_btn, self.confirm_btn = self.deleter.delete_btn, self.deleter.confirm_btn
         self._all_models: list[str] = []
 
         self.selector.observe(self._on_select, names="value")
@@ -51,15 +51,12 @@ class ApiModelsPanel(W.VBox):
         self.clear_btn.on_click(lambda _: setattr(self.models, "value", ()))
         self.test_btn.on_click(self._on_test)
         self.save_btn.on_click(self._on_save)
-        self.delete_btn.on_click(self._on_delete)
-        self.confirm_btn.on_click(self._on_confirm_delete)
-        self.cancel_btn.on_click(lambda _: self._confirming(False))
         super().__init__([
             W.HTML("<h3>API models</h3>"), self.table, self.selector, self.id, self.base_url, self.api_key,
             self.prefix, self.forward_all,
             W.HBox([self.fetch_btn, self.select_all_btn, self.clear_btn]), self.search, self.models,
             W.HBox([self.prompt, self.test_btn]), self.result,
-            W.HBox([self.save_btn, self.delete_btn, self.confirm_btn, self.cancel_btn]), self.status,
+            W.HBox([self.save_btn, self.deleter]), self.status,
         ])
         self.refresh()
 
@@ -86,7 +83,7 @@ class ApiModelsPanel(W.VBox):
         self._filter()
 
     def _on_select(self, _: Any = None) -> None:
-        self._confirming(False)
+        self.deleter.reset()
         self.api_key.value = ""
         self.result.value = ""
         if self.selector.value == _NEW:
@@ -109,11 +106,6 @@ class ApiModelsPanel(W.VBox):
                                     else "no key stored; leave empty to keep none")
         self.save_btn.description = "Save"
         self.delete_btn.disabled = False
-
-    def _confirming(self, on: bool) -> None:
-        self.confirm_btn.layout.display = None if on else "none"
-        self.cancel_btn.layout.display = None if on else "none"
-        self.delete_btn.layout.display = "none" if on else None
 
     # -- actions --------------------------------------------------------------------------
 
@@ -167,31 +159,16 @@ class ApiModelsPanel(W.VBox):
         self.selector.value = rec["id"]
         self.runner.show("ok", f"{verb} {rec['id']}.")
 
-    def _on_delete(self, _: Any = None) -> None:
-        self._confirming(True)
-        self.runner.show("info", f"Delete {self.selector.value}? This cannot be undone.")
-
-    def _on_confirm_delete(self, _: Any = None) -> None:
-        id = self.selector.value
-        try:
-            self.bodhi.api_models.delete(id)
-        except Exception as exc:
-            self.runner.show("error", getattr(exc, "message", str(exc)))
-            return
-        self._confirming(False)
+    def _delete(self, id: str) -> None:
+        self.bodhi.api_models.delete(id)
         self.selector.value = _NEW
         self.refresh()
-        self.runner.show("ok", f"Deleted {id}.")
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "<i>No API models yet. Fill in the form below to add one.</i>"
-    head = "".join(f"<th>{h}</th>" for h in ("ID", "Format", "Base URL", "Prefix", "Models", "Key", "Updated"))
-    body = "".join(
-        "<tr>" + "".join(f"<td>{esc(v)}</td>" for v in (
-            r["id"], r["api_format"], r["base_url"], r["prefix"] or "", ", ".join(r["models"]) or
-            ("(all under prefix)" if r["forward_all_with_prefix"] else ""),
-            r["api_key_masked"] or "none", r["updated_at"][:19].replace("T", " "))) + "</tr>"
-        for r in rows)
-    return f'<table class="bodhi-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return html_table(
+        ["ID", "Format", "Base URL", "Prefix", "Models", "Key", "Updated"],
+        [[r["id"], r["api_format"], r["base_url"], r["prefix"] or "",
+          ", ".join(r["models"]) or ("(all under prefix)" if r["forward_all_with_prefix"] else ""),
+          r["api_key_masked"] or "none", r["updated_at"][:19].replace("T", " ")] for r in rows],
+        "No API models yet. Fill in the form below to add one.")

@@ -6,16 +6,14 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from bodhi_nb.services.data_service import DataService
+from tests.resources.servers import free_port, wait_http_ok
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -25,12 +23,6 @@ pytestmark = [
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed"),
     pytest.mark.skipif(DataService.builtin_path() is None, reason="needs the local extra"),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 NOTEBOOK = {
@@ -46,7 +38,7 @@ def lab(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
     (root / "panel.ipynb").write_text(json.dumps(NOTEBOOK))
-    port, token = _free_port(), secrets.token_hex(16)
+    port, token = free_port(), secrets.token_hex(16)
     env = {**os.environ, "BODHI_HOME": str(tmp_path / "bodhi"), "HF_HOME": str(tmp_path / "hf"),
            "BODHI_ENCRYPTION_KEY": "browser-test-master-secret-123", "BODHI_NB_THREADS": "2",
            "JUPYTER_CONFIG_DIR": str(tmp_path / "jcfg"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "jrt")}
@@ -55,15 +47,7 @@ def lab(tmp_path):
                              f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--allow-root"],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/api/status", headers={"Authorization": f"token {token}"}, trust_env=False).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert proc.poll() is None, (tmp_path / "lab.log").read_text()[-3000:]
-        time.sleep(0.2)  # readiness poll of a server process
+    wait_http_ok(f"{base}/api/status", proc, headers={"Authorization": f"token {token}"}, log=tmp_path / "lab.log")
     yield base, token
     proc.terminate()
     try:

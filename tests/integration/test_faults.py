@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import TEST_KEY
+from tests.resources.servers import free_port
 
 MSG = [{"role": "user", "content": "x"}]
 
@@ -56,16 +57,10 @@ async def _next_request_works(c, url, headers):
     assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "echo: x"
 
 
-def _unused_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("stream", [False, True])
 async def test_connection_refused(gw, upstream, stream):
     url, headers, register = gw
-    await register("dead", f"http://127.0.0.1:{_unused_port()}/v1", ["dead-model"])
+    await register("dead", f"http://127.0.0.1:{free_port()}/v1", ["dead-model"])
     await register("live", upstream.base_url, ["echo"])
     async with httpx.AsyncClient(trust_env=False, timeout=30) as c:
         t = time.monotonic()

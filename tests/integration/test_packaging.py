@@ -8,14 +8,14 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.resources.servers import free_port, wait_http_ok
 
 ROOT = Path(__file__).resolve().parents[2]
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -51,15 +51,9 @@ def test_binder_postbuild_in_a_fresh_venv(tmp_path):
     assert start.stdout.strip().endswith(".bodhi_nb")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.skipif(not (ROOT / ".venv" / ".installed").exists(), reason="make lab needs the Makefile's .venv")
 def test_make_lab_serves_the_quickstart(tmp_path):
-    port, token = _free_port(), secrets.token_hex(16)
+    port, token = free_port(), secrets.token_hex(16)
     env = {**os.environ, "BODHI_HOME": str(tmp_path / "bodhi"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt"),
            "BODHI_ENCRYPTION_KEY": "make-lab-test-master-secret"}
     args = f"--no-browser --port={port} --ip=127.0.0.1 --IdentityProvider.token={token}"
@@ -67,18 +61,7 @@ def test_make_lab_serves_the_quickstart(tmp_path):
                             stdout=subprocess.DEVNULL, stderr=open(tmp_path / "lab.log", "wb"))
     url = f"http://127.0.0.1:{port}/lab/tree/notebooks/01_quickstart.ipynb"
     try:
-        deadline = time.monotonic() + 120
-        ok = False
-        while time.monotonic() < deadline and not ok:
-            try:
-                r = httpx.get(url, headers={"Authorization": f"token {token}"}, trust_env=False)
-                ok = r.status_code == 200
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, (tmp_path / "lab.log").read_text()[-3000:]
-            if not ok:
-                time.sleep(0.2)  # readiness poll of a server process
-        assert ok, (tmp_path / "lab.log").read_text()[-3000:]
+        wait_http_ok(url, proc, headers={"Authorization": f"token {token}"}, timeout=120, log=tmp_path / "lab.log")
         c = httpx.get(f"http://127.0.0.1:{port}/api/contents/notebooks/01_quickstart.ipynb",
                       headers={"Authorization": f"token {token}"}, trust_env=False)
         assert c.status_code == 200 and c.json()["type"] == "notebook"

@@ -3,11 +3,9 @@ the key absent from exceptions, reprs, executed notebooks and the OpenAPI docume
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
-import sys
 from pathlib import Path
 
 import httpx

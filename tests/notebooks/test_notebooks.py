@@ -6,16 +6,14 @@ import json
 import os
 import re
 import secrets
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from bodhi_nb.services.data_service import DataService
+from tests.resources.servers import free_port, wait_http_ok
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -39,17 +37,11 @@ def test_committed_notebook_is_clean(path):
     assert "# NBVAL_CHECK_OUTPUT" in text
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.local_model
 @pytest.mark.skipif(DataService.builtin_path() is None, reason="needs the local extra")
 def test_notebooks_run_under_nbval(tmp_path):
     home = tmp_path / "bodhi"
-    port, token = _free_port(), secrets.token_hex(16)
+    port, token = free_port(), secrets.token_hex(16)
     env = {**os.environ, "BODHI_HOME": str(home), "HF_HOME": str(tmp_path / "hf"), "BODHI_NB_THREADS": "2",
            "BODHI_ENCRYPTION_KEY": "notebook-test-master-secret", "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt"),
            "BODHI_GATEWAY_URL": f"http://127.0.0.1:{port}/bodhi/v1", "BODHI_GATEWAY_TOKEN": token}
@@ -59,16 +51,8 @@ def test_notebooks_run_under_nbval(tmp_path):
                                "--ServerApp.jpserver_extensions={'bodhi_nb': True}", "--allow-root"],
                               env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "wb"))
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/bodhi/v1/models", headers={"Authorization": f"Bearer {token}"},
-                             trust_env=False).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-            time.sleep(0.2)  # readiness poll of a server process
+        wait_http_ok(f"http://127.0.0.1:{port}/bodhi/v1/models", server, headers={"Authorization": f"Bearer {token}"},
+                     log=tmp_path / "server.log")
         r = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "-p", "no:cacheprovider", "-q",
                             "--nbval-cell-timeout=300", *map(str, NOTEBOOKS)],
                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)

@@ -23,7 +23,6 @@ from ...objs.errors import (
     DecryptionError,
     InvalidRequestError,
     NotFoundError,
-    StoreError,
     WrongMasterKeyError,
 )
 from . import migrations

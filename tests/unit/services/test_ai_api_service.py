@@ -154,6 +154,16 @@ def _target():
     return ForwardTarget(BASE, "upstream-model", TEST_KEY, "API model 'p'")
 
 
+def _mock_sse(httpx_mock, stream: GatedStream) -> GatedStream:
+    httpx_mock.add_callback(lambda req: httpx.Response(200, headers={"content-type": "text/event-stream"},
+                                                       stream=stream), url=f"{BASE}/chat/completions")
+    return stream
+
+
+async def _open_stream(svc: AiApiService):
+    return await svc.forward_chat_completion(_target(), {"model": "x", "messages": []}, stream=True)
+
+
 def test_forward_rewrites_model_keeps_unknown_fields_and_filters_headers(httpx_mock):
     httpx_mock.add_response(url=f"{BASE}/chat/completions", status_code=200, json={"ok": True},
                             headers={"Set-Cookie": "a=b", "Connection": "keep-alive", "X-Request-Id": "r1"})
@@ -195,13 +205,11 @@ def test_forward_passes_error_status_through(httpx_mock):
 
 def test_sse_is_relayed_chunk_by_chunk(httpx_mock):
     chunks = [b'data: {"n":1}\n\n', b'data: {"n":2}\n\n', b"data: [DONE]\n\n"]
-    stream = GatedStream(chunks)
-    httpx_mock.add_callback(lambda req: httpx.Response(200, headers={"content-type": "text/event-stream"},
-                                                       stream=stream), url=f"{BASE}/chat/completions")
+    stream = _mock_sse(httpx_mock, GatedStream(chunks))
 
     async def go():
         svc = AiApiService()
-        r = await svc.forward_chat_completion(_target(), {"model": "x", "messages": []}, stream=True)
+        r = await _open_stream(svc)
         got = []
         async for c in r.aiter_bytes():
             got.append(c)
@@ -216,13 +224,11 @@ def test_sse_is_relayed_chunk_by_chunk(httpx_mock):
 
 
 def test_stream_cut_midway_raises_upstream_error(httpx_mock):
-    stream = GatedStream([b'data: {"n":1}\n\n', b'data: {"n":2}\n\n'], cut_after=1)
-    httpx_mock.add_callback(lambda req: httpx.Response(200, headers={"content-type": "text/event-stream"},
-                                                       stream=stream), url=f"{BASE}/chat/completions")
+    stream = _mock_sse(httpx_mock, GatedStream([b'data: {"n":1}\n\n', b'data: {"n":2}\n\n'], cut_after=1))
 
     async def go():
         svc = AiApiService()
-        r = await svc.forward_chat_completion(_target(), {"model": "x", "messages": []}, stream=True)
+        r = await _open_stream(svc)
         got = []
         with pytest.raises(UpstreamError, match="broke off"):
             async for c in r.aiter_bytes():
@@ -235,13 +241,11 @@ def test_stream_cut_midway_raises_upstream_error(httpx_mock):
 
 
 def test_consumer_stopping_early_closes_the_upstream_stream(httpx_mock):
-    stream = GatedStream([b"data: 1\n\n", b"data: 2\n\n", b"data: 3\n\n"])
-    httpx_mock.add_callback(lambda req: httpx.Response(200, headers={"content-type": "text/event-stream"},
-                                                       stream=stream), url=f"{BASE}/chat/completions")
+    stream = _mock_sse(httpx_mock, GatedStream([b"data: 1\n\n", b"data: 2\n\n", b"data: 3\n\n"]))
 
     async def go():
         svc = AiApiService()
-        r = await svc.forward_chat_completion(_target(), {"model": "x", "messages": []}, stream=True)
+        r = await _open_stream(svc)
         async for _ in r.aiter_bytes():
             break
         await r.aclose()

@@ -1,0 +1,33 @@
+"""Helpers for tests that start real servers: a free loopback port, and waiting until a
+server answers (a bounded readiness poll of another process, not test synchronisation)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http_ok(url: str, proc: subprocess.Popen, *, headers: dict[str, str] | None = None,
+                 timeout: float = 90.0, log: Path | None = None) -> httpx.Response:
+    """GET `url` until it answers 200; fail with the process log if it exits or times out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.get(url, headers=headers, trust_env=False)
+            if r.status_code == 200:
+                return r
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None, f"{proc.args} exited:\n" + (log.read_text()[-3000:] if log else "")
+        time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer 200 within {timeout} s\n" + (log.read_text()[-3000:] if log else ""))
