@@ -17,7 +17,7 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from .._handlers import BodhiHandler, Op
-from ..objs.errors import BodhiError, UpstreamError
+from ..objs.errors import BodhiError
 from ..routes_app.objs import ChatCompletionRequest
 from ..services.ai_api_service import UpstreamResponse, upstream_status_error
 
@@ -63,12 +63,7 @@ class ChatCompletionsHandler(BodhiHandler):
             except asyncio.CancelledError:
                 pass  # client went away; the upstream is already closed
             return
-        body = await resp.aread()
-        if not opened.stream:
-            try:
-                json.loads(body)
-            except ValueError:
-                raise UpstreamError(f"The {resp.label} answered with a body that is not JSON.") from None
+        body = (await resp.aread_json())[0] if not opened.stream else await resp.aread()
         self._start(resp)
         self.finish(body)
 

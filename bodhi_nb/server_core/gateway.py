@@ -6,8 +6,6 @@ the request then goes through `AiApiService.forward_chat_completion` either way.
 
 from __future__ import annotations
 
-import json
-import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -19,8 +17,6 @@ from ..services.ai_api_service import AiApiService, ForwardTarget, UpstreamRespo
 from .model_router import Destination, Local, ModelRouter, Remote
 
 __all__ = ["Gateway", "OpenChat", "LocalEngineProtocol", "validate_chat_body", "LOCAL_EXTRA_HINT"]
-
-log = logging.getLogger(__name__)
 
 LOCAL_EXTRA_HINT = "pip install 'bodhi_nb[local]'"
 
@@ -80,11 +76,7 @@ class Gateway:
         oc = await self.open_chat({**body, "stream": False})
         if not oc.response.ok:
             raise await oc.response.error()
-        raw = await oc.response.aread()
-        try:
-            return json.loads(raw)
-        except ValueError:
-            raise UpstreamError(f"The {oc.response.label} answered with something that is not JSON.") from None
+        return (await oc.response.aread_json())[1]
 
     async def stream_chunks(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """`chat.completion.chunk` dicts as they arrive; closing the iterator closes the upstream."""

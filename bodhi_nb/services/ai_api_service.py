@@ -118,6 +118,14 @@ class UpstreamResponse:
             self.upstream_seconds += time.perf_counter() - t
             await self.aclose()
 
+    async def aread_json(self) -> tuple[bytes, Any]:
+        """The body, raw and parsed; a body that is not JSON is an upstream failure (502)."""
+        raw = await self.aread()
+        try:
+            return raw, json.loads(raw)
+        except ValueError:
+            raise UpstreamError(f"The {self.label} answered with a body that is not JSON.") from None
+
     async def aclose(self) -> None:
         await self._response.aclose()
 
