@@ -162,6 +162,16 @@ def _upstream_message(body: bytes) -> str | None:
     return None
 
 
+def transport_error(exc: Exception, label: str) -> UpstreamError:
+    """A failure before any response: timeouts are 504, everything else 502."""
+    if isinstance(exc, asyncio.TimeoutError):  # our first-byte limit on streams
+        return UpstreamError(f"The {label} did not start answering in time.", status=504, code="upstream_timeout")
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamError(f"The {label} did not answer in time: {_describe(exc)}.", status=504,
+                             code="upstream_timeout")
+    return UpstreamError(f"Could not reach the {label}: {_describe(exc)}.")
+
+
 def upstream_status_error(status: int, body: bytes, headers: dict[str, str], label: str) -> BodhiError:
     """Map an upstream HTTP error to ours: same class of status, a readable message."""
     detail = _upstream_message(body)
@@ -265,11 +275,8 @@ class AiApiService:
         base_url, key, label = self._resolve(creds)
         try:
             r = await self._client().get(f"{base_url}/models", headers=self._headers(key))
-        except httpx.TimeoutException as exc:
-            raise UpstreamError(f"The {label} did not answer in time: {_describe(exc)}", status=504,
-                                code="upstream_timeout") from None
         except httpx.HTTPError as exc:
-            raise UpstreamError(f"Could not reach the {label}: {_describe(exc)}") from None
+            raise transport_error(exc, label) from None
         if not r.is_success:
             raise upstream_status_error(r.status_code, r.content, dict(r.headers), label)
         try:
@@ -289,14 +296,13 @@ class AiApiService:
                 "stream": False}
         try:
             resp = await self.forward_chat_completion(ForwardTarget(base_url, model, key, label), body, stream=False)
-            raw = await resp.aread()
             if not resp.ok:
-                return TestPromptResult(False, error=upstream_status_error(resp.status, raw, resp.headers, label).message)
-            text = json.loads(raw)["choices"][0]["message"]["content"]
+                return TestPromptResult(False, error=(await resp.error()).message)
+            text = (await resp.aread_json())[1]["choices"][0]["message"]["content"]
             return TestPromptResult(True, response=text or "")
         except BodhiError as exc:
             return TestPromptResult(False, error=exc.message)
-        except (ValueError, KeyError, IndexError, TypeError):
+        except (KeyError, IndexError, TypeError):
             return TestPromptResult(False, error=f"The {label} answered with something that is not a chat completion.")
 
     async def forward_chat_completion(self, target: ForwardTarget, body: dict[str, Any], stream: bool) -> UpstreamResponse:
@@ -320,11 +326,8 @@ class AiApiService:
         try:
             send = client.send(req, stream=True)
             resp = await (asyncio.wait_for(send, self.first_byte_timeout) if stream else send)
-        except (asyncio.TimeoutError, httpx.TimeoutException) as exc:
-            what = "did not start answering in time" if isinstance(exc, asyncio.TimeoutError) else _describe(exc)
-            raise UpstreamError(f"The {target.label} {what}.", status=504, code="upstream_timeout") from None
-        except httpx.HTTPError as exc:
-            raise UpstreamError(f"Could not reach the {target.label}: {_describe(exc)}") from None
+        except (asyncio.TimeoutError, httpx.HTTPError) as exc:
+            raise transport_error(exc, target.label) from None
         out = UpstreamResponse(resp, target.label)
         out.upstream_seconds = time.perf_counter() - t
         return out
