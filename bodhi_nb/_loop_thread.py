@@ -17,6 +17,15 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+
+async def _aclose_when_idle(agen: Any) -> None:
+    """Close an async generator once a cancelled step has finished unwinding."""
+    while getattr(agen, "ag_running", False):
+        await asyncio.sleep(0)
+    aclose = getattr(agen, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
 __all__ = ["LoopThread"]
 
 
@@ -54,17 +63,24 @@ class LoopThread:
         return await asyncio.wrap_future(self.submit(coro))
 
     def iterate(self, agen: AsyncIterator[T]) -> Iterator[T]:
-        """Drive an async iterator living on the private loop from sync code."""
+        """Drive an async iterator living on the private loop from sync code.
+
+        A KeyboardInterrupt (Jupyter's interrupt) or an early `break` cancels the step in
+        flight and then closes the iterator on its loop, which closes the upstream.
+        """
+        step: Future[T] | None = None
         try:
             while True:
+                step = self.submit(agen.__anext__())  # type: ignore[arg-type]
                 try:
-                    yield self.run(agen.__anext__())  # type: ignore[arg-type]
+                    item = step.result()
                 except StopAsyncIteration:
                     return
+                yield item
         finally:
-            aclose = getattr(agen, "aclose", None)
-            if aclose is not None:
-                self.run(aclose())
+            if step is not None and not step.done():
+                step.cancel()
+            self.run(_aclose_when_idle(agen))
 
     async def aiterate(self, agen: AsyncIterator[T]) -> AsyncIterator[T]:
         """Consume an async iterator living on the private loop from another loop.

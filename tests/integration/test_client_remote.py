@@ -98,3 +98,23 @@ def test_local_alias_without_engine_gives_clear_error(bodhi_home):
     b.services.gateway = Gateway(b.services.router, b.services.ai_api, engine=None)
     with pytest.raises(LocalEngineUnavailable, match=r"pip install 'bodhi_nb\[local\]'"):
         b.chat("lonely", "hi")
+
+
+def test_interrupting_a_sync_stream_closes_the_upstream(bodhi, upstream):
+    """Jupyter's interrupt raises KeyboardInterrupt inside the loop over a sync stream."""
+    import time as _time
+
+    import httpx as _httpx
+
+    bodhi.api_models.update("fake", models=["echo", "cut", "forever"])
+    it = bodhi.chat("fake/forever", "go", stream=True)
+    got = [next(it) for _ in range(3)]
+    assert got[0] == "tick0 "
+    it.close()  # what an interrupt or a `break` does to the generator
+    deadline = _time.monotonic() + 10
+    open_streams = 1
+    while open_streams and _time.monotonic() < deadline:
+        open_streams = _httpx.get(f"http://127.0.0.1:{upstream.port}/_last", trust_env=False).json()["open_streams"]
+        _time.sleep(0.02 if open_streams else 0)  # bounded poll of another process's counter
+    assert open_streams == 0
+    assert bodhi.chat("fake/echo", "after") == "echo: after"

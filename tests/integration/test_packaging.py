@@ -33,6 +33,7 @@ def test_extension_enabled_by_install():
     assert re.search(r"bodhi_nb\s+[\d.]*\s*OK", out), out
 
 
+@pytest.mark.timeout(1800)  # a machine without pip's wheel cache builds llama.cpp again
 def test_binder_postbuild_in_a_fresh_venv(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)

@@ -38,6 +38,7 @@ def test_committed_notebook_is_clean(path):
 
 
 @pytest.mark.local_model
+@pytest.mark.timeout(1500)
 @pytest.mark.skipif(DataService.builtin_path() is None, reason="needs the local extra")
 def test_notebooks_run_under_nbval(tmp_path):
     home = tmp_path / "bodhi"
