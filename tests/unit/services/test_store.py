@@ -5,6 +5,7 @@ import os
 import stat
 
 import pytest
+from pydantic import ValidationError
 
 from bodhi_nb.objs import ApiModelAlias, ConflictError, InvalidRequestError, NotFoundError, StoreError, WrongMasterKeyError
 from bodhi_nb.services.db import DbService, LockedJSONStorage, load_master_secret
@@ -104,7 +105,7 @@ def test_update_without_key_keeps_it_and_new_key_gets_new_ciphertext(db):
 
 def test_update_validates_the_merged_object(db):
     db.create(make(), TEST_KEY)
-    with pytest.raises(Exception, match="models must not be empty"):
+    with pytest.raises(ValidationError, match="models must not be empty"):
         db.update("openai", {"models": []})
     assert db.get("openai").models == ["gpt-4o"]
 
@@ -197,3 +198,42 @@ def test_master_secret_sources(bodhi_home, monkeypatch):
     path = bodhi_home / ".secret_key"
     assert f.origin == "file" and stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert load_master_secret(bodhi_home).value == f.value  # stable across calls
+
+
+def test_master_secret_from_a_real_keyring_backend(bodhi_home, monkeypatch):
+    """No OS keyring runs here, so an in-memory backend stands in for the OS edge."""
+    import keyring
+    from keyring.backend import KeyringBackend
+
+    from bodhi_nb.services.db import store_master_secret
+
+    class MemoryKeyring(KeyringBackend):
+        priority = 1
+        store: dict = {}
+
+        def get_password(self, service, username):
+            return self.store.get((service, username))
+
+        def set_password(self, service, username, password):
+            self.store[(service, username)] = password
+
+        def delete_password(self, service, username):
+            self.store.pop((service, username), None)
+
+    previous = keyring.get_keyring()
+    keyring.set_keyring(MemoryKeyring())
+    monkeypatch.delenv("BODHI_NO_KEYRING", raising=False)
+    try:
+        s = load_master_secret(bodhi_home)
+        assert s.origin == "keyring" and len(s.value) >= 20
+        assert MemoryKeyring.store[("bodhi_nb", str(bodhi_home.resolve()))] == s.value
+        assert not (bodhi_home / ".secret_key").exists()
+        assert load_master_secret(bodhi_home).value == s.value
+        db = DbService(bodhi_home, kdf_iterations=FAST_KDF)
+        db.create(make(), TEST_KEY)
+        db.rotate_master_key("rotated-secret-in-keyring-123")
+        store_master_secret(bodhi_home, s, "rotated-secret-in-keyring-123")
+        again = DbService(bodhi_home, kdf_iterations=FAST_KDF)
+        assert again.master_secret.origin == "keyring" and again.get_api_key("openai") == TEST_KEY
+    finally:
+        keyring.set_keyring(previous)
