@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["Bodhi", "panel", "openai_client", "__version__"]
+__all__ = ["Bodhi", "panel", "openai_client", "server_info", "__version__"]
 
 if TYPE_CHECKING:
     from .client import Bodhi
@@ -36,6 +36,13 @@ def openai_client(*args: Any, **kwargs: Any) -> Any:
     from ._server_info import openai_client as _client
 
     return _client(*args, **kwargs)
+
+
+def server_info() -> Any:
+    """The running Jupyter server's gateway: `.gateway_url` and `.token` (hidden in reprs)."""
+    from ._server_info import find_server
+
+    return find_server()
 
 
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ from .objs.api_model_alias import ApiModelAlias
 from .objs.errors import InvalidRequestError
 from .server_core.app_services import AppServices
 from .server_core.model_router import Candidate, Destination
-from .services.ai_api_service import Credentials, RawCredentials, StoredCredentials
+from .services.ai_api_service import credentials
 from .services.data_service import validation_message
 
 __all__ = ["Bodhi", "ApiModels", "Aliases"]
@@ -35,14 +35,6 @@ def _messages(text_or_messages: Messages, system: str | None) -> list[dict[str, 
     if system:
         msgs = [{"role": "system", "content": system}, *msgs]
     return msgs
-
-
-def _creds(id: str | None, base_url: str | None, api_key: str | None) -> Credentials:
-    if id is not None:
-        return StoredCredentials(id)
-    if base_url is None:
-        raise InvalidRequestError("Give either the id of a stored API model or a base_url (and api_key).")
-    return RawCredentials(base_url, api_key)
 
 
 class ApiModels:
@@ -85,21 +77,21 @@ class ApiModels:
     def test(self, model: str, prompt: str = "Say hello", *, id: str | None = None, base_url: str | None = None,
              api_key: str | None = None) -> dict[str, Any]:
         """Send a short prompt (at most 30 characters); failures come back as success=False."""
-        creds = _creds(id, base_url, api_key)
+        creds = credentials(id, base_url, api_key)
         return asdict(self._b._loop.run(self._b.services.ai_api.test_prompt(creds, model, prompt)))
 
     async def atest(self, model: str, prompt: str = "Say hello", *, id: str | None = None,
                     base_url: str | None = None, api_key: str | None = None) -> dict[str, Any]:
-        creds = _creds(id, base_url, api_key)
+        creds = credentials(id, base_url, api_key)
         return asdict(await self._b._loop.arun(self._b.services.ai_api.test_prompt(creds, model, prompt)))
 
     def fetch_models(self, id: str | None = None, *, base_url: str | None = None,
                      api_key: str | None = None) -> list[str]:
-        return self._b._loop.run(self._b.services.ai_api.fetch_models(_creds(id, base_url, api_key)))
+        return self._b._loop.run(self._b.services.ai_api.fetch_models(credentials(id, base_url, api_key)))
 
     async def afetch_models(self, id: str | None = None, *, base_url: str | None = None,
                             api_key: str | None = None) -> list[str]:
-        return await self._b._loop.arun(self._b.services.ai_api.fetch_models(_creds(id, base_url, api_key)))
+        return await self._b._loop.arun(self._b.services.ai_api.fetch_models(credentials(id, base_url, api_key)))
 
 
 class Aliases:

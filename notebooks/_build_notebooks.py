@@ -82,7 +82,7 @@ save("03_gateway_from_any_kernel.ipynb", [
     md("# The gateway from any kernel\n\nThe Jupyter server itself serves OpenAI-compatible endpoints under "
        "`{base_url}bodhi/v1/`. Any kernel (or any program that has the Jupyter token) can use every registered model "
        "**without ever holding a provider key**: the server adds it upstream."),
-    code("import bodhi_nb\nfrom bodhi_nb._server_info import find_server\n\nserver = find_server()\nprint(server.gateway_url)"),
+    code("import bodhi_nb\n\nserver = bodhi_nb.server_info()  # found from JUPYTER_*/BODHI_GATEWAY_* variables or runtime files\nprint(server.gateway_url)"),
     md("## The official `openai` SDK"),
     code("client = bodhi_nb.openai_client()\n"
          "# NBVAL_CHECK_OUTPUT\nprint(\"smollm2:135m\" in [m.id for m in client.models.list()])"),

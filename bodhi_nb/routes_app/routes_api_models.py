@@ -11,7 +11,7 @@ from tornado import web
 from .._handlers import BodhiHandler, Op
 from ..objs.api_model_alias import ApiModelAlias
 from ..objs.errors import InvalidRequestError
-from ..services.ai_api_service import Credentials, RawCredentials, StoredCredentials
+from ..services.ai_api_service import Credentials, credentials
 from ..services.data_service import validation_message
 from .objs import (
     ApiModelCreateRequest,
@@ -34,12 +34,7 @@ def _secret(s) -> str | None:  # type: ignore[no-untyped-def]
 
 
 def _creds(req: TestPromptRequest | FetchModelsRequest) -> Credentials:
-    if req.id is not None:
-        return StoredCredentials(req.id)
-    if req.base_url is None:
-        raise InvalidRequestError("Give either 'id' of a stored API model or 'base_url' (and 'api_key').",
-                                  param="base_url")
-    return RawCredentials(req.base_url, _secret(req.api_key))
+    return credentials(req.id, req.base_url, _secret(req.api_key))
 
 
 def _invalid(exc: ValidationError) -> InvalidRequestError:

@@ -29,6 +29,7 @@ __all__ = [
     "RawCredentials",
     "StoredCredentials",
     "Credentials",
+    "credentials",
     "ForwardTarget",
     "TestPromptResult",
     "UpstreamResponse",
@@ -60,6 +61,16 @@ class StoredCredentials:
 
 
 Credentials = RawCredentials | StoredCredentials
+
+
+def credentials(id: str | None, base_url: str | None, api_key: str | None) -> Credentials:
+    """A stored api model's credentials when `id` is given, else the raw ones typed by the user."""
+    if id is not None:
+        return StoredCredentials(id)
+    if base_url is None:
+        raise InvalidRequestError("Give either 'id' of a stored API model or 'base_url' (and 'api_key').",
+                                  param="base_url")
+    return RawCredentials(base_url, api_key)
 
 
 @dataclass(frozen=True)
