@@ -82,6 +82,17 @@ def _alive(pid: int) -> bool:
         return True
 
 
+def _is_our_engine(st: "EngineState") -> bool:
+    """The pid still runs *our* llama.cpp server (pids are reused; never signal a stranger)."""
+    try:
+        cmdline = Path(f"/proc/{st.pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc (macOS): trust the recorded pid
+        return _alive(st.pid)
+    return b"llama_cpp.server" in cmdline and str(st.port).encode() in cmdline
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -128,7 +139,7 @@ class LocalEngine:
     async def ensure(self, alias: UserModelAlias | DiscoveredModelAlias) -> str:
         """The base URL of an engine serving `alias`, starting or switching it if needed."""
         known = self._known
-        if known is not None and known.config == self._config(alias)[0] and _alive(known.pid):
+        if known is not None and known.config == self._config(alias)[0] and _is_our_engine(known):
             self._touch()
             return known.base_url
         return await asyncio.to_thread(self.ensure_sync, alias)
@@ -237,7 +248,7 @@ class LocalEngine:
             return False
 
     def _stop_state(self, st: EngineState) -> None:
-        if _alive(st.pid):
+        if _alive(st.pid) and _is_our_engine(st):
             try:
                 os.killpg(st.pid, signal.SIGTERM)
             except (ProcessLookupError, PermissionError):

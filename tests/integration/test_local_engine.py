@@ -105,3 +105,26 @@ def test_start_failure_reports_the_log(bodhi_home, tmp_path):
 
     with pytest.raises(LocalEngineUnavailable, match="exited with code"):
         eng.ensure_sync(data.get_model_alias("o/broken:Q4_0"))
+
+
+def test_a_reused_pid_is_never_signalled(bodhi_home):
+    """engine.json naming a pid that now belongs to another process: that process survives."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        eng = LocalEngine(bodhi_home, DataService(bodhi_home), n_threads=THREADS)
+        now = time.time()
+        (bodhi_home / "engine.json").write_text(json.dumps({
+            "pid": stranger.pid, "port": 1, "alias": "x", "config": "c", "model_path": "m", "args": [],
+            "log_file": "l", "started_at": now, "last_use": now - 10_000, "owner_pid": 1}))
+        eng.idle_timeout = 1
+        assert eng.reap_idle()  # the stale record is cleared...
+        assert stranger.poll() is None  # ...but the stranger was not signalled
+        assert eng.status() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
