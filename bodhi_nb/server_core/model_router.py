@@ -9,7 +9,7 @@ Order (DESIGN §5; API models first, then local):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from ..objs.api_model_alias import ApiModelAlias
 from ..objs.errors import ModelNotFound
@@ -93,37 +93,32 @@ class ModelRouter:
         raise ModelNotFound(model)
 
     def explain(self, model: str) -> list[Candidate]:
-        """Every candidate for `model` in routing order, exactly one marked won (if any)."""
-        out: list[Candidate] = []
-        won = False
-
-        def add(source, name, rule, reason_win, reason_lose, upstream=None):  # type: ignore[no-untyped-def]
-            nonlocal won
-            out.append(Candidate(source, name, rule, not won, reason_win if not won else reason_lose, upstream))
-            won = True
-
+        """Every candidate for `model` in routing order; the first one is the one `resolve` picks."""
+        # (source, name, rule, why it would win, why it loses to an earlier one, upstream id)
+        found: list[tuple[Any, str, str, str, str, str | None]] = []
         exact = self.db.find_by_served_name(model)
         for i, a in enumerate(exact):
-            rule = "prefix" if a.prefix else "exact"
-            add("api", a.id, rule,
-                f"lists '{a.upstream_model_for(model)}'" + (f" under prefix '{a.prefix}'" if a.prefix else "")
-                + (" and is the most recently updated of the matches" if len(exact) > 1 else ""),
-                "an API model listing this name was updated more recently" if i else "",
-                a.upstream_model_for(model))
+            up = a.upstream_model_for(model)
+            found.append(("api", a.id, "prefix" if a.prefix else "exact",
+                          f"lists '{up}'" + (f" under prefix '{a.prefix}'" if a.prefix else "")
+                          + (" and is the most recently updated of the matches" if len(exact) > 1 else ""),
+                          "an API model listing this name was updated more recently", up))
+        listed = {a.id for a in exact}
         for a in self.db.forward_all_aliases():
-            upstream = a.upstream_model_for(model)
-            if upstream is not None and a.id not in {x.id for x in exact}:
-                add("api", a.id, "forward_all", f"forwards every name under prefix '{a.prefix}'",
-                    "an earlier rule (listed API model or a more recent forward-all) already matched", upstream)
+            up = a.upstream_model_for(model)
+            if up is not None and a.id not in listed:
+                found.append(("api", a.id, "forward_all", f"forwards every name under prefix '{a.prefix}'",
+                              "an earlier rule (listed API model or a more recent forward-all) already matched", up))
         user = self.data.get_user_alias(model)
         if user is not None:
-            add("user", user.alias, "alias", "user alias with this exact name",
-                "API models are routed before local aliases")
-        found = self.data.get_model_alias(model)
-        if found is not None:
-            add("model", found.alias, "alias", "GGUF model found locally with this exact name",
-                "API models and user aliases are routed before discovered models")
-        return out
+            found.append(("user", user.alias, "alias", "user alias with this exact name",
+                          "API models are routed before local aliases", None))
+        disc = self.data.get_model_alias(model)
+        if disc is not None:
+            found.append(("model", disc.alias, "alias", "GGUF model found locally with this exact name",
+                          "API models and user aliases are routed before discovered models", None))
+        return [Candidate(src, name, rule, i == 0, win if i == 0 else lose, up)
+                for i, (src, name, rule, win, lose, up) in enumerate(found)]
 
     def list_models(self) -> list[ModelEntry]:
         """Every name that resolves, once, in routing order (API, user, discovered)."""

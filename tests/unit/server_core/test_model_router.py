@@ -99,3 +99,22 @@ def test_list_models_no_duplicates_in_routing_order(router, db):
     assert set(ids) >= {"m1", "m2", "b/m2", "b/m3", "acme/tiny-GGUF:Q4_K_M"}
     for name in ids:
         router.resolve(name)  # every listed name resolves
+
+
+def test_explain_winner_is_always_what_resolve_picks(router, db):
+    """resolve() short-circuits on the hot path and explain() lists everything: they must agree."""
+    db.create(api("a", ["m1", "shared"]), None)
+    db.create(api("b", ["shared"], prefix="b/"), None)
+    db.create(api("c", ["shared", "b/x"]), None)
+    db.create(api("fwd", [], prefix="f/", fwd=True), None)
+    router.data.create_user_alias(Alias(alias="m1", repo="acme/tiny-GGUF", filename="tiny.Q4_K_M.gguf"))
+    router.data.create_user_alias(Alias(alias="mine", repo="acme/tiny-GGUF", filename="tiny.Q4_K_M.gguf"))
+    names = ["m1", "shared", "b/shared", "b/x", "f/anything", "mine", "acme/tiny-GGUF:Q4_K_M"]
+    for name in names:
+        dest = router.resolve(name)
+        first = router.explain(name)[0]
+        assert first.won and sum(c.won for c in router.explain(name)) == 1
+        got = (dest.api_alias.id if isinstance(dest, Remote) else dest.alias.alias)
+        assert (first.name, first.source) == (got, "api" if isinstance(dest, Remote) else dest.alias.source), name
+        if isinstance(dest, Remote):
+            assert first.upstream_model == dest.upstream_model
