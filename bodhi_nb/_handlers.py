@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from jupyter_server.base.handlers import APIHandler
@@ -44,7 +44,6 @@ class Op:
     errors: tuple[int, ...] = (400, 403)
     tags: tuple[str, ...] = ()
     stream: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class BodhiHandler(APIHandler):

@@ -14,11 +14,10 @@ from ..objs.errors import InvalidRequestError, LocalEngineUnavailable, UpstreamE
 from ..objs.model_alias import DiscoveredModelAlias, UserModelAlias
 from ..services._sse import iter_sse_json
 from ..services.ai_api_service import AiApiService, ForwardTarget, UpstreamResponse
+from ..services.local_engine import LOCAL_EXTRA_HINT
 from .model_router import Destination, Local, ModelRouter, Remote
 
-__all__ = ["Gateway", "OpenChat", "LocalEngineProtocol", "validate_chat_body", "LOCAL_EXTRA_HINT"]
-
-LOCAL_EXTRA_HINT = "pip install 'bodhi_nb[local]'"
+__all__ = ["Gateway", "OpenChat", "LocalEngineProtocol", "validate_chat_body"]
 
 
 class LocalEngineProtocol(Protocol):

@@ -35,11 +35,11 @@ from ..objs.errors import LocalEngineUnavailable
 from ..objs.model_alias import DiscoveredModelAlias, UserModelAlias
 from .data_service import DataService
 
-__all__ = ["LocalEngine", "EngineState", "local_extra_available"]
+__all__ = ["LocalEngine", "EngineState", "local_extra_available", "LOCAL_EXTRA_HINT"]
 
 log = logging.getLogger(__name__)
 
-_LOCAL_HINT = "pip install 'bodhi_nb[local]'"
+LOCAL_EXTRA_HINT = "pip install 'bodhi_nb[local]'"
 _TOUCH_EVERY = 5.0  # seconds between last_use writes from one process
 
 
@@ -147,17 +147,17 @@ class LocalEngine:
     def ensure_sync(self, alias: UserModelAlias | DiscoveredModelAlias) -> str:
         if not local_extra_available():
             raise LocalEngineUnavailable(
-                f"'{alias.alias}' is a local model, but llama-cpp-python is not installed. Install it with: {_LOCAL_HINT}")
+                f"'{alias.alias}' is a local model, but llama-cpp-python is not installed. Install it with: {LOCAL_EXTRA_HINT}")
         config, model_path, args = self._config(alias)
         with self._mutex, self._file_lock:
             st = self._read_state()
-            if st is not None and st.config == config and _alive(st.pid) and self._healthy(st, 2.0):
+            if st is not None and st.config == config and _is_our_engine(st) and self._healthy(st, 2.0):
                 st.last_use = time.time()
                 self._write_state(st)
                 self._known = st
                 return st.base_url
             if st is not None:
-                if not _alive(st.pid) and st.config == config:
+                if not _is_our_engine(st) and st.config == config:
                     self._last_crash = _tail(Path(st.log_file), 8) or "the process exited"
                     log.warning("local engine for %s had died; restarting", st.alias)
                 self._stop_state(st)
@@ -171,7 +171,7 @@ class LocalEngine:
         st = self._read_state()
         if st is None:
             return None
-        return {**asdict(st), "alive": _alive(st.pid), "base_url": st.base_url}
+        return {**asdict(st), "alive": _is_our_engine(st), "base_url": st.base_url}
 
     def stop(self, only_if_owner: bool = False) -> bool:
         """Stop the engine (by default whoever started it); True when one was stopped."""
@@ -248,7 +248,7 @@ class LocalEngine:
             return False
 
     def _stop_state(self, st: EngineState) -> None:
-        if _alive(st.pid) and _is_our_engine(st):
+        if _is_our_engine(st):
             try:
                 os.killpg(st.pid, signal.SIGTERM)
             except (ProcessLookupError, PermissionError):
