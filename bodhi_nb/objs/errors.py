@@ -8,7 +8,10 @@ contain an API key (callers pass ids, never secrets).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 __all__ = [
     "BodhiError",
@@ -21,7 +24,20 @@ __all__ = [
     "StoreError",
     "WrongMasterKeyError",
     "DecryptionError",
+    "validation_message",
 ]
+
+
+def validation_message(exc: ValidationError) -> tuple[str, str | None]:
+    """A one-line message naming the first bad field, and that field (for `param`).
+
+    The message never echoes the input value, so a key typed into the wrong field
+    cannot leak through an error.
+    """
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    return (f"{where}: {msg}" if where else msg), (where or None)
 
 
 class BodhiError(Exception):
@@ -70,6 +86,12 @@ class InvalidRequestError(BodhiError):
     status = 400
     error_type = "invalid_request_error"
     default_code = "invalid_request"
+
+    @classmethod
+    def from_validation(cls, exc: ValidationError, status: int = 422) -> InvalidRequestError:
+        """The one mapping of a pydantic ValidationError, used by every surface."""
+        msg, param = validation_message(exc)
+        return cls(msg, param=param, status=status, code="validation_error")
 
 
 class NotFoundError(BodhiError):

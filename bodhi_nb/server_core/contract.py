@@ -1,0 +1,205 @@
+"""The contract: request and response objects every surface shares (pydantic).
+
+The operations layer parses every input with these models (HTTP bodies, `Bodhi`
+arguments, CLI options, widget forms), every response is serialised through them, and
+the OpenAPI document is generated from them, so the document cannot drift from what
+the server does (docs/ARCHITECTURE.md, "One HTTP contract"). API keys arrive as
+`SecretStr` (hidden in reprs and validation errors) and never leave in a response.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, Strict, ValidationError
+
+from ..objs.alias import Alias
+from ..objs.api_model_alias import API_MODEL_ID_PATTERN, ApiFormat
+from ..objs.errors import InvalidRequestError
+
+__all__ = [
+    "ApiModelCreateRequest", "ApiModelUpdateRequest", "ApiModelResponse", "PaginatedApiModelResponse",
+    "TestPromptRequest", "TestPromptResponse", "FetchModelsRequest", "FetchModelsResponse",
+    "AliasRequest", "AliasResponse", "AliasListResponse", "AliasFileErrorObj",
+    "OpenAIModel", "OpenAIModelList", "ChatCompletionRequest", "ChatMessage", "OpenAIErrorEnvelope",
+    "OpenAIError", "ChatCompletionResponse", "ChatChoice", "Usage", "parse",
+]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse(model: type[M], data: object) -> M:
+    """Validate `data` into `model`; the one place a ValidationError becomes our error.
+
+    The status is the model's own (`validation_status`): 422 for management objects,
+    400 for the OpenAI-compatible ones, as OpenAI answers; the same on every surface.
+    """
+    status: int = getattr(model, "validation_status", 422)
+    if not isinstance(data, dict):
+        raise InvalidRequestError("The request body must be a JSON object.", status=status, code="validation_error")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidRequestError.from_validation(exc, status) from None
+    except RecursionError:
+        raise InvalidRequestError("The request body is nested too deeply.", status=status,
+                                  code="validation_error") from None
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ApiModelCreateRequest(_Strict):
+    id: str = Field(pattern=API_MODEL_ID_PATTERN, description="Your name for this provider, e.g. 'openai'.")
+    api_format: ApiFormat = ApiFormat.OPENAI
+    base_url: str = Field(description="OpenAI-compatible base URL, e.g. https://api.openai.com/v1")
+    api_key: SecretStr | None = Field(default=None, description="Stored encrypted; never returned.")
+    models: list[str] = Field(default_factory=list)
+    prefix: str | None = None
+    forward_all_with_prefix: bool = False
+
+
+class ApiModelUpdateRequest(_Strict):
+    api_format: ApiFormat | None = None
+    base_url: str | None = None
+    api_key: SecretStr | None = Field(default=None, description="Leave out to keep the stored key.")
+    models: list[str] | None = None
+    prefix: str | None = None
+    forward_all_with_prefix: bool | None = None
+
+
+class ApiModelResponse(BaseModel):
+    id: str
+    api_format: ApiFormat
+    base_url: str
+    models: list[str]
+    prefix: str | None
+    forward_all_with_prefix: bool
+    created_at: datetime
+    updated_at: datetime
+    has_api_key: bool
+    api_key_masked: str | None = Field(description="First 3 and last 4 characters, or *** for short keys.")
+
+
+class PaginatedApiModelResponse(BaseModel):
+    data: list[ApiModelResponse]
+    total: int
+    page: int
+    page_size: int
+
+
+class _CredsRequest(_Strict):
+    id: str | None = Field(default=None, description="Use the stored base URL and key of this API model.")
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+
+
+class TestPromptRequest(_CredsRequest):
+    model: str = Field(min_length=1)
+    prompt: str = Field(default="Say hello", max_length=30)
+
+
+class TestPromptResponse(BaseModel):
+    success: bool
+    response: str | None = None
+    error: str | None = None
+
+
+class FetchModelsRequest(_CredsRequest):
+    pass
+
+
+class FetchModelsResponse(BaseModel):
+    models: list[str]
+
+
+class AliasRequest(Alias):
+    """A user alias as sent by a client: the domain object's own fields and rules."""
+
+
+class AliasResponse(Alias):
+    source: Literal["user"] = "user"
+
+
+class AliasFileErrorObj(BaseModel):
+    file: str
+    error: str
+
+
+class AliasListResponse(BaseModel):
+    data: list[AliasResponse]
+    errors: list[AliasFileErrorObj] = Field(description="Alias files that could not be read.")
+
+
+class OpenAIModel(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class OpenAIModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[OpenAIModel]
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Annotated[str, Strict()]
+    content: Any = None
+
+
+class ChatCompletionRequest(BaseModel):
+    """OpenAI chat completion request; unknown fields are forwarded untouched.
+
+    It validates; the raw body is what is forwarded, so values are never coerced on
+    their way to the upstream.
+    """
+
+    validation_status: ClassVar[int] = 400
+    model_config = ConfigDict(extra="allow")
+    model: Annotated[str, Strict()] = Field(min_length=1, pattern=r"\S")
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: Annotated[bool, Strict()] | None = False
+    temperature: float | None = None
+    max_tokens: int | None = None
+    stream_options: dict[str, Any] | None = None
+
+
+class Usage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+
+
+class ChatChoice(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    index: int
+    message: dict[str, Any] | None = None
+    finish_reason: str | None = None
+
+
+class ChatCompletionResponse(BaseModel):
+    """A non-streamed chat completion as the upstream sent it (extra fields kept)."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str | None = None
+    object: str | None = None
+    created: int | None = None
+    model: str | None = None
+    choices: list[ChatChoice]
+    usage: Usage | None = None
+
+
+class OpenAIError(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIErrorEnvelope(BaseModel):
+    error: OpenAIError
