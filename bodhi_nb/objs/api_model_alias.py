@@ -13,7 +13,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
-__all__ = ["ApiFormat", "ApiModelAlias", "mask_api_key", "normalize_base_url", "utc_now", "API_MODEL_ID_PATTERN"]
+__all__ = ["ApiFormat", "ApiModelAlias", "mask_api_key", "normalize_base_url", "utc_now", "API_MODEL_ID_PATTERN",
+           "MAX_BASE_URL_LENGTH"]
 
 API_MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 _ID_RE = re.compile(API_MODEL_ID_PATTERN)
@@ -24,13 +25,39 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+MAX_BASE_URL_LENGTH = 2048
+
+
 def normalize_base_url(url: str) -> str:
-    """The one base-URL rule: http(s) with a host, no query or fragment, no trailing slash."""
-    url = url.strip()
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    """The one base-URL rule, for create, update and raw test/fetch calls.
+
+    http(s) only, with a host and a port in range; no query or fragment; no trailing
+    slash. Whitespace and control characters (CR, LF, NUL, ...) are refused anywhere,
+    so a URL can never split a request line or a header. Credentials in the URL are
+    refused: httpx would send them as Basic auth in place of the Bearer key, and the
+    URL is shown in listings, so the key belongs in the api_key field.
+    """
+    if not isinstance(url, str):
+        raise ValueError("base_url must be a string")
+    if len(url) > MAX_BASE_URL_LENGTH:
+        raise ValueError(f"base_url must be at most {MAX_BASE_URL_LENGTH:,} characters")
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise ValueError("base_url must not contain spaces, line breaks, NUL or other control characters")
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        raise ValueError("base_url is not a valid URL") from None
+    try:
+        port = parts.port  # ValueError when not a number in 0..65535
+    except ValueError:
+        raise ValueError("base_url port must be a number between 1 and 65535") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("base_url must be an http:// or https:// URL with a host")
-    if parts.query or parts.fragment:
+    if "@" in parts.netloc:
+        raise ValueError("base_url must not contain a user name or password; put the key in the api_key field")
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError("base_url port must be between 1 and 65535")
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
         raise ValueError("base_url must not have a query or fragment")
     return url.rstrip("/")
 

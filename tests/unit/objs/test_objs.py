@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from pydantic import ValidationError
@@ -14,7 +15,9 @@ from bodhi_nb.objs import (
     ModelNotFound,
     RequestParams,
     mask_api_key,
+    normalize_base_url,
 )
+from bodhi_nb.objs.errors import validation_message
 from bodhi_nb.objs.model_alias import DiscoveredModelAlias
 
 
@@ -34,6 +37,49 @@ def test_base_url_trailing_slash_is_dropped_and_bad_urls_rejected():
     for bad in ["ftp://x", "not a url", "http://", "https://h/v1?x=1"]:
         with pytest.raises(ValidationError, match="base_url"):
             api(base_url=bad)
+
+
+BAD_BASE_URLS = {
+    "CR/LF": ("http://h/v1\r\nX-Injected: 1", "line breaks"),
+    "LF only": ("http://h/v1\n", "line breaks"),
+    "NUL": ("http://h\x00.example/v1", "NUL"),
+    "space": ("http://h/v 1", "spaces"),
+    "surrounding space": (" http://h/v1", "spaces"),
+    "port 70000": ("http://h:70000/v1", "port"),
+    "port 0": ("http://h:0/v1", "port"),
+    "port not a number": ("http://h:abc/v1", "port"),
+    "70 KB URL": ("http://h/" + "a" * 70_000, "2,048"),
+    "ftp": ("ftp://h/v1", "http:// or https://"),
+    "no host": ("http:///v1", "with a host"),
+    "port but no host": ("http://:8080/v1", "with a host"),
+    "user:password@": ("https://user:password@h/v1", "api_key field"),
+    "user@": ("https://user@h/v1", "api_key field"),
+    "bad IPv6": ("http://[::1/v1", "not a valid URL"),
+    "query": ("https://h/v1?x=1", "query"),
+    "empty fragment": ("https://h/v1#", "fragment"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_BASE_URLS))
+def test_bad_base_urls_are_refused_with_a_clear_message(name):
+    url, words = BAD_BASE_URLS[name]
+    with pytest.raises(ValueError, match=re.escape(words)):
+        normalize_base_url(url)
+    with pytest.raises(ValidationError, match="base_url") as ei:
+        api(base_url=url)
+    msg, param = validation_message(ei.value)  # what every surface shows: names the field, never the URL
+    assert param == "base_url" and words in msg and url not in msg and "user:password" not in msg
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:1/v1", "https://h:65535/v1/", "http://[::1]:8080/v1",
+                                 "https://api.example.com", "http://h/" + "a" * (2048 - 9)])
+def test_good_base_urls_are_kept_without_trailing_slash(url):
+    assert normalize_base_url(url) == url.rstrip("/")
+
+
+def test_a_base_url_that_is_not_text_is_a_value_error():
+    with pytest.raises(ValueError, match="string"):
+        normalize_base_url(123)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("bad", ["", "-x", "a b", "a/b", "x" * 101])
