@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["Bodhi", "panel", "openai_client", "server_info", "__version__"]
+__all__ = ["Bodhi", "panel", "openai_client", "server_info", "load_ipython_extension", "configure_jupyter_ai",
+           "__version__"]
 
 if TYPE_CHECKING:
     from .client import Bodhi
@@ -43,6 +44,20 @@ def server_info() -> Any:
     from ._server_info import find_server
 
     return find_server()
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """`%load_ext bodhi_nb`: the `%%bodhi` cell magic and `%bodhi` line magic."""
+    from .magics import load_ipython_extension as _load
+
+    _load(ipython)
+
+
+def configure_jupyter_ai(*args: Any, **kwargs: Any) -> Any:
+    """Point jupyter-ai's `%%ai` aliases and chat model at this gateway (no key is stored)."""
+    from ._jupyter_ai import configure_jupyter_ai as _configure
+
+    return _configure(*args, **kwargs)
 
 
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:
