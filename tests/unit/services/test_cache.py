@@ -1,0 +1,105 @@
+"""ResponseCache: keys, LRU bound, stats/clear, and sharing one file between processes."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from bodhi_nb.services.cache import ResponseCache, cache_key
+
+BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0}
+
+
+def test_key_ignores_stream_and_model_and_key_order_but_not_params_or_target():
+    k = cache_key("api:a|u|m", BODY)
+    assert k == cache_key("api:a|u|m", {**BODY, "stream": False, "stream_options": {"include_usage": True}})
+    assert k == cache_key("api:a|u|m", dict(reversed(list(BODY.items()))))
+    assert k == cache_key("api:a|u|m", {**BODY, "model": "another/name-for-the-same-target"})
+    assert k != cache_key("api:a|u|m", {**BODY, "temperature": 0.5})
+    assert k != cache_key("api:b|u|m", BODY)
+    assert len(k) == 64 and int(k, 16) >= 0
+
+
+def test_round_trip_stats_and_clear(tmp_path):
+    c = ResponseCache(tmp_path / "cache.sqlite")
+    assert c.get("nope") is None
+    c.put("k1", b'{"choices": []}')
+    assert c.get("k1") == b'{"choices": []}'
+    s = c.stats()
+    assert (s["entries"], s["hits"], s["misses"]) == (1, 1, 1) and s["bytes"] == len("k1") + 15
+    assert c.clear() == 1 and c.get("k1") is None and c.stats()["entries"] == 0 and c.stats()["bytes"] == 0
+
+
+def test_wal_mode(tmp_path):
+    c = ResponseCache(tmp_path / "cache.sqlite")
+    c.put("k", b"v")
+    with sqlite3.connect(tmp_path / "cache.sqlite") as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_lru_eviction_keeps_the_recently_used_and_stays_under_the_bound(tmp_path):
+    c = ResponseCache(tmp_path / "cache.sqlite", max_bytes=10_000)
+    keys = [f"k{i:03d}" for i in range(15)]
+    for k in keys:
+        c.put(k, b"x" * 496)  # 500 bytes an entry with its key
+    assert c.stats()["entries"] == 15
+    assert c.get(keys[0]) is not None  # the oldest becomes the most recently used
+    for i in range(15, 30):
+        c.put(f"k{i:03d}", b"y" * 496)
+    s = c.stats()
+    assert s["bytes"] <= 10_000 and s["entries"] < 30
+    assert c.get(keys[0]) is not None, "recently used entry was evicted"
+    assert c.get(keys[1]) is None, "least recently used entry survived"
+    assert c.get("k029") is not None
+    with sqlite3.connect(tmp_path / "cache.sqlite") as raw:  # the trigger-kept total is the real one
+        assert raw.execute("SELECT SUM(size), COUNT(*) FROM entries").fetchone() == (s["bytes"], s["entries"])
+
+
+def test_an_entry_larger_than_the_bound_is_not_stored(tmp_path):
+    c = ResponseCache(tmp_path / "cache.sqlite", max_bytes=1_000)
+    c.put("small", b"1")
+    c.put("huge", b"x" * 2_000)
+    assert c.get("huge") is None and c.get("small") == b"1"
+
+
+def test_replacing_an_entry_keeps_the_total_right(tmp_path):
+    c = ResponseCache(tmp_path / "cache.sqlite")
+    c.put("k", b"x" * 100)
+    c.put("k", b"x" * 10)
+    assert c.stats()["bytes"] == 11 and c.stats()["entries"] == 1
+
+
+def test_bad_bound_is_refused(tmp_path):
+    with pytest.raises(ValueError):
+        ResponseCache(tmp_path / "c.sqlite", max_bytes=0)
+
+
+def test_two_processes_write_and_read_one_file(tmp_path):
+    """Writers in other processes, under a tight bound, at the same time as this one."""
+    path = tmp_path / "cache.sqlite"
+    script = textwrap.dedent(f"""
+        import sys
+        from bodhi_nb.services.cache import ResponseCache
+        c = ResponseCache({str(path)!r}, max_bytes=200_000)
+        for i in range(300):
+            c.put(f"{{sys.argv[1]}}-{{i}}", b"z" * 900)
+        c.put(f"{{sys.argv[1]}}-last", b"done")
+        print("ok")
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script, name], stdout=subprocess.PIPE, text=True)
+             for name in ("a", "b")]
+    mine = ResponseCache(path, max_bytes=200_000)
+    for i in range(300):
+        mine.put(f"me-{i}", b"m" * 900)
+    for p in procs:
+        out, _ = p.communicate(timeout=120)
+        assert p.returncode == 0 and out.strip() == "ok"
+    assert mine.get("a-last") == b"done" and mine.get("b-last") == b"done"
+    s = mine.stats()
+    assert s["bytes"] <= 200_000
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT SUM(size), COUNT(*) FROM entries").fetchone() == (s["bytes"], s["entries"])
