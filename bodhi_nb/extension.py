@@ -16,6 +16,7 @@ from ._handlers import SERVICES_KEY, BodhiHandler
 from .routes_app.openapi import OpenApiHandler
 from .routes_app.routes_aliases import AliasesHandler, AliasHandler
 from .routes_app.routes_api_models import ApiModelHandler, ApiModelsHandler, FetchModelsHandler, TestPromptHandler
+from .routes_app.routes_modelfiles import ModelfilesPullHandler, ModelfilesPullJobHandler
 from .routes_oai.routes_chat import ChatCompletionsHandler
 from .routes_oai.routes_models import ModelHandler, ModelsHandler
 from .server_core.app_services import AppServices
@@ -29,7 +30,7 @@ URL_PREFIX = "bodhi/v1/"
 ROUTES: list[type[BodhiHandler]] = [
     ChatCompletionsHandler, ModelsHandler, ModelHandler,
     TestPromptHandler, FetchModelsHandler, ApiModelsHandler, ApiModelHandler,
-    AliasesHandler, AliasHandler, OpenApiHandler,
+    AliasesHandler, AliasHandler, ModelfilesPullHandler, ModelfilesPullJobHandler, OpenApiHandler,
 ]
 
 

@@ -88,7 +88,7 @@ class Gateway:
                 if "error" in event:
                     err = event["error"]
                     msg = err.get("message") if isinstance(err, dict) else str(err)
-                    raise UpstreamError(f"The {resp.label} failed mid-stream: {msg}")
+                    raise UpstreamError(f"The {resp.label} failed mid-stream: {resp.redact(str(msg))}")
                 yield event
         finally:
             await resp.aclose()

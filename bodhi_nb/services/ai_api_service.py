@@ -3,7 +3,8 @@
 Both remote API models and the local llama.cpp engine are reached through
 `forward_chat_completion`, so there is one forwarding path. Upstream failures become
 `BodhiError`s with the status a caller expects; the API key only ever travels in the
-upstream `Authorization` header and appears in no message.
+upstream `Authorization` header and appears in no message. What comes back passes
+through `KeyRedactor`, so a provider that quotes the key it received cannot leak it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from ..objs.api_model_alias import normalize_base_url
+from ..objs.api_model_alias import mask_api_key, normalize_base_url
 from ..objs.errors import BodhiError, InvalidRequestError, UpstreamError
 from .db import DbService
 
@@ -31,6 +32,7 @@ __all__ = [
     "Credentials",
     "credentials",
     "ForwardTarget",
+    "KeyRedactor",
     "TestPromptResult",
     "UpstreamResponse",
     "MAX_TEST_PROMPT",
@@ -83,6 +85,87 @@ class ForwardTarget:
     label: str = "upstream"  # said in error messages, e.g. "API model 'openai'"
 
 
+class KeyRedactor:
+    """Replaces one API key with its mask in whatever an upstream sends back.
+
+    A provider may quote the key it received ("Incorrect API key provided: sk-..."), in an
+    error body, a header or a mid-stream error event. This is the one place that text is
+    cleaned before it reaches a client, a log line or an exception. It covers the key as
+    sent and JSON-escaped (with and without an escaped "/").
+
+    Error text (non-2xx bodies, messages) is always cleaned. Success bodies, streams and
+    headers are cleaned when the key has at least `MIN_BODY_SECRET` characters: a shorter
+    "key" is a placeholder such as "ollama" that can be an ordinary word of an answer, or
+    part of the JSON itself, and replacing it there would corrupt good responses.
+    """
+
+    MIN_BODY_SECRET = 8
+    __slots__ = ("_forms", "_text_forms", "_mask", "_in_bodies")
+
+    def __init__(self, secret: str | None) -> None:
+        forms: set[str] = set()
+        if secret:
+            escaped = json.dumps(secret)[1:-1]
+            forms = {secret, escaped, escaped.replace("/", "\\/")}
+        self._text_forms = sorted(forms, key=len, reverse=True)
+        self._forms = [f.encode() for f in self._text_forms]
+        self._mask = mask_api_key(secret) if secret else ""
+        self._in_bodies = bool(secret) and len(secret or "") >= self.MIN_BODY_SECRET
+
+    def __repr__(self) -> str:
+        return "KeyRedactor(<hidden>)"
+
+    def text(self, text: str) -> str:
+        """Error text: every occurrence of the key, whatever its length, becomes its mask."""
+        for f in self._text_forms:
+            if f in text:
+                text = text.replace(f, self._mask)
+        return text
+
+    def error_body(self, data: bytes) -> bytes:
+        """A non-2xx body: always cleaned (a mangled error body is still an error)."""
+        mask = self._mask.encode()
+        for f in self._forms:
+            if f in data:
+                data = data.replace(f, mask)
+        return data
+
+    def body(self, data: bytes) -> bytes:
+        """A success body: cleaned when the key is long enough to be a real secret."""
+        return self.error_body(data) if self._in_bodies else data
+
+    def headers(self, headers: dict[str, str]) -> dict[str, str]:
+        if not self._in_bodies:
+            return headers
+        return {k: self.text(v) for k, v in headers.items()}
+
+    @property
+    def streams(self) -> bool:
+        """Whether `feed` has anything to do (else a stream can be relayed untouched)."""
+        return self._in_bodies
+
+    def feed(self, held: bytes, chunk: bytes) -> tuple[bytes, bytes]:
+        """One stream chunk: (what can be sent now, what to hold until the next chunk).
+
+        A chunk that ends in what could be the start of the key keeps that tail back, so a
+        key split across two chunks is still found. SSE events end in a blank line, which
+        no key starts with, so in practice nothing is ever held and streaming is not delayed.
+        """
+        data = self.body(held + chunk if held else chunk)
+        cut = len(data)
+        for f in self._forms:
+            i = max(len(data) - len(f) + 1, 0)
+            while True:
+                i = data.find(f[:1], i, cut)
+                if i < 0:
+                    break
+                if f.startswith(data[i:]):
+                    cut = i
+                    break
+                i += 1
+        return data[:cut], data[cut:]
+
+
 @dataclass(frozen=True)
 class TestPromptResult:
     success: bool
@@ -93,11 +176,14 @@ class TestPromptResult:
 class UpstreamResponse:
     """An open upstream response: status, filtered headers, and its body as it arrives."""
 
-    def __init__(self, response: httpx.Response, label: str) -> None:
+    def __init__(self, response: httpx.Response, label: str, secret: str | None = None) -> None:
         self._response = response
         self.label = label
         self.status = response.status_code
-        self.headers = {k: v for k, v in response.headers.items() if k.lower() not in _HOP_BY_HOP}
+        # The key sent upstream, only as the redactor that masks it in what comes back.
+        self._redactor = KeyRedactor(secret)
+        self.headers = self._redactor.headers(
+            {k: v for k, v in response.headers.items() if k.lower() not in _HOP_BY_HOP})
         # Time spent waiting on the upstream (open + body read), so the gateway can report
         # its own overhead as total time minus this.
         self.upstream_seconds = 0.0
@@ -111,18 +197,29 @@ class UpstreamResponse:
         return self.headers.get("content-type", "").startswith("text/event-stream")
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        """Body bytes as they come off the socket (no re-buffering)."""
+        """Body bytes as they come off the socket (no re-buffering), with the key masked."""
+        redact = self._redactor.streams
+        held = b""
         try:
             async for chunk in self._response.aiter_raw():
+                if redact:
+                    chunk, held = self._redactor.feed(held, chunk)
                 if chunk:
                     yield chunk
         except httpx.HTTPError as exc:
             raise UpstreamError(f"The {self.label} stream broke off: {_describe(exc)}") from None
+        if held:
+            yield held
+
+    def redact(self, text: str) -> str:
+        """Upstream error text (e.g. a mid-stream error event's message) with the key masked."""
+        return self._redactor.text(text)
 
     async def aread(self) -> bytes:
         t = time.perf_counter()
         try:
-            return await self._response.aread()
+            raw = await self._response.aread()
+            return self._redactor.body(raw) if self.ok else self._redactor.error_body(raw)
         except httpx.HTTPError as exc:
             raise UpstreamError(f"Reading the {self.label} response failed: {_describe(exc)}") from None
         finally:
@@ -288,10 +385,12 @@ class AiApiService:
             r = await self._client().get(f"{base_url}/models", headers=self._headers(key))
         except httpx.HTTPError as exc:
             raise transport_error(exc, label) from None
+        redactor = KeyRedactor(key)
         if not r.is_success:
-            raise upstream_status_error(r.status_code, r.content, dict(r.headers), label)
+            raise upstream_status_error(r.status_code, redactor.error_body(r.content),
+                                        redactor.headers(dict(r.headers)), label)
         try:
-            data = r.json()["data"]
+            data = json.loads(redactor.body(r.content))["data"]
             return [str(m["id"]) for m in data]
         except (ValueError, KeyError, TypeError):
             raise UpstreamError(f"The {label} answered /models with something that is not an OpenAI model list.") from None
@@ -339,6 +438,6 @@ class AiApiService:
             resp = await (asyncio.wait_for(send, self.first_byte_timeout) if stream else send)
         except (asyncio.TimeoutError, httpx.HTTPError) as exc:
             raise transport_error(exc, target.label) from None
-        out = UpstreamResponse(resp, target.label)
+        out = UpstreamResponse(resp, target.label, target.api_key)
         out.upstream_seconds = time.perf_counter() - t
         return out

@@ -9,6 +9,10 @@ Behaviour by model name:
   slow-first     waits 30 s before answering
   status-NNN     answers HTTP NNN with an OpenAI error envelope (429 adds Retry-After: 7)
   not-json       answers 200 with a body that is not JSON
+  echo-key       a provider that quotes the key it received: 401 "Incorrect API key provided:
+                 <key>" (also in a WWW-Authenticate header); streamed, a first chunk and then that
+                 text as a mid-stream error event, split across two writes
+Under the path prefix /echo-key/v1, GET models and POST chat/completions both answer that 401.
 GET /v1/models lists: echo, echo-2, slow-stream, forever, cut.
 GET /_last returns the last chat request's headers and body (for assertions).
 With --key, every /v1 request needs "Authorization: Bearer KEY" (else 401).
@@ -39,6 +43,29 @@ class Base(tornado.web.RequestHandler):
         return True
 
 
+def received_key(handler: tornado.web.RequestHandler) -> str:
+    return handler.request.headers.get("Authorization", "").removeprefix("Bearer ")
+
+
+def echo_key_401(handler: tornado.web.RequestHandler) -> None:
+    key = received_key(handler)
+    handler.set_status(401)
+    handler.set_header("WWW-Authenticate", f'Bearer error="invalid_token", key="{key}"')
+    handler.finish({"error": {"message": f"Incorrect API key provided: {key}. You can find your API key at "
+                                         "https://example.invalid/keys.", "type": "invalid_request_error",
+                              "param": None, "code": "invalid_api_key"}})
+
+
+class EchoKey(tornado.web.RequestHandler):
+    """Every request under /echo-key/v1: the 401 that quotes the key."""
+
+    def get(self, _: str) -> None:
+        echo_key_401(self)
+
+    def post(self, _: str) -> None:
+        echo_key_401(self)
+
+
 class Models(Base):
     def get(self) -> None:
         if self.check_key():
@@ -65,6 +92,22 @@ class Chat(Base):
         if not self.check_key():
             return
         model = body.get("model", "")
+        if model == "echo-key" and not body.get("stream"):
+            echo_key_401(self)
+            return
+        if model == "echo-key":
+            key = received_key(self)
+            self.set_header("Content-Type", "text/event-stream")
+            self.write(chunk(model, "partial "))
+            await self.flush()
+            event = b"data: " + json.dumps({"error": {"message": f"Incorrect API key provided: {key}",
+                                                      "type": "invalid_request_error"}}).encode() + b"\n\n"
+            half = event.index(key.encode()) + len(key) // 2  # the key split across two writes
+            self.write(event[:half])
+            await self.flush()
+            self.write(event[half:])
+            self.finish()
+            return
         if model.startswith("status-"):
             code = int(model.split("-")[1])
             self.set_status(code)
@@ -134,7 +177,8 @@ class Chat(Base):
 
 def make_app(api_key: str | None) -> tornado.web.Application:
     return tornado.web.Application(
-        [(r"/v1/models", Models), (r"/v1/chat/completions", Chat), (r"/_last", Last)], api_key=api_key)
+        [(r"/v1/models", Models), (r"/v1/chat/completions", Chat), (r"/echo-key/v1/(.*)", EchoKey),
+         (r"/_last", Last)], api_key=api_key)
 
 
 async def main() -> None:

@@ -8,8 +8,15 @@ import json
 import httpx
 import pytest
 
-from bodhi_nb.objs import ApiModelAlias, InvalidRequestError, UpstreamError
-from bodhi_nb.services.ai_api_service import AiApiService, ForwardTarget, RawCredentials, StoredCredentials
+from bodhi_nb.objs import ApiModelAlias, InvalidRequestError, UpstreamError, mask_api_key
+from bodhi_nb.services.ai_api_service import (
+    AiApiService,
+    ForwardTarget,
+    KeyRedactor,
+    RawCredentials,
+    StoredCredentials,
+    upstream_status_error,
+)
 from tests.conftest import TEST_KEY
 
 BASE = "http://provider.test/v1"
@@ -304,3 +311,112 @@ def test_upstream_cookies_are_never_kept_or_sent(httpx_mock):
     run(go())
     second = httpx_mock.get_requests()[1]
     assert "cookie" not in second.headers
+
+
+# -- redaction: a provider that quotes the key it received -----------------------------------
+
+MASK = mask_api_key(TEST_KEY)
+ECHO = f"Incorrect API key provided: {TEST_KEY}."
+
+
+def _echo_401(httpx_mock, url=f"{BASE}/chat/completions"):
+    httpx_mock.add_response(url=url, status_code=401, headers={"WWW-Authenticate": f'Bearer key="{TEST_KEY}"'},
+                            json={"error": {"message": ECHO, "type": "invalid_request_error"}})
+
+
+def test_redactor_masks_every_form_of_the_key():
+    r = KeyRedactor("sk-a/b\"c-0123456789")
+    escaped = json.dumps("sk-a/b\"c-0123456789")[1:-1]  # sk-a/b\"c-...
+    for form in ("sk-a/b\"c-0123456789", escaped, escaped.replace("/", "\\/")):
+        assert r.text(f"x {form} y {form}") == "x sk-...6789 y sk-...6789"
+        assert r.error_body(f"[{form}]".encode()) == b"[sk-...6789]"
+        assert r.body(form.encode()) == b"sk-...6789"
+    assert r.headers({"www-authenticate": "key=sk-a/b\"c-0123456789"}) == {"www-authenticate": "key=sk-...6789"}
+    assert "0123456789" not in repr(r) and KeyRedactor(None).text("anything") == "anything"
+
+
+def test_a_short_placeholder_key_is_masked_in_errors_only():
+    r = KeyRedactor("ollama")
+    assert r.text("bad key: ollama") == "bad key: ***" and r.error_body(b"ollama") == b"***"
+    body = b'{"owned_by": "ollama", "content": "ollama is a tool"}'
+    assert r.body(body) == body and r.headers({"x-by": "ollama"}) == {"x-by": "ollama"}
+    assert r.feed(b"", b"ollama") == (b"ollama", b"")
+
+
+def _feed_all(r: KeyRedactor, chunks: list[bytes]) -> tuple[list[bytes], bytes]:
+    out, held = [], b""
+    for c in chunks:
+        sent, held = r.feed(held, c)
+        out.append(sent)
+    return out, held
+
+
+def test_a_key_split_across_stream_chunks_is_still_masked():
+    r = KeyRedactor(TEST_KEY)
+    stream = f'data: {{"n": 1}}\n\ndata: {{"error": {{"message": "{ECHO}"}}}}\n\n'.encode()
+    want = stream.replace(TEST_KEY.encode(), MASK.encode())
+    for i in range(1, len(stream)):
+        for j in range(i, len(stream)):  # every split into three chunks
+            out, held = _feed_all(r, [stream[:i], stream[i:j], stream[j:]])
+            assert b"".join(out) + held == want, (i, j)
+            assert held == b""  # a stream ending in a blank line leaves nothing behind
+            assert not any(TEST_KEY[:len(TEST_KEY) // 2].encode() in o for o in out)
+
+
+def test_sse_chunks_are_never_held_back():
+    r = KeyRedactor(TEST_KEY)
+    for event in (b'data: {"choices": [{"delta": {"content": "s"}}]}\n\n', b"data: [DONE]\n\n"):
+        assert r.feed(b"", event) == (event, b"")
+    # only a tail that could start the key waits for the next chunk
+    assert r.feed(b"", b"abc sk-bod") == (b"abc ", b"sk-bod")
+    assert r.feed(b"sk-bod", b"y") == (b"sk-body", b"")
+
+
+def test_forwarded_error_body_headers_and_error_hold_only_the_mask(httpx_mock):
+    _echo_401(httpx_mock)
+
+    async def go():
+        svc = AiApiService()
+        r = await svc.forward_chat_completion(_target(), {"model": "x", "messages": []}, stream=False)
+        headers = dict(r.headers)
+        body = await r.aread()
+        err = upstream_status_error(r.status, body, r.headers, r.label)
+        await svc.aclose()
+        return headers, body, err
+
+    headers, body, err = run(go())
+    assert MASK in json.loads(body)["error"]["message"] and TEST_KEY.encode() not in body
+    assert headers["www-authenticate"] == f'Bearer key="{MASK}"'
+    assert err.status == 401 and MASK in err.message
+    assert TEST_KEY not in err.message and TEST_KEY not in repr(err) and TEST_KEY not in json.dumps(err.to_envelope())
+
+
+def test_mid_stream_error_event_is_masked(httpx_mock):
+    event = f'data: {{"error": {{"message": "{ECHO}"}}}}\n\n'.encode()
+    half = event.index(TEST_KEY.encode()) + 10
+    stream = _mock_sse(httpx_mock, GatedStream([b'data: {"n":1}\n\n', event[:half], event[half:]]))
+
+    async def go():
+        svc = AiApiService()
+        r = await _open_stream(svc)
+        got = []
+        async for c in r.aiter_bytes():
+            got.append(c)
+            stream.received.set()
+        await svc.aclose()
+        return got
+
+    got = run(go())
+    assert b"".join(got) == b'data: {"n":1}\n\n' + event.replace(TEST_KEY.encode(), MASK.encode())
+    assert not any(TEST_KEY[:20].encode() in c for c in got)
+
+
+def test_fetch_models_and_test_prompt_never_quote_the_key(httpx_mock):
+    _echo_401(httpx_mock, f"{BASE}/models")
+    with pytest.raises(UpstreamError) as ei:
+        run(_fetch())
+    assert ei.value.status == 401 and MASK in ei.value.message
+    assert TEST_KEY not in str(ei.value) and TEST_KEY not in repr(ei.value)
+    _echo_401(httpx_mock)
+    res = run(_test())
+    assert not res.success and MASK in res.error and TEST_KEY not in res.error
