@@ -147,6 +147,17 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pull(args: argparse.Namespace) -> int:
+    from .services.data_service import DataService
+    from .services.home import bodhi_home
+    from .services.hub import HubService
+
+    hub = HubService.for_data(DataService(bodhi_home(args.home)))
+    res = hub.pull(args.ref, args.revision, show=not args.quiet)
+    print(f"Pulled {res['repo']}/{res['filename']}; chat with it as: {res['model']}")
+    return 0
+
+
 def cmd_rotate_key(args: argparse.Namespace) -> int:
     from .services.db import DbService, store_master_secret
     from .services.home import bodhi_home
@@ -233,6 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("text")
     ch.add_argument("--max-tokens", type=int, default=256)
     ch.set_defaults(fn=cmd_chat)
+
+    pl = sub.add_parser("pull", help="download a GGUF from the Hugging Face Hub into its cache, with progress")
+    pl.add_argument("ref", help="owner/repo, owner/repo:QUANT (e.g. Q4_K_M) or owner/repo/file.gguf")
+    pl.add_argument("--revision", default="main")
+    pl.add_argument("--quiet", action="store_true", help="no progress bar")
+    pl.set_defaults(fn=cmd_pull)
 
     rk = sub.add_parser("rotate-key", help="re-encrypt every stored key under a new master secret")
     rk.set_defaults(fn=cmd_rotate_key)

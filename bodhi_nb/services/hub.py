@@ -1,0 +1,324 @@
+"""HubService: pull a GGUF file from the Hugging Face Hub into its cache, with progress.
+
+`huggingface_hub` does the transfer, so the file lands in the same cache layout
+DataService discovers (`models--owner--repo/snapshots/<commit>/<file>`), a dropped
+connection is resumed with a Range request, and `HF_ENDPOINT` / `HF_TOKEN` are honoured.
+Both are read at call time (huggingface_hub reads them once, at import), so a kernel
+or server started earlier still follows them.
+
+A reference is `owner/repo` (the repo's only GGUF), `owner/repo:QUANT` (the GGUF whose
+quant matches, as DataService names it) or `owner/repo/path/file.gguf`. A quant that
+matches nothing, or more than one file, is refused with the repo's choices in the
+message. Pulls are blocking calls; the server runs each as a job on its own thread.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ..objs.errors import BodhiError, InvalidRequestError, NotFoundError, UpstreamError
+from .data_service import quant_of
+
+__all__ = ["HubService", "PullRef", "PullJob", "PullCancelled", "choose_file", "ProgressFn"]
+
+ProgressFn = Callable[[int, "int | None"], None]
+JobStatus = Literal["running", "done", "error", "cancelled"]
+
+_REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}$")
+_MAX_JOBS = 100  # finished jobs kept for GET; the oldest finished ones are dropped first
+
+
+class PullCancelled(BodhiError):
+    """The pull was cancelled before the file was complete (nothing is left in the cache)."""
+
+    status = 409
+    error_type = "invalid_request_error"
+    default_code = "pull_cancelled"
+
+
+@dataclass(frozen=True)
+class PullRef:
+    """What the user asked for: a repo and either a quant or a file (or neither)."""
+
+    repo: str
+    quant: str | None = None
+    filename: str | None = None
+
+    @classmethod
+    def parse(cls, ref: str) -> "PullRef":
+        ref = (ref or "").strip()
+        quant = filename = None
+        parts = ref.split("/")
+        if len(parts) > 2:
+            ref, filename = "/".join(parts[:2]), "/".join(parts[2:])
+            if not filename.endswith(".gguf"):
+                raise InvalidRequestError(f"'{filename}' is not a .gguf file; give owner/repo/file.gguf.",
+                                          param="model")
+        elif ":" in ref:
+            ref, quant = ref.rsplit(":", 1)
+            if not quant:
+                raise InvalidRequestError("The quant after ':' is empty; e.g. owner/repo:Q4_K_M.", param="model")
+        if not _REPO_RE.match(ref):
+            raise InvalidRequestError(f"'{ref}' is not a Hugging Face repo id; use owner/repo[:QUANT] or "
+                                      "owner/repo/file.gguf.", param="model")
+        return cls(ref, quant, filename)
+
+
+def _choices(ggufs: list[str]) -> str:
+    return ", ".join(f"{quant_of(Path(f).name)} ({f})" for f in ggufs) or "none"
+
+
+def choose_file(ref: PullRef, files: list[str]) -> str:
+    """The one GGUF in the repo listing `files` that `ref` names; a 4xx listing the choices otherwise."""
+    ggufs = sorted(f for f in files if f.endswith(".gguf"))
+    if not ggufs:
+        raise NotFoundError(f"{ref.repo} holds no .gguf file.", param="model", code="no_gguf")
+    if ref.filename is not None:
+        if ref.filename in ggufs:
+            return ref.filename
+        raise NotFoundError(f"{ref.repo} has no file '{ref.filename}'. Choose one of: {_choices(ggufs)}.",
+                            param="model", code="file_not_found")
+    if ref.quant is None:
+        if len(ggufs) == 1:
+            return ggufs[0]
+        raise InvalidRequestError(f"{ref.repo} holds {len(ggufs)} GGUF files; name one with :QUANT or /file. "
+                                  f"Choices: {_choices(ggufs)}.", param="model", code="ambiguous_quant")
+    matches = [f for f in ggufs if quant_of(Path(f).name).upper() == ref.quant.upper()]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise NotFoundError(f"{ref.repo} has no GGUF with quant '{ref.quant}'. Choose one of: {_choices(ggufs)}.",
+                            param="model", code="quant_not_found")
+    raise InvalidRequestError(f"Quant '{ref.quant}' matches {len(matches)} files in {ref.repo}; name one: "
+                              f"{', '.join(ref.repo + '/' + m for m in matches)}.", param="model",
+                              code="ambiguous_quant")
+
+
+@dataclass
+class PullJob:
+    """One pull's state, read by `GET modelfiles/pull/{id}` while its thread updates it."""
+
+    id: str
+    ref: str
+    repo: str
+    filename: str
+    model: str  # the name it is served under once done (owner/repo:QUANT)
+    status: JobStatus = "running"
+    downloaded: int = 0
+    total: int | None = None
+    error: dict[str, Any] | None = None
+    path: str | None = None
+    started_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
+    _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def progress(self, done: int, total: int | None) -> None:
+        self.downloaded, self.total = done, total if total is not None else self.total
+        if self._cancel.is_set():
+            raise PullCancelled(f"Pull of {self.repo}/{self.filename} cancelled.")
+
+    def public(self) -> dict[str, Any]:
+        frac = (self.downloaded / self.total) if self.total else (1.0 if self.status == "done" else 0.0)
+        return {"id": self.id, "ref": self.ref, "repo": self.repo, "filename": self.filename, "model": self.model,
+                "status": self.status, "downloaded_bytes": self.downloaded, "total_bytes": self.total,
+                "progress": round(min(frac, 1.0), 4), "error": self.error, "started_at": self.started_at,
+                "finished_at": self.finished_at}
+
+
+class HubService:
+    """List a repo's GGUF files, download one into the HF cache, and run pulls as jobs."""
+
+    def __init__(self, hub_dir: Path | Callable[[], Path], on_pulled: Callable[[], None] | None = None) -> None:
+        self._hub_dir = hub_dir
+        self._on_pulled = on_pulled  # e.g. drop a discovery cache, so the new name is served at once
+        self._jobs: dict[str, PullJob] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_data(cls, data: Any) -> "HubService":
+        """Pull into the cache `data` (a DataService) discovers, and drop its discovery cache if it keeps one."""
+        return cls(lambda: data.hub_dir, on_pulled=getattr(data, "invalidate", None))
+
+    @property
+    def hub_dir(self) -> Path:
+        return self._hub_dir() if callable(self._hub_dir) else self._hub_dir
+
+    @staticmethod
+    def _endpoint() -> str | None:
+        return os.environ.get("HF_ENDPOINT") or None
+
+    @staticmethod
+    def _token() -> str | None:
+        return os.environ.get("HF_TOKEN") or None
+
+    # -- blocking steps (call from a thread, never from an event loop) ------------------------
+
+    def list_files(self, repo: str, revision: str = "main") -> list[str]:
+        from huggingface_hub import HfApi
+
+        try:
+            info = HfApi(endpoint=self._endpoint(), token=self._token()).model_info(repo, revision=revision)
+        except Exception as exc:
+            raise _hub_error(exc, repo) from None
+        return [s.rfilename for s in info.siblings or []]
+
+    def resolve(self, ref: str, revision: str = "main") -> tuple[PullRef, str]:
+        """Parse `ref` and pick its file from the repo listing (4xx errors name the choices)."""
+        pref = PullRef.parse(ref)
+        return pref, choose_file(pref, self.list_files(pref.repo, revision))
+
+    def download(self, repo: str, filename: str, revision: str = "main", *,
+                 progress: ProgressFn | None = None, show: bool = False) -> Path:
+        """Fetch one file into the HF cache (a no-op when it is there) and return its path."""
+        from huggingface_hub import hf_hub_download
+
+        try:
+            path = hf_hub_download(repo, filename, revision=revision, cache_dir=self.hub_dir,
+                                   endpoint=self._endpoint(), token=self._token(),
+                                   tqdm_class=_progress_class(progress, show))
+        except BodhiError:
+            raise
+        except Exception as exc:
+            raise _hub_error(exc, repo, filename) from None
+        if self._on_pulled is not None:
+            self._on_pulled()
+        return Path(path)
+
+    def pull(self, ref: str, revision: str = "main", *, progress: ProgressFn | None = None,
+             show: bool = False) -> dict[str, Any]:
+        """Resolve and download in one blocking call: `{"model", "repo", "filename", "path"}`."""
+        pref, filename = self.resolve(ref, revision)
+        path = self.download(pref.repo, filename, revision, progress=progress, show=show)
+        return {"model": _served_name(pref.repo, filename), "repo": pref.repo, "filename": filename,
+                "path": str(path)}
+
+    # -- jobs -------------------------------------------------------------------------------------
+
+    def start(self, pref: PullRef, filename: str, revision: str = "main") -> PullJob:
+        """Start downloading an already-resolved file on a new thread; returns at once."""
+        job = PullJob(uuid.uuid4().hex[:12], _ref_text(pref), pref.repo, filename, _served_name(pref.repo, filename))
+
+        def run() -> None:
+            try:
+                job.path = str(self.download(job.repo, job.filename, revision, progress=job.progress))
+                job.status = "done"
+                if job.total is None or job.downloaded < job.total:  # already cached: nothing was transferred
+                    size = Path(job.path).stat().st_size
+                    job.downloaded, job.total = size, size
+            except PullCancelled as exc:
+                job.status, job.error = "cancelled", exc.to_envelope()["error"]
+            except BodhiError as exc:
+                job.status, job.error = "error", exc.to_envelope()["error"]
+            except Exception as exc:  # reported in the job, never lost in a thread
+                job.status = "error"
+                job.error = UpstreamError(f"Pull failed: {type(exc).__name__}: {exc}").to_envelope()["error"]
+            finally:
+                job.finished_at = time.time()
+
+        with self._lock:
+            self._jobs[job.id] = job
+            self._trim()
+        threading.Thread(target=run, name=f"bodhi-pull-{job.id}", daemon=True).start()
+        return job
+
+    def job(self, job_id: str) -> PullJob:
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            raise NotFoundError(f"No pull job '{job_id}'.", param="id")
+        return job
+
+    def jobs(self) -> list[PullJob]:
+        with self._lock:
+            return list(self._jobs.values())
+
+    def _trim(self) -> None:
+        finished = [j for j in self._jobs.values() if j.status != "running"]
+        for j in sorted(finished, key=lambda j: j.started_at)[: max(0, len(self._jobs) - _MAX_JOBS)]:
+            del self._jobs[j.id]
+
+
+def _ref_text(pref: PullRef) -> str:
+    if pref.filename:
+        return f"{pref.repo}/{pref.filename}"
+    return f"{pref.repo}:{pref.quant}" if pref.quant else pref.repo
+
+
+def _served_name(repo: str, filename: str) -> str:
+    return f"{repo}:{quant_of(Path(filename).name)}"
+
+
+def _hub_error(exc: Exception, repo: str, filename: str | None = None) -> BodhiError:
+    """huggingface_hub's exceptions as bodhi errors with one line that says what to do."""
+    from huggingface_hub import errors as e
+
+    what = f"{repo}/{filename}" if filename else repo
+    if isinstance(exc, e.GatedRepoError):
+        return BodhiError(f"{repo} is gated: accept its terms on the Hub and set HF_TOKEN.", param="model",
+                          code="gated_repo", status=403)
+    if isinstance(exc, e.RepositoryNotFoundError):
+        return NotFoundError(f"Repo {repo} was not found on the Hub (private repos need HF_TOKEN).",
+                             param="model", code="repo_not_found")
+    if isinstance(exc, e.RevisionNotFoundError):
+        return NotFoundError(f"{repo} has no such revision.", param="revision", code="revision_not_found")
+    if isinstance(exc, e.EntryNotFoundError):
+        return NotFoundError(f"{what} was not found on the Hub.", param="model", code="file_not_found")
+    if isinstance(exc, e.HfHubHTTPError):
+        status = exc.response.status_code if exc.response is not None else 502
+        return UpstreamError(f"The Hub answered {status} for {what}.")
+    return UpstreamError(f"Could not download {what} from {HubService._endpoint() or 'the Hub'}: "
+                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": "))
+
+
+class _Silent:
+    """The progress-bar protocol huggingface_hub drives, without drawing anything."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def update(self, n: float | None = 1) -> bool | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "_Silent":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _progress_class(progress: ProgressFn | None, show: bool) -> type[Any]:
+    """A tqdm-like class that reports (done, total) bytes to `progress`; draws a bar when `show`."""
+    from tqdm.auto import tqdm
+
+    base: type[Any] = tqdm if show else _Silent
+
+    class _Bar(base):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.pop("name", None)
+            self._done = int(kwargs.get("initial") or 0)
+            self._total = kwargs.get("total")
+            super().__init__(*args, **kwargs)
+            if progress is not None:
+                progress(self._done, self._total)
+
+        def update(self, n: float | None = 1) -> bool | None:
+            self._done += int(n or 0)
+            if progress is not None:
+                progress(self._done, self._total)  # may raise PullCancelled: the transfer stops here
+            return super().update(n)
+
+    return _Bar
