@@ -159,22 +159,15 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_rotate_key(args: argparse.Namespace) -> int:
-    from .services.db import DbService, store_master_secret
+    from .services.db import DbService
     from .services.home import bodhi_home
 
-    home = bodhi_home(args.home)
-    db = DbService(home)
-    old = db.master_secret
-    new = os.environ.get("BODHI_NEW_ENCRYPTION_KEY")
-    if old.origin == "env" and not new:
-        raise BodhiError("The master secret comes from BODHI_ENCRYPTION_KEY: set BODHI_NEW_ENCRYPTION_KEY to the new "
-                         "value, run rotate-key, then change BODHI_ENCRYPTION_KEY.")
-    new = new or secrets.token_urlsafe(32)
-    db.rotate_master_key(new)
-    store_master_secret(home, old, new)
-    where = {"env": "update BODHI_ENCRYPTION_KEY now", "keyring": "stored in the OS keyring",
-             "file": f"written to {home / '.secret_key'}"}.get(old.origin, "")
-    print(f"Re-encrypted every API key with the new master secret ({where}).")
+    def announce(value: str) -> None:  # an env secret: only the user can store the new one
+        print(f"New master secret (set BODHI_ENCRYPTION_KEY to it): {value}", flush=True)
+
+    db = DbService(bodhi_home(args.home))
+    result = db.rotate_master_key(os.environ.get("BODHI_NEW_ENCRYPTION_KEY") or None, announce=announce)
+    print(result.message())
     return 0
 
 

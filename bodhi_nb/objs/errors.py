@@ -158,3 +158,16 @@ class DecryptionError(StoreError):
     """A stored ciphertext failed authentication (tampered, or moved to another record)."""
 
     default_code = "decryption_failed"
+
+
+class MasterKeyRotatedError(StoreError):
+    """Another process rotated the master key and this process cannot load the new one.
+
+    503: the store is fine, this process is stale; a restart with the new secret fixes it.
+    """
+
+    status = 503
+    default_code = "master_key_rotated"
+
+
+__all__.append("MasterKeyRotatedError")

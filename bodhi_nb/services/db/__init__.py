@@ -1,7 +1,7 @@
 """The encrypted, multi-process store (DESIGN §3)."""
 
-from .master_key import MasterSecret, load_master_secret, store_master_secret
-from .service import DB_FILENAME, ApiModelRecord, DbService
+from .master_key import MasterSecret, load_master_secret, persist_master_secret, store_master_secret
+from .service import DB_FILENAME, ApiModelRecord, DbService, RotationResult
 from .storage import LockedJSONStorage
 
 __all__ = [
@@ -10,6 +10,8 @@ __all__ = [
     "DbService",
     "LockedJSONStorage",
     "MasterSecret",
+    "RotationResult",
     "load_master_secret",
+    "persist_master_secret",
     "store_master_secret",
 ]

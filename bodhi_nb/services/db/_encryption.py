@@ -67,6 +67,11 @@ class RecordCipher:
     def __repr__(self) -> str:  # never show key material
         return "RecordCipher(<kek hidden>)"
 
+    @property
+    def kek(self) -> bytes:
+        """The key-encryption key, for wrapping it during a rotation (never logged)."""
+        return self._kek
+
     def encrypt(self, plaintext: str, record_id: str, field: str) -> str:
         salt = os.urandom(SALT_LEN)
         nonce = os.urandom(NONCE_LEN)

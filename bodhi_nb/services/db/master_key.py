@@ -1,9 +1,12 @@
-"""Where the master secret comes from, in order of preference.
+"""Where the master secret comes from, in order of preference, and where a new one goes.
 
 1. `BODHI_ENCRYPTION_KEY` (at least 20 characters): for servers, CI and JupyterHub.
 2. The OS keyring, when a real backend exists (not the fail/null/chainer-with-nothing
    backends that headless Linux gives you); one entry per BODHI_HOME.
 3. A random key file `$BODHI_HOME/.secret_key`, created with mode 0600.
+
+Key rotation (see `_rotation`) saves a new secret where the old one came from; for an
+environment variable only the user can do that, so the new value is handed to them.
 """
 
 from __future__ import annotations
@@ -12,12 +15,17 @@ import base64
 import logging
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ...objs.errors import StoreError
 
-__all__ = ["MasterSecret", "load_master_secret", "store_master_secret", "ENV_VAR", "MIN_LENGTH"]
+__all__ = [
+    "MasterSecret", "load_master_secret", "persist_master_secret", "read_persisted_secret",
+    "store_master_secret", "random_secret", "ENV_VAR", "MIN_LENGTH", "RELOADABLE_ORIGINS",
+]
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +33,13 @@ ENV_VAR = "BODHI_ENCRYPTION_KEY"
 MIN_LENGTH = 20
 KEYRING_SERVICE = "bodhi_nb"
 KEY_FILE = ".secret_key"
+RELOADABLE_ORIGINS = frozenset({"env", "keyring", "file"})
+"""Origins a running process can read again after another process rotated the key."""
 
 
 @dataclass(frozen=True)
 class MasterSecret:
-    """The secret plus where it came from (`env`, `keyring` or `file`)."""
+    """The secret plus where it came from (`env`, `keyring`, `file` or `argument`)."""
 
     value: str
     origin: str
@@ -37,8 +47,13 @@ class MasterSecret:
     def __repr__(self) -> str:
         return f"MasterSecret(origin={self.origin!r}, value=<hidden>)"
 
+    def where(self, home: Path) -> str:
+        """Where this secret lives, in words a user can act on."""
+        return {"env": ENV_VAR, "keyring": "the OS keyring", "file": str(home / KEY_FILE)}.get(
+            self.origin, "the master secret given to bodhi_nb")
 
-def _usable_keyring():  # type: ignore[no-untyped-def]
+
+def _usable_keyring() -> Any:
     if os.environ.get("BODHI_NO_KEYRING"):
         return None
     try:
@@ -52,7 +67,7 @@ def _usable_keyring():  # type: ignore[no-untyped-def]
     if isinstance(kr, chainer.ChainerBackend) and not kr.backends:
         return None
     try:
-        if kr.priority <= 0:  # type: ignore[operator]
+        if kr.priority <= 0:
             return None
     except Exception:
         return None
@@ -65,8 +80,12 @@ def _validate(value: str, origin: str) -> str:
     return value
 
 
-def load_master_secret(home: Path) -> MasterSecret:
-    """Find the master secret for `home`, creating a key file on first use."""
+def load_master_secret(home: Path, *, create: bool = True) -> MasterSecret:
+    """Find the master secret for `home`; on first use (`create`) make a random key file.
+
+    `create=False` is for reloading after a rotation: a missing secret is then an error,
+    never a silently new one.
+    """
     env = os.environ.get(ENV_VAR)
     if env:
         return MasterSecret(_validate(env, ENV_VAR), "env")
@@ -76,13 +95,21 @@ def load_master_secret(home: Path) -> MasterSecret:
         try:
             value = kr.get_password(KEYRING_SERVICE, user)
             if value is None:
+                if not create:
+                    raise StoreError("The OS keyring holds no bodhi_nb master secret for this BODHI_HOME.")
                 value = _random_secret()
                 kr.set_password(KEYRING_SERVICE, user, value)
             return MasterSecret(_validate(value, "the OS keyring"), "keyring")
+        except StoreError:
+            raise
         except Exception as exc:  # a locked or broken keyring falls back to the file
+            if not create:
+                raise StoreError(f"The OS keyring cannot be read ({type(exc).__name__}); unlock it.") from None
             log.warning("OS keyring unusable (%s); using the key file instead", type(exc).__name__)
     path = home / KEY_FILE
     if not path.exists():
+        if not create:
+            raise StoreError(f"The key file {path} is missing.")
         home.mkdir(parents=True, exist_ok=True)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -91,28 +118,90 @@ def load_master_secret(home: Path) -> MasterSecret:
         else:
             with os.fdopen(fd, "w") as fh:
                 fh.write(_random_secret())
-    return MasterSecret(_validate(path.read_text().strip(), str(path)), "file")
+    try:
+        value = path.read_text().strip()
+    except OSError as exc:
+        raise StoreError(f"Cannot read the key file {path}: {exc.strerror or exc}") from None
+    return MasterSecret(_validate(value, str(path)), "file")
 
 
-def store_master_secret(home: Path, secret: MasterSecret, new_value: str) -> MasterSecret:
-    """Persist a rotated secret where the old one came from; env must be changed by the user."""
-    _validate(new_value, "the new master secret")
-    if secret.origin == "keyring":
+def persist_master_secret(home: Path, origin: str, value: str) -> None:
+    """Save a rotated secret where the old one came from (key file or keyring).
+
+    The key file is replaced atomically through a uniquely named temp file (fsynced), so
+    a kill leaves the old or the new file and a stray temp file cannot get in the way.
+    `env` and `argument` secrets are the caller's to keep: nothing is written.
+    """
+    _validate(value, "the new master secret")
+    if origin == "keyring":
         kr = _usable_keyring()
         if kr is None:
-            raise StoreError("The OS keyring is no longer available to store the new master secret.")
-        kr.set_password(KEYRING_SERVICE, str(home.resolve()), new_value)
-    elif secret.origin == "file":
-        path = home / KEY_FILE
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(new_value)
+            raise StoreError("the OS keyring is no longer available")
+        try:
+            kr.set_password(KEYRING_SERVICE, str(home.resolve()), value)
+        except Exception as exc:
+            raise StoreError(f"the OS keyring refused the new master secret ({type(exc).__name__}); "
+                             "unlock the keyring") from None
+    elif origin == "file":
+        _write_key_file(home / KEY_FILE, value)
+
+
+def _write_key_file(path: Path, value: str) -> None:
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f"{KEY_FILE}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise StoreError(f"cannot write in {path.parent} ({exc.strerror or exc})") from None
+    try:
+        with os.fdopen(fd, "w") as fh:  # mkstemp files are 0600 already
+            fh.write(value)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise StoreError(f"cannot write {path} ({exc.strerror or exc})") from None
+    _fsync_dir(path.parent)
+
+
+def read_persisted_secret(home: Path, origin: str) -> str | None:
+    """What the key file or keyring holds now (None when it cannot be told)."""
+    try:
+        if origin == "keyring":
+            kr = _usable_keyring()
+            return None if kr is None else kr.get_password(KEYRING_SERVICE, str(home.resolve()))
+        if origin == "file":
+            return (home / KEY_FILE).read_text().strip()
+    except Exception:
+        return None
+    return None
+
+
+def store_master_secret(home: Path, secret: MasterSecret, new_value: str) -> MasterSecret:
+    """Persist `new_value` where `secret` came from (kept for callers of the old API)."""
+    persist_master_secret(home, secret.origin, new_value)
     return MasterSecret(new_value, secret.origin)
+
+
+def random_secret() -> str:
+    """A fresh 256-bit secret, URL-safe."""
+    return _random_secret()
 
 
 def _random_secret() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -7,12 +7,13 @@ uniqueness checks see what other processes wrote. Lookups go through in-memory m
 
 from __future__ import annotations
 
-import base64
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from tinydb import TinyDB
 from tinydb.table import Document, Table
@@ -26,19 +27,19 @@ from ...objs.errors import (
     WrongMasterKeyError,
 )
 from . import migrations
-from ._encryption import PBKDF2_ITERATIONS, RecordCipher, derive_kek, new_salt
+from ._encryption import RecordCipher
+from ._keys import KeyState
+from ._rotation import KeyMeta, RotationResult
 from .master_key import MasterSecret, load_master_secret
 from .storage import LockedJSONStorage
 
-__all__ = ["DbService", "ApiModelRecord", "DB_FILENAME"]
+__all__ = ["DbService", "ApiModelRecord", "RotationResult", "DB_FILENAME"]
 
 log = logging.getLogger(__name__)
 
 DB_FILENAME = "bodhi_nb.db.json"
 TABLE = "api_model_aliases"
 _KEY_FIELD = "api_key"
-_KEY_CHECK_PLAINTEXT = "bodhi_nb key check v1"
-_KEY_CHECK_ID = "_meta"
 
 
 class _StrIdTable(Table):
@@ -58,16 +59,21 @@ class ApiModelRecord:
     alias: ApiModelAlias
     has_api_key: bool
     api_key_masked: str | None
+    error: str | None = None
+    """Why the stored key cannot be used (then `api_key_masked` is None); None when fine."""
 
     def public(self) -> dict[str, Any]:
         """The JSON view every surface shows (HTTP, client, widgets): no key, only its mask."""
         return {**self.alias.model_dump(mode="json"), "has_api_key": self.has_api_key,
-                "api_key_masked": self.api_key_masked}
+                "api_key_masked": self.api_key_masked, "error": self.error}
 
 
 @dataclass
 class _Index:
+    """One snapshot of the file: every read of a call uses the same one (no torn lists)."""
+
     generation: int = -1
+    keys: KeyMeta | None = None
     by_id: dict[str, ApiModelAlias] = field(default_factory=dict)
     enc_keys: dict[str, str | None] = field(default_factory=dict)
     by_prefix: dict[str, str] = field(default_factory=dict)
@@ -83,23 +89,24 @@ class DbService:
         home: Path | str,
         secret: MasterSecret | str | None = None,
         *,
-        kdf_iterations: int = PBKDF2_ITERATIONS,
+        kdf_iterations: int | None = None,
     ) -> None:
+        """`kdf_iterations` None means the store's own count (the default for a new store)."""
         self.home = Path(home)
         self.home.mkdir(parents=True, exist_ok=True)
+        reloadable = secret is None  # a secret we found ourselves can be found again after a rotation
         if secret is None:
             secret = load_master_secret(self.home)
         elif isinstance(secret, str):
             secret = MasterSecret(secret, "argument")
-        self._secret = secret
-        self._iterations = kdf_iterations
         self._db = _TinyDB(self.home / DB_FILENAME, storage=LockedJSONStorage)
         self._storage: LockedJSONStorage = self._db.storage  # type: ignore[assignment]
         self._table = self._db.table(TABLE, cache_size=0)
         self._lock = threading.RLock()
         self._index = _Index()
         migrations.migrate(self._storage)
-        self._cipher = self._open_cipher()
+        self._keys = KeyState(self.home, self._storage, secret, reloadable=reloadable, iterations=kdf_iterations)
+        self._keys.open()
 
     def __repr__(self) -> str:
         return f"DbService(home={str(self.home)!r})"
@@ -110,39 +117,12 @@ class DbService:
 
     @property
     def master_secret(self) -> MasterSecret:
-        return self._secret
+        return self._keys.secret
 
-    # -- opening / key check --------------------------------------------------------------
-
-    def _open_cipher(self) -> RecordCipher:
-        with self._storage.transaction():
-            db = self._storage.snapshot()
-            m = migrations.meta(db)
-            cipher = RecordCipher(derive_kek(self._secret.value, base64.b64decode(m["kdf_salt"]), self._iterations))
-            check = m.get("key_check")
-            if check is None:
-                m["key_check"] = cipher.encrypt(_KEY_CHECK_PLAINTEXT, _KEY_CHECK_ID, "key_check")
-                m["kdf_iterations"] = self._iterations
-                self._storage.write(db)
-                return cipher
-        self._verify(cipher, check, m)
-        return cipher
-
-    def _verify(self, cipher: RecordCipher, check: str, m: dict[str, Any]) -> None:
-        stored_iter = m.get("kdf_iterations", PBKDF2_ITERATIONS)
-        if stored_iter != self._iterations:
-            raise WrongMasterKeyError(
-                f"This store was created with {stored_iter} KDF iterations, not {self._iterations}."
-            )
-        try:
-            ok = cipher.decrypt(check, _KEY_CHECK_ID, "key_check") == _KEY_CHECK_PLAINTEXT
-        except DecryptionError:
-            ok = False
-        if not ok:
-            raise WrongMasterKeyError(
-                f"The master secret (from {self._secret.origin}) does not open {self.path}: it was "
-                "created with a different BODHI_ENCRYPTION_KEY / keyring entry / key file."
-            )
+    @property
+    def key_generation(self) -> int:
+        """The store's key generation this process holds the key of."""
+        return self._keys.generation
 
     # -- index ----------------------------------------------------------------------------
 
@@ -156,7 +136,7 @@ class DbService:
 
     @staticmethod
     def _build_index(db: dict[str, Any], generation: int) -> _Index:
-        idx = _Index(generation=generation)
+        idx = _Index(generation=generation, keys=KeyMeta.of(migrations.meta(db)))
         docs = db.get(TABLE, {})
         aliases = []
         for doc in docs.values():
@@ -175,26 +155,46 @@ class DbService:
                 idx.forward_all.append(a.id)
         return idx
 
+    def _cipher(self, idx: _Index) -> RecordCipher:
+        """The key for this snapshot's generation (reloaded after a rotation, or refused)."""
+        assert idx.keys is not None
+        return self._keys.cipher_for(idx.keys)
+
     # -- reads ----------------------------------------------------------------------------
 
     def get(self, id: str) -> ApiModelAlias:
-        a = self._current().by_id.get(id)
+        return self._get(self._current(), id)
+
+    @staticmethod
+    def _get(idx: _Index, id: str) -> ApiModelAlias:
+        a = idx.by_id.get(id)
         if a is None:
             raise NotFoundError(f"API model '{id}' not found.", param="id")
         return a
 
     def record(self, id: str) -> ApiModelRecord:
-        a = self.get(id)
-        key = self.get_api_key(id)
-        return ApiModelRecord(a, key is not None, mask_api_key(key) if key is not None else None)
+        idx = self._current()
+        return self._record(idx, self._cipher(idx), self._get(idx, id))
+
+    def _record(self, idx: _Index, cipher: RecordCipher, a: ApiModelAlias) -> ApiModelRecord:
+        token = idx.enc_keys.get(a.id)
+        if token is None:
+            return ApiModelRecord(a, False, None)
+        try:
+            key = self._decrypt(cipher, token, a.id)
+        except DecryptionError as exc:
+            return ApiModelRecord(a, True, None, exc.message)
+        return ApiModelRecord(a, True, mask_api_key(key))
 
     def list(self, page: int = 1, page_size: int = 30) -> tuple[list[ApiModelRecord], int]:
-        """One page, newest created first, and the total count."""
+        """One page, newest created first, and the total count, all from one snapshot."""
         if page < 1 or not 1 <= page_size <= 1000:
             raise InvalidRequestError("page must be >= 1 and page_size between 1 and 1000.", param="page")
-        items = sorted(self._current().by_id.values(), key=lambda a: a.created_at, reverse=True)
+        idx = self._current()
+        cipher = self._cipher(idx)
+        items = sorted(idx.by_id.values(), key=lambda a: a.created_at, reverse=True)
         start = (page - 1) * page_size
-        return [self.record(a.id) for a in items[start:start + page_size]], len(items)
+        return [self._record(idx, cipher, a) for a in items[start:start + page_size]], len(items)
 
     def all(self) -> list[ApiModelAlias]:
         """Every api model, most recently updated first."""
@@ -213,67 +213,81 @@ class DbService:
     def get_api_key(self, id: str) -> str | None:
         """The decrypted key (for the upstream Authorization header only)."""
         idx = self._current()
-        if id not in idx.by_id:
-            raise NotFoundError(f"API model '{id}' not found.", param="id")
+        self._get(idx, id)
         token = idx.enc_keys.get(id)
-        return None if token is None else self._cipher.decrypt(token, id, _KEY_FIELD)
+        return None if token is None else self._decrypt(self._cipher(idx), token, id)
+
+    @staticmethod
+    def _decrypt(cipher: RecordCipher, token: str, id: str) -> str:
+        try:
+            return cipher.decrypt(token, id, _KEY_FIELD)
+        except DecryptionError as exc:
+            raise DecryptionError(
+                f"The stored API key of API model '{id}' cannot be decrypted ({_reason(exc.message)}); "
+                f"set a new api_key on '{id}' or delete it."
+            ) from None
 
     # -- writes ---------------------------------------------------------------------------
 
     def create(self, alias: ApiModelAlias, api_key: str | None) -> ApiModelRecord:
         with self._storage.transaction():
             idx = self._current()
+            cipher = self._cipher(idx)  # refuses a stale key before anything is written
             if alias.id in idx.by_id:
                 raise ConflictError(f"An API model with id '{alias.id}' already exists.", param="id")
             self._check_prefix_free(idx, alias.prefix, alias.id)
             now = utc_now()
             alias = alias.model_copy(update={"created_at": now, "updated_at": now})
-            self._table.insert(Document(self._to_doc(alias, api_key), doc_id=alias.id))  # type: ignore[arg-type]
-        return self.record(alias.id)
+            self._table.insert(Document(self._to_doc(cipher, alias, api_key), doc_id=alias.id))  # type: ignore[arg-type]
+            return self.record(alias.id)
 
     def update(self, id: str, changes: dict[str, Any], api_key: str | None = None) -> ApiModelRecord:
-        """Apply `changes` (validated as a whole); a None `api_key` keeps the stored one."""
+        """Apply `changes` (validated as a whole); a None `api_key` keeps the stored one.
+
+        A stored key is never sent to a new host: moving `base_url` to another origin
+        (scheme, host, port) needs the api_key again.
+        """
         changes = {k: v for k, v in changes.items() if k not in ("id", "created_at", "updated_at")}
         with self._storage.transaction():
             idx = self._current()
-            old = idx.by_id.get(id)
-            if old is None:
-                raise NotFoundError(f"API model '{id}' not found.", param="id")
+            cipher = self._cipher(idx)
+            old = self._get(idx, id)
             merged = {**old.model_dump(), **changes, "updated_at": utc_now()}
             new = ApiModelAlias.model_validate(merged)
             self._check_prefix_free(idx, new.prefix, id)
+            if api_key is None and idx.enc_keys.get(id) is not None and _origin(new.base_url) != _origin(old.base_url):
+                raise InvalidRequestError(
+                    f"base_url moves API model '{id}' to another host ({_origin(new.base_url)}): give its api_key "
+                    "again, so the stored key is never sent to a host it was not meant for.",
+                    param="api_key", code="api_key_required")
             doc = new.model_dump(mode="json")
             if api_key is not None:
                 _check_key(api_key)
-                doc[_KEY_FIELD] = self._cipher.encrypt(api_key, id, _KEY_FIELD)
+                doc[_KEY_FIELD] = cipher.encrypt(api_key, id, _KEY_FIELD)
             self._table.update(doc, doc_ids=[id])  # type: ignore[list-item]
-        return self.record(id)
+            return self.record(id)
 
     def delete(self, id: str) -> None:
         with self._storage.transaction():
-            if id not in self._current().by_id:
-                raise NotFoundError(f"API model '{id}' not found.", param="id")
+            idx = self._current()
+            self._cipher(idx)  # a stale process writes nothing
+            self._get(idx, id)
             self._table.remove(doc_ids=[id])  # type: ignore[list-item]
 
-    def rotate_master_key(self, new_secret: str) -> None:
-        """Re-encrypt every key and the key check under `new_secret`, in one atomic write."""
-        if len(new_secret) < 20:
-            raise InvalidRequestError("The new master secret must be at least 20 characters long.")
-        with self._storage.transaction():
-            db = self._storage.snapshot()
-            m = migrations.meta(db)
-            salt = new_salt()
-            new_cipher = RecordCipher(derive_kek(new_secret, salt, self._iterations))
-            for id, doc in db.get(TABLE, {}).items():
-                token = doc.get(_KEY_FIELD)
-                if token is not None:
-                    doc[_KEY_FIELD] = new_cipher.encrypt(self._cipher.decrypt(token, id, _KEY_FIELD), id, _KEY_FIELD)
-            m["kdf_salt"] = base64.b64encode(salt).decode()
-            m["key_check"] = new_cipher.encrypt(_KEY_CHECK_PLAINTEXT, _KEY_CHECK_ID, "key_check")
-            self._storage.write(db)
-            self._cipher = new_cipher
-            self._secret = MasterSecret(new_secret, self._secret.origin)
-        log.info("master key rotated for %s", self.path)
+    def rotate_master_key(
+        self, new_secret: str | None = None, *, announce: Callable[[str], None] | None = None
+    ) -> RotationResult:
+        """Re-encrypt every key under a new master secret, crash-safely.
+
+        The new secret is made durable first (key file or keyring; for an environment
+        secret, `announce(new)` hands a generated one to the user, or the caller passes
+        the one the user chose), then every key is re-encrypted in one atomic write. A
+        kill at any step leaves a store that opens with the persisted secret; see
+        docs/ARCHITECTURE.md ("Encryption and rotation").
+        """
+        with self._lock:
+            result = self._keys.rotate(new_secret, announce)
+        return result
 
     def close(self) -> None:
         self._db.close()
@@ -288,12 +302,34 @@ class DbService:
                 param="prefix",
             )
 
-    def _to_doc(self, alias: ApiModelAlias, api_key: str | None) -> dict[str, Any]:
+    @staticmethod
+    def _to_doc(cipher: RecordCipher, alias: ApiModelAlias, api_key: str | None) -> dict[str, Any]:
         doc = alias.model_dump(mode="json")
         if api_key is not None:
             _check_key(api_key)
-        doc[_KEY_FIELD] = None if api_key is None else self._cipher.encrypt(api_key, alias.id, _KEY_FIELD)
+        doc[_KEY_FIELD] = None if api_key is None else cipher.encrypt(api_key, alias.id, _KEY_FIELD)
         return doc
+
+
+def _origin(url: str) -> str:
+    """scheme://host:port with the scheme's default port filled in, for comparing hosts."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    port = port or {"http": 80, "https": 443}.get(parts.scheme, 0)
+    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"
+
+
+def _reason(message: str) -> str:
+    """The cause part of a cipher error, without its own record/field preamble."""
+    if "failed authentication: " in message:
+        return message.split("failed authentication: ", 1)[1].rstrip(".")
+    for phrase in ("unknown format", "not valid base64", "truncated"):
+        if phrase in message:
+            return phrase
+    return message
 
 
 def _check_key(api_key: str) -> None:

@@ -24,16 +24,19 @@ def make(id="openai", **kw) -> ApiModelAlias:
 
 def test_migrations_up_down_up(bodhi_home):
     st = LockedJSONStorage(bodhi_home / "m.json")
-    assert migrations.migrate(st) == migrations.LATEST == 4
+    assert migrations.migrate(st) == migrations.LATEST == 5
     data = st.snapshot()
+    assert data["_meta"]["1"]["key_generation"] == 0
     assert "api_model_aliases" in data
     assert data["_meta"]["1"]["unique_indexes"]["api_model_aliases"] == ["id", "prefix"]
     salt = data["_meta"]["1"]["kdf_salt"]
+    assert migrations.migrate(st, 4) == 4
+    assert "key_generation" not in st.snapshot()["_meta"]["1"]
     assert migrations.migrate(st, 3) == 3
     assert "api_model_aliases" not in st.snapshot()
     assert migrations.migrate(st, 0) == 0
     assert "_meta" not in st.snapshot()
-    assert migrations.migrate(st) == 4
+    assert migrations.migrate(st) == 5
     assert st.snapshot()["_meta"]["1"]["kdf_salt"] != salt  # a fresh store gets a fresh salt
     with pytest.raises(StoreError, match="No schema level"):
         migrations.migrate(st, 9)
@@ -205,8 +208,6 @@ def test_master_secret_from_a_real_keyring_backend(bodhi_home, monkeypatch):
     import keyring
     from keyring.backend import KeyringBackend
 
-    from bodhi_nb.services.db import store_master_secret
-
     class MemoryKeyring(KeyringBackend):
         priority = 1
         store: dict = {}
@@ -231,8 +232,9 @@ def test_master_secret_from_a_real_keyring_backend(bodhi_home, monkeypatch):
         assert load_master_secret(bodhi_home).value == s.value
         db = DbService(bodhi_home, kdf_iterations=FAST_KDF)
         db.create(make(), TEST_KEY)
-        db.rotate_master_key("rotated-secret-in-keyring-123")
-        store_master_secret(bodhi_home, s, "rotated-secret-in-keyring-123")
+        res = db.rotate_master_key("rotated-secret-in-keyring-123")  # saves it in the keyring itself
+        assert res.secret.origin == "keyring" and "OS keyring" in res.message()
+        assert MemoryKeyring.store[("bodhi_nb", str(bodhi_home.resolve()))] == "rotated-secret-in-keyring-123"
         again = DbService(bodhi_home, kdf_iterations=FAST_KDF)
         assert again.master_secret.origin == "keyring" and again.get_api_key("openai") == TEST_KEY
     finally:

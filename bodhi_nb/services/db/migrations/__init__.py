@@ -21,7 +21,7 @@ __all__ = ["Migration", "MIGRATIONS", "LATEST", "schema_version", "migrate", "me
 
 log = logging.getLogger(__name__)
 
-_MODULES = ["0001_meta", "0002_kdf_salt", "0003_key_check", "0004_api_models"]
+_MODULES = ["0001_meta", "0002_kdf_salt", "0003_key_check", "0004_api_models", "0005_key_generation"]
 META_TABLE = "_meta"
 META_DOC = "1"
 
