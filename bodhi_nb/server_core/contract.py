@@ -80,7 +80,10 @@ class ApiModelResponse(BaseModel):
     created_at: datetime
     updated_at: datetime
     has_api_key: bool
-    api_key_masked: str | None = Field(description="First 3 and last 4 characters, or *** for short keys.")
+    api_key_masked: str | None = Field(description="First 3 and last 4 characters, or *** for short keys; "
+                                       "null when there is no key or it cannot be decrypted.")
+    error: str | None = Field(default=None, description="Why the stored key cannot be used (then api_key_masked "
+                                                        "is null): set a new api_key or delete the API model.")
 
 
 class PaginatedApiModelResponse(BaseModel):
