@@ -14,18 +14,20 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from jupyter_server.base.handlers import APIHandler
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from tornado import web
 
 from .objs.errors import BodhiError, InvalidRequestError
 from .server_core.app_services import AppServices
-from .services.data_service import validation_message
+from .server_core.contract import parse
+from .server_core.operations import Operations
 
-__all__ = ["BodhiHandler", "Op", "SERVICES_KEY"]
+__all__ = ["BodhiHandler", "Op", "SERVICES_KEY", "ROUTES_KEY"]
 
 log = logging.getLogger("bodhi_nb.http")
 
 SERVICES_KEY = "bodhi_nb.services"
+ROUTES_KEY = "bodhi_nb.routes"  # the route table, for the OpenAPI document
 M = TypeVar("M", bound=BaseModel)
 
 _STATUS_TYPES = {401: ("authentication_error", "unauthorized"), 403: ("permission_error", "forbidden"),
@@ -67,23 +69,39 @@ class BodhiHandler(APIHandler):
     def services(self) -> AppServices:
         return self.settings[SERVICES_KEY]
 
+    @property
+    def ops(self) -> Operations:
+        """The operations layer: handlers parse, call one of these, and serialise."""
+        return self.services.ops
+
     # -- input ----------------------------------------------------------------------------
 
+    MAX_JSON_DEPTH = 128  # far above any real OpenAI body (tool schemas included)
+
     def json_body(self) -> Any:
+        """The body as JSON. Nesting is capped so no later step (validation, json.dumps to the
+        upstream, the store) can recurse out of stack on hostile input: a 400, never a 500."""
+        too_deep = InvalidRequestError(f"The request body is nested more than {self.MAX_JSON_DEPTH} levels deep.")
         try:
-            return json.loads(self.request.body or b"null")
+            data = json.loads(self.request.body or b"null")
+        except RecursionError:
+            raise too_deep from None
         except ValueError:
             raise InvalidRequestError("The request body is not valid JSON.") from None
+        stack: list[tuple[Any, int]] = [(data, 1)]
+        while stack:  # iterative, so the check itself cannot recurse
+            value, depth = stack.pop()
+            children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+            for child in children:
+                if isinstance(child, (dict, list)):
+                    if depth >= self.MAX_JSON_DEPTH:
+                        raise too_deep
+                    stack.append((child, depth + 1))
+        return data
 
-    def parse(self, model: type[M], *, status: int = 422) -> M:
-        data = self.json_body()
-        if not isinstance(data, dict):
-            raise InvalidRequestError("The request body must be a JSON object.")
-        try:
-            return model.model_validate(data)
-        except ValidationError as exc:
-            msg, param = validation_message(exc)  # names the field, never echoes the input
-            raise InvalidRequestError(msg, param=param, status=status, code="validation_error") from None
+    def parse(self, model: type[M]) -> M:
+        """The body parsed by a contract object (its status on failure is the model's own)."""
+        return parse(model, self.json_body())
 
     def int_arg(self, name: str, default: int) -> int:
         raw = self.get_query_argument(name, None)
@@ -100,7 +118,7 @@ class BodhiHandler(APIHandler):
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
         if isinstance(data, BaseModel):
-            self.finish(data.model_dump_json())
+            self.finish(data.model_dump_json(exclude_unset=False))
         else:
             self.finish(json.dumps(data))
 

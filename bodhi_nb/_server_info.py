@@ -7,6 +7,8 @@ preferring the server that started this kernel (our parent process), then the ne
 
 from __future__ import annotations
 
+from ._urls import API_PREFIX, gateway_url
+
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +23,7 @@ class ServerInfo:
 
     @property
     def gateway_url(self) -> str:
-        return f"{self.url}bodhi/v1"
+        return gateway_url(self.url)
 
 
 def _norm(url: str) -> str:
@@ -31,7 +33,8 @@ def _norm(url: str) -> str:
 def find_server() -> ServerInfo:
     if os.environ.get("BODHI_GATEWAY_URL"):
         url = os.environ["BODHI_GATEWAY_URL"].rstrip("/")
-        url = url[: -len("bodhi/v1")] if url.endswith("bodhi/v1") else url + "/"
+        suffix = API_PREFIX.rstrip("/")
+        url = url[: -len(suffix)] if url.endswith(suffix) else url + "/"
         return ServerInfo(_norm(url), os.environ.get("BODHI_GATEWAY_TOKEN", ""))
     if os.environ.get("JUPYTER_SERVER_URL"):
         return ServerInfo(_norm(os.environ["JUPYTER_SERVER_URL"]), os.environ.get("JUPYTER_TOKEN", ""))

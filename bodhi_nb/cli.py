@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ._urls import gateway_url
 from .objs.errors import BodhiError
 
 __all__ = ["main"]
@@ -62,7 +63,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     token = os.environ.get("JUPYTER_TOKEN") or secrets.token_hex(24)
-    base = f"http://{args.ip}:{args.port}/bodhi/v1"
+    base = gateway_url(f"http://{args.ip}:{args.port}/")
     print(f"OpenAI base URL: {base}\nAPI key (Jupyter token): {token}\n"
           f"curl -H 'Authorization: Bearer {token}' {base}/models", flush=True)
     env = {**os.environ, "JUPYTER_TOKEN": token}

@@ -1,138 +1,134 @@
-"""Bodhi: the in-notebook facade over the same services the server extension uses.
+"""Bodhi: the in-notebook facade over the operations layer the server extension uses.
 
 Every call works in a running Jupyter kernel: sync methods wait on bodhi_nb's private
 I/O loop, async twins (`achat`, `acompletion`, ...) await it without blocking the
-kernel's loop. No nest_asyncio.
+kernel's loop (docs/ARCHITECTURE.md, "Threads and loops"). No nest_asyncio. The facade
+only adapts arguments into the contract's request objects and results into dicts; every
+rule lives in `server_core/operations`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import asdict
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
-from typing import Any
-
-from pydantic import ValidationError
+from typing import Any, Literal, TypeVar, overload
 
 from ._loop_thread import LoopThread
-from .objs.api_model_alias import ApiModelAlias
-from .objs.errors import InvalidRequestError
 from .server_core.app_services import AppServices
 from .server_core.model_router import Candidate, Destination
-from .services.ai_api_service import credentials
-from .services.data_service import validation_message
+from .server_core.operations import Messages, Operations, build_messages, delta_text, reply_text
 
 __all__ = ["Bodhi", "ApiModels", "Aliases"]
 
-Messages = str | list[dict[str, Any]]
+T = TypeVar("T")
 
 
-def _messages(text_or_messages: Messages, system: str | None) -> list[dict[str, Any]]:
-    msgs = ([{"role": "user", "content": text_or_messages}] if isinstance(text_or_messages, str)
-            else list(text_or_messages))
-    if system:
-        msgs = [{"role": "system", "content": system}, *msgs]
-    return msgs
+def _given(**fields: Any) -> dict[str, Any]:
+    """Only the arguments the caller set (None means "not given", as in the HTTP API)."""
+    return {k: v for k, v in fields.items() if v is not None}
 
 
-class ApiModels:
+class _Section:
+    def __init__(self, bodhi: Bodhi) -> None:
+        self._b = bodhi
+        self._ops = bodhi.ops
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self._b._loop.run(coro)
+
+    async def _arun(self, coro: Coroutine[Any, Any, T]) -> T:
+        return await self._b._loop.arun(coro)
+
+
+class ApiModels(_Section):
     """Remote providers: create, get, list, update, delete, test, fetch_models."""
 
-    def __init__(self, bodhi: "Bodhi") -> None:
-        self._b = bodhi
-        self._db = bodhi.services.db
-
     def __repr__(self) -> str:
-        return f"<ApiModels {len(self._db.all())} registered>"
+        return f"<ApiModels {self._run(self._ops.api_models.list(1, 1)).total} registered>"
 
     def create(self, id: str, base_url: str, api_key: str | None = None, models: list[str] | None = None,
                prefix: str | None = None, forward_all_with_prefix: bool = False) -> dict[str, Any]:
-        try:
-            alias = ApiModelAlias(id=id, base_url=base_url, models=models or [], prefix=prefix,
-                                  forward_all_with_prefix=forward_all_with_prefix)
-        except ValidationError as exc:
-            msg, param = validation_message(exc)
-            raise InvalidRequestError(msg, param=param) from None
-        return self._db.create(alias, api_key).public()
+        req = _given(id=id, base_url=base_url, api_key=api_key, models=models, prefix=prefix,
+                     forward_all_with_prefix=forward_all_with_prefix)
+        return self._run(self._ops.api_models.create(req)).model_dump(mode="json")
 
     def get(self, id: str) -> dict[str, Any]:
-        return self._db.record(id).public()
+        return self._run(self._ops.api_models.get(id)).model_dump(mode="json")
 
     def list(self, page: int = 1, page_size: int = 100) -> list[dict[str, Any]]:
-        return [r.public() for r in self._db.list(page, page_size)[0]]
+        return [r.model_dump(mode="json") for r in self._run(self._ops.api_models.list(page, page_size)).data]
 
     def update(self, id: str, *, api_key: str | None = None, **changes: Any) -> dict[str, Any]:
-        """Change fields; leave `api_key` out to keep the stored key."""
-        try:
-            return self._db.update(id, changes, api_key=api_key).public()
-        except ValidationError as exc:
-            msg, param = validation_message(exc)
-            raise InvalidRequestError(msg, param=param) from None
+        """Change fields; leave `api_key` out to keep the stored key (`prefix=None` clears it)."""
+        req = {**changes, **_given(api_key=api_key)}
+        return self._run(self._ops.api_models.update(id, req)).model_dump(mode="json")
 
     def delete(self, id: str) -> None:
-        self._db.delete(id)
+        self._run(self._ops.api_models.delete(id))
 
     def test(self, model: str, prompt: str = "Say hello", *, id: str | None = None, base_url: str | None = None,
              api_key: str | None = None) -> dict[str, Any]:
         """Send a short prompt (at most 30 characters); failures come back as success=False."""
-        creds = credentials(id, base_url, api_key)
-        return asdict(self._b._loop.run(self._b.services.ai_api.test_prompt(creds, model, prompt)))
+        req = _given(model=model, prompt=prompt, id=id, base_url=base_url, api_key=api_key)
+        return self._run(self._ops.api_models.test(req)).model_dump(mode="json")
 
     async def atest(self, model: str, prompt: str = "Say hello", *, id: str | None = None,
                     base_url: str | None = None, api_key: str | None = None) -> dict[str, Any]:
-        creds = credentials(id, base_url, api_key)
-        return asdict(await self._b._loop.arun(self._b.services.ai_api.test_prompt(creds, model, prompt)))
+        req = _given(model=model, prompt=prompt, id=id, base_url=base_url, api_key=api_key)
+        return (await self._arun(self._ops.api_models.test(req))).model_dump(mode="json")
 
     def fetch_models(self, id: str | None = None, *, base_url: str | None = None,
                      api_key: str | None = None) -> list[str]:
-        return self._b._loop.run(self._b.services.ai_api.fetch_models(credentials(id, base_url, api_key)))
+        req = _given(id=id, base_url=base_url, api_key=api_key)
+        return self._run(self._ops.api_models.fetch_models(req)).models
 
     async def afetch_models(self, id: str | None = None, *, base_url: str | None = None,
                             api_key: str | None = None) -> list[str]:
-        return await self._b._loop.arun(self._b.services.ai_api.fetch_models(credentials(id, base_url, api_key)))
+        req = _given(id=id, base_url=base_url, api_key=api_key)
+        return (await self._arun(self._ops.api_models.fetch_models(req))).models
 
 
-class Aliases:
+class Aliases(_Section):
     """Local user aliases (YAML files) and discovered models."""
 
-    def __init__(self, bodhi: "Bodhi") -> None:
-        self._data = bodhi.services.data
-
     def __repr__(self) -> str:
-        return f"<Aliases {len(self._data.list_user_aliases()[0])} user aliases>"
+        return f"<Aliases {len(self.list())} user aliases>"
 
     def list(self) -> list[dict[str, Any]]:
-        return [a.model_dump(mode="json") for a in self._data.list_user_aliases()[0]]
+        return [a.model_dump(mode="json") for a in self._run(self._ops.aliases.list()).data]
 
     def models(self) -> list[dict[str, Any]]:
         """Discovered GGUF models (Hugging Face cache and the bundled one)."""
-        return [m.model_dump(mode="json") for m in self._data.list_model_aliases()]
+        return self._run(self._ops.aliases.models())
 
     def get(self, alias: str) -> dict[str, Any]:
-        a = self._data.get_user_alias(alias)
-        if a is None:
-            from .objs.errors import NotFoundError
-
-            raise NotFoundError(f"User alias '{alias}' not found.", param="alias")
-        return a.model_dump(mode="json")
+        return self._run(self._ops.aliases.get(alias)).model_dump(mode="json")
 
     def create(self, alias: str, repo: str, filename: str, snapshot: str = "main",
                request_params: dict[str, Any] | None = None,
                context_params: dict[str, Any] | None = None) -> dict[str, Any]:
-        a = self._data.parse_alias(dict(alias=alias, repo=repo, filename=filename, snapshot=snapshot,
-                                        request_params=request_params or {}, context_params=context_params or {}))
-        return self._data.create_user_alias(a).model_dump(mode="json")
+        req = dict(alias=alias, repo=repo, filename=filename, snapshot=snapshot,
+                   request_params=request_params or {}, context_params=context_params or {})
+        return self._run(self._ops.aliases.create(req)).model_dump(mode="json")
 
     def update(self, alias: str, **fields: Any) -> dict[str, Any]:
-        current = self.get(alias)
-        current.pop("source", None)
-        a = self._data.parse_alias({**current, **fields})
-        return self._data.update_user_alias(alias, a).model_dump(mode="json")
+        """Change the given fields; the others keep their values."""
+        return self._run(self._ops.aliases.update(alias, fields)).model_dump(mode="json")
 
     def delete(self, alias: str) -> None:
-        self._data.delete_user_alias(alias)
+        self._run(self._ops.aliases.delete(alias))
+
+    def pull(self, ref: str, *, revision: str = "main", progress: Any = None, show: bool = True) -> dict[str, Any]:
+        """Download a GGUF (`owner/repo[:QUANT|/file.gguf]`) into the HF cache with a progress bar.
+
+        Returns `{"model", "repo", "filename", "path"}`; `model` is the name it is served under.
+        `progress(done_bytes, total_bytes)` is called as bytes arrive.
+        """
+        from .services.hub import HubService
+
+        return HubService.for_data(self._b.services.data).pull(ref, revision, progress=progress, show=show)
 
 
 class Bodhi:
@@ -144,10 +140,16 @@ class Bodhi:
         self._loop = LoopThread.get()
         self.api_models = ApiModels(self)
         self.aliases = Aliases(self)
+        # The response cache shared with the server and other kernels: `stats()`, `clear()`.
+        self.cache = self.services.gateway.cache
         # The engine this kernel may start stops when idle and when the kernel exits,
         # as the server extension does for its own.
         self._reaper = self._loop.submit(_reap_idle_forever(self.services.engine))
         atexit.register(self.services.engine.stop, True)
+
+    @property
+    def ops(self) -> Operations:
+        return self.services.ops
 
     def __repr__(self) -> str:
         return f"Bodhi(home={str(self.services.home)!r})"
@@ -156,54 +158,99 @@ class Bodhi:
 
     def models(self) -> list[str]:
         """Every model name the gateway serves (API models first, then local)."""
-        return [e.id for e in self.services.router.list_models()]
+        return [m.id for m in self._loop.run(self.ops.models.list()).data]
 
     def route(self, model: str) -> Destination:
-        return self.services.router.resolve(model)
+        return self._loop.run(self.ops.models.resolve(model))
 
     def explain(self, model: str) -> list[Candidate]:
-        return self.services.router.explain(model)
+        return self._loop.run(self.ops.models.explain(model))
 
     # -- chat -----------------------------------------------------------------------------
 
-    def completion(self, model: str, messages: Messages, *, system: str | None = None, **params: Any) -> dict[str, Any]:
-        """The full OpenAI chat.completion response as a dict."""
-        body = {**params, "model": model, "messages": _messages(messages, system)}
-        return self._loop.run(self.services.gateway.completion(body))
+    def completion(self, model: str, messages: Messages, *, system: str | None = None, cache: bool = False,
+                   **params: Any) -> dict[str, Any]:
+        """The full OpenAI chat.completion response as a dict; `cache=True` answers a repeated
+        request from the response cache (`b.cache`) and stores new ones."""
+        body = {**params, "model": model, "messages": build_messages(messages, system)}
+        return self._loop.run(self.ops.chat.completion(body, cache=cache))
 
-    async def acompletion(self, model: str, messages: Messages, *, system: str | None = None,
+    async def acompletion(self, model: str, messages: Messages, *, system: str | None = None, cache: bool = False,
                           **params: Any) -> dict[str, Any]:
-        body = {**params, "model": model, "messages": _messages(messages, system)}
-        return await self._loop.arun(self.services.gateway.completion(body))
+        body = {**params, "model": model, "messages": build_messages(messages, system)}
+        return await self._loop.arun(self.ops.chat.completion(body, cache=cache))
 
     def stream(self, model: str, messages: Messages, *, system: str | None = None,
                **params: Any) -> Iterator[dict[str, Any]]:
         """Raw `chat.completion.chunk` dicts as they arrive."""
-        body = {**params, "model": model, "messages": _messages(messages, system)}
+        body = {**params, "model": model, "messages": build_messages(messages, system)}
         return self._loop.iterate(self._on_loop_chunks(body))
 
     async def astream(self, model: str, messages: Messages, *, system: str | None = None,
                       **params: Any) -> AsyncIterator[dict[str, Any]]:
-        body = {**params, "model": model, "messages": _messages(messages, system)}
+        body = {**params, "model": model, "messages": build_messages(messages, system)}
         async for chunk in self._loop.aiterate(self._on_loop_chunks(body)):
             yield chunk
 
+    @overload
+    def chat(self, model: str, messages: Messages, stream: Literal[False] = False, *, system: str | None = None,
+             cache: bool = False, **params: Any) -> str: ...
+
+    @overload
+    def chat(self, model: str, messages: Messages, stream: Literal[True], *, system: str | None = None,
+             cache: bool = False, **params: Any) -> Iterator[str]: ...
+
     def chat(self, model: str, messages: Messages, stream: bool = False, *, system: str | None = None,
-             **params: Any) -> str | Iterator[str]:
-        """The reply text, or with `stream=True` an iterator of text deltas."""
+             cache: bool = False, **params: Any) -> str | Iterator[str]:
+        """The reply text, or with `stream=True` an iterator of text deltas (streams are never cached)."""
         if stream:
             return _texts(self.stream(model, messages, system=system, **params))
-        return _reply_text(self.completion(model, messages, system=system, **params))
+        return reply_text(self.completion(model, messages, system=system, cache=cache, **params))
+
+    @overload
+    async def achat(self, model: str, messages: Messages, stream: Literal[False] = False, *,
+                    system: str | None = None, cache: bool = False, **params: Any) -> str: ...
+
+    @overload
+    async def achat(self, model: str, messages: Messages, stream: Literal[True], *, system: str | None = None,
+                    cache: bool = False, **params: Any) -> AsyncIterator[str]: ...
 
     async def achat(self, model: str, messages: Messages, stream: bool = False, *, system: str | None = None,
-                    **params: Any) -> str | AsyncIterator[str]:
+                    cache: bool = False, **params: Any) -> str | AsyncIterator[str]:
         if stream:
             return _atexts(self.astream(model, messages, system=system, **params))
-        return _reply_text(await self.acompletion(model, messages, system=system, **params))
+        return reply_text(await self.acompletion(model, messages, system=system, cache=cache, **params))
+
+    # -- batch ----------------------------------------------------------------------------
+
+    def map(self, model: str, inputs: Any, *, template: str | None = None, system: str | None = None,
+            concurrency: int = 8, max_retries: int = 4, cache: bool = True, response_format: Any = None,
+            progress: bool = True, **params: Any) -> Any:
+        """One prompt over many rows: a list of str or of message lists gives a list of
+        `MapResult` in input order; a DataFrame (with `template`, a `str.format` over its
+        columns) or a Series gives a new DataFrame with `reply`, `error` and parsed fields.
+        At most `concurrency` requests in flight; 429/5xx/connection failures are retried
+        honouring Retry-After; a failed row never stops the others; an interrupt returns
+        what finished, and a re-run resumes from the response cache."""
+        from .batch import run_map
+
+        return run_map(self, model, inputs, template=template, system=system, concurrency=concurrency,
+                       max_retries=max_retries, cache=cache, response_format=response_format, progress=progress,
+                       **params)
+
+    async def amap(self, model: str, inputs: Any, *, template: str | None = None, system: str | None = None,
+                   concurrency: int = 8, max_retries: int = 4, cache: bool = True, response_format: Any = None,
+                   progress: bool = True, **params: Any) -> Any:
+        """`map` for async code; cancelling the awaiting task returns what finished."""
+        from .batch import arun_map
+
+        return await arun_map(self, model, inputs, template=template, system=system, concurrency=concurrency,
+                              max_retries=max_retries, cache=cache, response_format=response_format,
+                              progress=progress, **params)
 
     async def _on_loop_chunks(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         # Created lazily on the private loop so the upstream client belongs to it.
-        async for chunk in self.services.gateway.stream_chunks(body):
+        async for chunk in self.ops.chat.stream(body):
             yield chunk
 
     def close(self) -> None:
@@ -220,31 +267,15 @@ async def _reap_idle_forever(engine: Any, every: float = 60.0) -> None:
             pass
 
 
-def _reply_text(resp: dict[str, Any]) -> str:
-    try:
-        return resp["choices"][0]["message"].get("content") or ""
-    except (KeyError, IndexError, TypeError, AttributeError):
-        return ""
-
-
-def _delta(chunk: dict[str, Any]) -> str:
-    out = []
-    for choice in chunk.get("choices") or []:
-        text = (choice.get("delta") or {}).get("content")
-        if text:
-            out.append(text)
-    return "".join(out)
-
-
 def _texts(chunks: Iterator[dict[str, Any]]) -> Iterator[str]:
     for c in chunks:
-        t = _delta(c)
+        t = delta_text(c)
         if t:
             yield t
 
 
 async def _atexts(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
     async for c in chunks:
-        t = _delta(c)
+        t = delta_text(c)
         if t:
             yield t

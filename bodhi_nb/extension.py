@@ -1,4 +1,4 @@
-"""The Jupyter server extension `bodhi_nb`: config, services, routes (DESIGN §6).
+"""The Jupyter server extension `bodhi_nb`: config, services, the route table.
 
 Routes live under `{base_url}bodhi/v1/`. Services are created once here and shared
 by every handler through `settings`; `stop_extension` closes them.
@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import asyncio
 
+from jupyter_server.auth.decorator import authorized
 from jupyter_server.extension.application import ExtensionApp
+from tornado import web
 from tornado.ioloop import PeriodicCallback
-from traitlets import Float, Int, Unicode
+from traitlets import Bool, Float, Int, Unicode
 
-from ._handlers import SERVICES_KEY, BodhiHandler
+from ._handlers import ROUTES_KEY, SERVICES_KEY, BodhiHandler
+from ._urls import API_PREFIX
+from .objs.errors import NotFoundError
 from .routes_app.openapi import OpenApiHandler
 from .routes_app.routes_aliases import AliasesHandler, AliasHandler
 from .routes_app.routes_api_models import ApiModelHandler, ApiModelsHandler, FetchModelsHandler, TestPromptHandler
@@ -24,7 +28,7 @@ from .services.db._encryption import PBKDF2_ITERATIONS
 
 __all__ = ["BodhiExtension", "ROUTES", "URL_PREFIX"]
 
-URL_PREFIX = "bodhi/v1/"
+URL_PREFIX = API_PREFIX
 
 # Order matters: literal paths before the `{id}` patterns that would also match them.
 ROUTES: list[type[BodhiHandler]] = [
@@ -32,6 +36,22 @@ ROUTES: list[type[BodhiHandler]] = [
     TestPromptHandler, FetchModelsHandler, ApiModelsHandler, ApiModelHandler,
     AliasesHandler, AliasHandler, ModelfilesPullHandler, ModelfilesPullJobHandler, OpenApiHandler,
 ]
+
+
+class UnknownRouteHandler(BodhiHandler):
+    """Any other path under bodhi/v1/: a 404 in the OpenAI envelope, after the same
+    authentication as every route. Registered after ROUTES, and not part of it, so it is
+    never documented as a route."""
+
+    path = r".*"
+
+    @web.authenticated
+    @authorized
+    async def _unknown(self, *_: str) -> None:
+        raise NotFoundError("There is no bodhi_nb route at this path; GET bodhi/v1/openapi.json lists them.",
+                            code="unknown_route")
+
+    get = post = put = patch = delete = _unknown
 
 
 class BodhiExtension(ExtensionApp):
@@ -47,6 +67,10 @@ class BodhiExtension(ExtensionApp):
     engine_idle_timeout = Float(900.0, config=True, help="Stop the local engine after this many idle seconds.")
     engine_start_timeout = Float(120.0, config=True, help="Seconds the local engine may take to become ready.")
     n_threads = Int(0, config=True, help="llama.cpp threads (0: number of cores).")
+    response_cache = Bool(False, config=True,
+                          help="Answer repeated non-streamed chat requests from the response cache "
+                               "($BODHI_HOME/cache.sqlite) and store new ones.")
+    response_cache_max_mb = Int(512, config=True, help="Size bound of the response cache (LRU eviction).")
     kdf_iterations = Int(PBKDF2_ITERATIONS, config=True,
                          help="PBKDF2 iterations for the master key. Change only for tests.")
 
@@ -58,8 +82,10 @@ class BodhiExtension(ExtensionApp):
             self.bodhi_home or None, kdf_iterations=self.kdf_iterations, timeout=self.request_timeout,
             connect_timeout=self.connect_timeout, first_byte_timeout=self.first_byte_timeout,
             engine_idle_timeout=self.engine_idle_timeout, engine_start_timeout=self.engine_start_timeout,
-            n_threads=self.n_threads or None)
+            n_threads=self.n_threads or None, response_cache=self.response_cache,
+            cache_max_bytes=self.response_cache_max_mb * 1024 * 1024)
         self.settings[SERVICES_KEY] = self.services
+        self.settings[ROUTES_KEY] = ROUTES
         self._reaper = PeriodicCallback(self._reap_idle_engine, 60_000)
         self._reaper.start()
         self.log.info("bodhi_nb gateway at %s%s (store %s)", self.serverapp.base_url if self.serverapp else "/",
@@ -67,6 +93,7 @@ class BodhiExtension(ExtensionApp):
 
     def initialize_handlers(self) -> None:
         self.handlers.extend((URL_PREFIX + h.path, h) for h in ROUTES)
+        self.handlers.append((URL_PREFIX + UnknownRouteHandler.path, UnknownRouteHandler))  # always last
 
     async def _reap_idle_engine(self) -> None:
         if self.services is not None:

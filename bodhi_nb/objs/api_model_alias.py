@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
 __all__ = ["ApiFormat", "ApiModelAlias", "mask_api_key", "normalize_base_url", "utc_now", "API_MODEL_ID_PATTERN",
-           "MAX_BASE_URL_LENGTH"]
+           "MAX_BASE_URL_LENGTH", "check_api_model_id"]
 
 API_MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 _ID_RE = re.compile(API_MODEL_ID_PATTERN)
@@ -62,6 +62,16 @@ def normalize_base_url(url: str) -> str:
     return url.rstrip("/")
 
 
+def check_api_model_id(v: str) -> str:
+    """The one id rule, shared by the domain object and the request objects."""
+    if not _ID_RE.match(v):
+        raise ValueError(
+            "id must start with a letter or digit and use only letters, digits, "
+            "'_', '.' or '-' (at most 100 characters)"
+        )
+    return v
+
+
 def mask_api_key(key: str) -> str:
     """What a person may see of a key: enough to recognise it, never enough to use it."""
     if len(key) <= 12:
@@ -95,12 +105,7 @@ class ApiModelAlias(BaseModel):
     @field_validator("id")
     @classmethod
     def _check_id(cls, v: str) -> str:
-        if not _ID_RE.match(v):
-            raise ValueError(
-                "id must start with a letter or digit and use only letters, digits, "
-                "'_', '.' or '-' (at most 100 characters)"
-            )
-        return v
+        return check_api_model_id(v)
 
     @field_validator("base_url")
     @classmethod

@@ -15,7 +15,8 @@ from pydantic.json_schema import models_json_schema
 from tornado import web
 
 from .. import __version__
-from .._handlers import BodhiHandler, Op
+from .._handlers import ROUTES_KEY, BodhiHandler, Op
+from .._urls import API_PREFIX
 from .objs import OpenAIErrorEnvelope
 
 __all__ = ["build_openapi", "OpenApiHandler"]
@@ -78,8 +79,8 @@ def _operation(h: type[BodhiHandler], method: str, op: Op, params: list[str], er
     if op.status == 204:
         ok = {"description": "No Content"}
     elif op.stream:
-        ok["content"] = {"application/json": {"schema": {"type": "object"}},
-                         "text/event-stream": {"schema": {"type": "string"}}}
+        body = _ref(op.response) if op.response is not None else {"type": "object"}
+        ok["content"] = {"application/json": {"schema": body}, "text/event-stream": {"schema": {"type": "string"}}}
     elif op.response is not None:
         ok["content"] = {"application/json": {"schema": _ref(op.response)}}
     out["responses"] = {str(op.status): ok, **{str(s): error for s in op.errors}}
@@ -93,7 +94,7 @@ class OpenApiHandler(BodhiHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        from ..extension import ROUTES
-
+        # The route table comes from settings (put there by the extension), so this module
+        # does not import the extension that imports it.
         base = self.settings.get("base_url", "/")
-        self.send_json(build_openapi(ROUTES, f"{base}bodhi/v1"))
+        self.send_json(build_openapi(self.settings[ROUTES_KEY], base + API_PREFIX.rstrip("/")))

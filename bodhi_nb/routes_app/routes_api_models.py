@@ -1,18 +1,15 @@
-"""Handlers for api-model CRUD, test prompt and fetch-models (seed 4.1)."""
+"""Handlers for api-model CRUD, test prompt and fetch-models: parse, call, serialise.
+
+Every rule (validation, update semantics, limits) is in the operations layer
+(server_core/operations/_api_models.py).
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from jupyter_server.auth.decorator import authorized
-from pydantic import ValidationError
 from tornado import web
 
 from .._handlers import BodhiHandler, Op
-from ..objs.api_model_alias import ApiModelAlias
-from ..objs.errors import InvalidRequestError
-from ..services.ai_api_service import Credentials, credentials
-from ..services.data_service import validation_message
 from .objs import (
     ApiModelCreateRequest,
     ApiModelResponse,
@@ -29,19 +26,6 @@ __all__ = ["ApiModelsHandler", "ApiModelHandler", "TestPromptHandler", "FetchMod
 _TAGS = ("api-models",)
 
 
-def _secret(s) -> str | None:  # type: ignore[no-untyped-def]
-    return None if s is None else s.get_secret_value()
-
-
-def _creds(req: TestPromptRequest | FetchModelsRequest) -> Credentials:
-    return credentials(req.id, req.base_url, _secret(req.api_key))
-
-
-def _invalid(exc: ValidationError) -> InvalidRequestError:
-    msg, param = validation_message(exc)
-    return InvalidRequestError(msg, param=param, status=422, code="validation_error")
-
-
 class ApiModelsHandler(BodhiHandler):
     path = "api-models"
     openapi = {
@@ -54,20 +38,12 @@ class ApiModelsHandler(BodhiHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        page, size = self.int_arg("page", 1), self.int_arg("page_size", 30)
-        items, total = self.services.db.list(page, size)
-        self.send_json({"data": [r.public() for r in items], "total": total, "page": page, "page_size": size})
+        self.send_json(await self.ops.api_models.list(self.int_arg("page", 1), self.int_arg("page_size", 30)))
 
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        req = self.parse(ApiModelCreateRequest)
-        try:
-            alias = ApiModelAlias(**req.model_dump(exclude={"api_key"}))
-        except ValidationError as exc:
-            raise _invalid(exc) from None
-        rec = self.services.db.create(alias, _secret(req.api_key))
-        self.send_json(rec.public(), 201)
+        self.send_json(await self.ops.api_models.create(self.parse(ApiModelCreateRequest)), 201)
 
 
 class ApiModelHandler(BodhiHandler):
@@ -82,24 +58,17 @@ class ApiModelHandler(BodhiHandler):
     @web.authenticated
     @authorized
     async def get(self, id: str) -> None:
-        self.send_json(self.services.db.record(id).public())
+        self.send_json(await self.ops.api_models.get(id))
 
     @web.authenticated
     @authorized
     async def put(self, id: str) -> None:
-        req = self.parse(ApiModelUpdateRequest)
-        changes = req.model_dump(exclude={"api_key"}, exclude_unset=True)
-        changes = {k: v for k, v in changes.items() if v is not None or k == "prefix"}
-        try:
-            rec = self.services.db.update(id, changes, api_key=_secret(req.api_key))
-        except ValidationError as exc:
-            raise _invalid(exc) from None
-        self.send_json(rec.public())
+        self.send_json(await self.ops.api_models.update(id, self.parse(ApiModelUpdateRequest)))
 
     @web.authenticated
     @authorized
     async def delete(self, id: str) -> None:
-        self.services.db.delete(id)
+        await self.ops.api_models.delete(id)
         self.set_status(204)
         self.finish()
 
@@ -113,9 +82,7 @@ class TestPromptHandler(BodhiHandler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        req = self.parse(TestPromptRequest)
-        res = await self.services.ai_api.test_prompt(_creds(req), req.model, req.prompt)
-        self.send_json(asdict(res))
+        self.send_json(await self.ops.api_models.test(self.parse(TestPromptRequest)))
 
 
 class FetchModelsHandler(BodhiHandler):
@@ -127,7 +94,4 @@ class FetchModelsHandler(BodhiHandler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        req = self.parse(FetchModelsRequest)
-        self.send_json({"models": await self.services.ai_api.fetch_models(_creds(req))})
-
-
+        self.send_json(await self.ops.api_models.fetch_models(self.parse(FetchModelsRequest)))

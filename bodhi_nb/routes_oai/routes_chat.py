@@ -18,7 +18,7 @@ from tornado.iostream import StreamClosedError
 
 from .._handlers import BodhiHandler, Op
 from ..objs.errors import BodhiError
-from ..routes_app.objs import ChatCompletionRequest
+from ..routes_app.objs import ChatCompletionRequest, ChatCompletionResponse
 from ..services.ai_api_service import UpstreamResponse, upstream_status_error
 
 __all__ = ["ChatCompletionsHandler"]
@@ -38,7 +38,8 @@ def _passthrough_error(body: bytes) -> bool:
 class ChatCompletionsHandler(BodhiHandler):
     path = "chat/completions"
     openapi = {"post": Op("OpenAI chat completions; stream: true answers with SSE ending in data: [DONE]",
-                          request=ChatCompletionRequest, errors=(400, 403, 404, 429, 502, 503, 504),
+                          request=ChatCompletionRequest, response=ChatCompletionResponse,
+                          errors=(400, 403, 404, 429, 500, 502, 503, 504),
                           tags=("openai",), stream=True)}
 
     _relay: asyncio.Task[None] | None = None
@@ -46,7 +47,7 @@ class ChatCompletionsHandler(BodhiHandler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        opened = await self.services.gateway.open_chat(self.json_body())
+        opened = await self.ops.chat.open(self.json_body())
         resp = opened.response
         if not resp.ok:
             body = await resp.aread()

@@ -1,8 +1,4 @@
-"""GET models and models/{id}: every local and API name (seed 5.2).
-
-The listing reads the store and the local aliases only; no provider is contacted, so
-a dead provider never blocks it.
-"""
+"""GET models and models/{id}: every local and API name the router serves."""
 
 from __future__ import annotations
 
@@ -12,14 +8,9 @@ from jupyter_server.auth.decorator import authorized
 from tornado import web
 
 from .._handlers import BodhiHandler, Op
-from ..objs.errors import ModelNotFound
 from ..routes_app.objs import OpenAIModel, OpenAIModelList
 
 __all__ = ["ModelsHandler", "ModelHandler"]
-
-
-def _obj(e) -> dict:  # type: ignore[no-untyped-def]
-    return {"id": e.id, "object": "model", "created": e.created, "owned_by": e.owned_by}
 
 
 class ModelsHandler(BodhiHandler):
@@ -29,7 +20,7 @@ class ModelsHandler(BodhiHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        self.send_json({"object": "list", "data": [_obj(e) for e in self.services.router.list_models()]})
+        self.send_json(await self.ops.models.list())
 
 
 class ModelHandler(BodhiHandler):
@@ -39,9 +30,4 @@ class ModelHandler(BodhiHandler):
     @web.authenticated
     @authorized
     async def get(self, model_id: str) -> None:
-        name = unquote(model_id)
-        for e in self.services.router.list_models():
-            if e.id == name:
-                self.send_json(_obj(e))
-                return
-        raise ModelNotFound(name)
+        self.send_json(await self.ops.models.get(unquote(model_id)))

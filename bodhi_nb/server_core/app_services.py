@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from ..services.ai_api_service import AiApiService
+from ..services.cache import DEFAULT_MAX_BYTES, ResponseCache
 from ..services.data_service import DataService
 from ..services.db import DbService
 from ..services.db._encryption import PBKDF2_ITERATIONS
@@ -18,6 +20,7 @@ from ..services.home import bodhi_home
 from ..services.local_engine import LocalEngine
 from .gateway import Gateway
 from .model_router import ModelRouter
+from .operations import Operations
 
 __all__ = ["AppServices"]
 
@@ -47,6 +50,8 @@ class AppServices:
         engine_idle_timeout: float = 900.0,
         engine_start_timeout: float = 120.0,
         n_threads: int | None = None,
+        response_cache: bool = False,
+        cache_max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> "AppServices":
         h = bodhi_home(home)
         db = DbService(h, master_secret, kdf_iterations=kdf_iterations)
@@ -56,7 +61,16 @@ class AppServices:
         engine = LocalEngine(h, data, idle_timeout=engine_idle_timeout, start_timeout=engine_start_timeout,
                              n_threads=n_threads)
         router = ModelRouter(db, data)
-        return cls(h, db, data, ai_api, engine, router, Gateway(router, ai_api, engine))
+        # The cache is always available to callers that ask for it (`Bodhi.map`, `chat(cache=True)`);
+        # `response_cache` makes it the default for requests that do not say (the HTTP gateway).
+        cache = ResponseCache(h / "cache.sqlite", cache_max_bytes)
+        gateway = Gateway(router, ai_api, engine, cache=cache, cache_by_default=response_cache)
+        return cls(h, db, data, ai_api, engine, router, gateway)
+
+    @cached_property
+    def ops(self) -> Operations:
+        """The operations every surface calls (docs/ARCHITECTURE.md)."""
+        return Operations.create(self.db, self.data, self.ai_api, self.router, self.gateway)
 
     def __repr__(self) -> str:
         return f"AppServices(home={str(self.home)!r})"

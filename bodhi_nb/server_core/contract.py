@@ -12,10 +12,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, Strict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, Strict, ValidationError
 
 from ..objs.alias import Alias
-from ..objs.api_model_alias import API_MODEL_ID_PATTERN, ApiFormat
+from ..objs.api_model_alias import API_MODEL_ID_PATTERN, ApiFormat, check_api_model_id
 from ..objs.errors import InvalidRequestError
 
 __all__ = [
@@ -35,9 +35,9 @@ def parse(model: type[M], data: object) -> M:
     The status is the model's own (`validation_status`): 422 for management objects,
     400 for the OpenAI-compatible ones, as OpenAI answers; the same on every surface.
     """
+    if not isinstance(data, dict):  # like unparseable JSON: the body's shape, not a field, is wrong
+        raise InvalidRequestError("The request body must be a JSON object.")
     status: int = getattr(model, "validation_status", 422)
-    if not isinstance(data, dict):
-        raise InvalidRequestError("The request body must be a JSON object.", status=status, code="validation_error")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -52,7 +52,8 @@ class _Strict(BaseModel):
 
 
 class ApiModelCreateRequest(_Strict):
-    id: str = Field(pattern=API_MODEL_ID_PATTERN, description="Your name for this provider, e.g. 'openai'.")
+    id: Annotated[str, AfterValidator(check_api_model_id)] = Field(
+        description="Your name for this provider, e.g. 'openai'.", json_schema_extra={"pattern": API_MODEL_ID_PATTERN})
     api_format: ApiFormat = ApiFormat.OPENAI
     base_url: str = Field(description="OpenAI-compatible base URL, e.g. https://api.openai.com/v1")
     api_key: SecretStr | None = Field(default=None, description="Stored encrypted; never returned.")

@@ -6,18 +6,23 @@ the request then goes through `AiApiService.forward_chat_completion` either way.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..objs.errors import InvalidRequestError, LocalEngineUnavailable, UpstreamError
+import httpx
+
+from ..objs.errors import LocalEngineUnavailable, UpstreamError
 from ..objs.model_alias import DiscoveredModelAlias, UserModelAlias
 from ..services._sse import iter_sse_json
 from ..services.ai_api_service import AiApiService, ForwardTarget, UpstreamResponse
+from ..services.cache import ResponseCache, cache_key
 from ..services.local_engine import LOCAL_EXTRA_HINT
+from .contract import ChatCompletionRequest, parse
 from .model_router import Destination, Local, ModelRouter, Remote
 
-__all__ = ["Gateway", "OpenChat", "LocalEngineProtocol", "validate_chat_body"]
+__all__ = ["Gateway", "OpenChat", "LocalEngineProtocol", "cache_target"]
 
 
 class LocalEngineProtocol(Protocol):
@@ -33,46 +38,52 @@ class OpenChat:
     response: UpstreamResponse
     destination: Destination
     stream: bool
-
-
-def validate_chat_body(body: object) -> dict[str, Any]:
-    """The checks made before any upstream call; messages name the field."""
-    if not isinstance(body, dict):
-        raise InvalidRequestError("The request body must be a JSON object.")
-    model = body.get("model")
-    if not isinstance(model, str) or not model.strip():
-        raise InvalidRequestError("'model' is required and must be a non-empty string.", param="model")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise InvalidRequestError("'messages' is required and must be a non-empty list.", param="messages")
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-            raise InvalidRequestError(f"messages[{i}] must be an object with a 'role'.", param=f"messages[{i}]")
-    stream = body.get("stream", False)
-    if stream is not None and not isinstance(stream, bool):
-        raise InvalidRequestError("'stream' must be a boolean.", param="stream")
-    return body
+    cached: bool = False  # answered from the response cache, no upstream request
 
 
 class Gateway:
     """Route a chat request and open the upstream response."""
 
-    def __init__(self, router: ModelRouter, ai_api: AiApiService, engine: LocalEngineProtocol | None = None) -> None:
+    def __init__(self, router: ModelRouter, ai_api: AiApiService, engine: LocalEngineProtocol | None = None,
+                 cache: ResponseCache | None = None, cache_by_default: bool = False) -> None:
         self.router = router
         self.ai_api = ai_api
         self.engine = engine
+        self.cache = cache
+        # Whether a request that does not say (the HTTP route) uses the cache: a server option.
+        self.cache_by_default = cache_by_default
 
-    async def open_chat(self, body: object) -> OpenChat:
-        req = validate_chat_body(body)
+    async def open_chat(self, body: object, *, cache: bool | None = None) -> OpenChat:
+        """Route and open the upstream response; `cache` (default: the server option) lets a
+        non-streamed request be answered from, and stored in, the response cache."""
+        parse(ChatCompletionRequest, body)  # validates; the raw body is what is forwarded
+        assert isinstance(body, dict)
+        req: dict[str, Any] = body
         stream = req.get("stream") is True
-        dest = self.router.resolve(req["model"])
+        # API names resolve from the store's in-memory index; local ones read alias files
+        # and the Hugging Face cache, so that lookup runs off the event loop.
+        dest: Destination | None = self.router.resolve_api(req["model"])
+        if dest is None:
+            dest = await asyncio.to_thread(self.router.resolve, req["model"])
+        key = None
+        if self.cache is not None and not stream and (self.cache_by_default if cache is None else cache):
+            key = cache_key(cache_target(dest), _with_alias_defaults(dest, req))
+            hit = await self.cache.aget(key)
+            if hit is not None:
+                return OpenChat(_replay(200, {"content-type": "application/json", "x-bodhi-cache": "hit"}, hit,
+                                        _label(dest)), dest, False, cached=True)
         target, req = await self._target(dest, req)
         resp = await self.ai_api.forward_chat_completion(target, req, stream)
+        if key is not None and self.cache is not None and resp.ok:
+            raw, data = await resp.aread_json()
+            if isinstance(data, dict) and isinstance(data.get("choices"), list):
+                await self.cache.aput(key, raw)
+            resp = _replay(resp.status, resp.headers, raw, resp.label, resp.upstream_seconds)
         return OpenChat(resp, dest, stream)
 
-    async def completion(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def completion(self, body: dict[str, Any], *, cache: bool | None = None) -> dict[str, Any]:
         """A non-streamed completion as a dict; an upstream error status raises."""
-        oc = await self.open_chat({**body, "stream": False})
+        oc = await self.open_chat({**body, "stream": False}, cache=cache)
         if not oc.response.ok:
             raise await oc.response.error()
         return (await oc.response.aread_json())[1]
@@ -107,3 +118,30 @@ class Gateway:
         if isinstance(dest.alias, UserModelAlias):
             body = {**body, **dest.alias.request_params.defaults_for(body)}
         return ForwardTarget(base_url, dest.alias.alias, None, "local engine"), body
+
+
+def cache_target(dest: Destination) -> str:
+    """Where a request really goes, as the cache key's first half (never a key or secret)."""
+    if isinstance(dest, Remote):
+        a = dest.api_alias
+        return f"api:{a.id}|{a.base_url}|{dest.upstream_model}"
+    a_local = dest.alias
+    return f"local:{a_local.alias}|{a_local.repo}|{a_local.filename}|{a_local.snapshot}"
+
+
+def _with_alias_defaults(dest: Destination, body: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(dest, Local) and isinstance(dest.alias, UserModelAlias):
+        return {**body, **dest.alias.request_params.defaults_for(body)}
+    return body
+
+
+def _label(dest: Destination) -> str:
+    return f"API model '{dest.api_alias.id}'" if isinstance(dest, Remote) else "local engine"
+
+
+def _replay(status: int, headers: dict[str, str], body: bytes, label: str, upstream_seconds: float = 0.0
+            ) -> UpstreamResponse:
+    """A response already read (or from the cache) as an `UpstreamResponse` callers can read again."""
+    out = UpstreamResponse(httpx.Response(status, headers=headers, content=body), label)
+    out.upstream_seconds = upstream_seconds
+    return out

@@ -27,20 +27,12 @@ class Remote:
     api_alias: ApiModelAlias
     upstream_model: str
 
-    @property
-    def kind(self) -> str:
-        return "remote"
-
 
 @dataclass(frozen=True)
 class Local:
     """Serve with the local llama.cpp engine."""
 
     alias: UserModelAlias | DiscoveredModelAlias
-
-    @property
-    def kind(self) -> str:
-        return "local"
 
 
 Destination = Remote | Local
@@ -75,7 +67,8 @@ class ModelRouter:
         self.db = db
         self.data = data
 
-    def resolve(self, model: str) -> Destination:
+    def resolve_api(self, model: str) -> Remote | None:
+        """The API model serving `model`, from the store's in-memory index (no disk scan)."""
         exact = self.db.find_by_served_name(model)
         if exact:
             a = exact[0]
@@ -84,6 +77,12 @@ class ModelRouter:
             upstream = a.upstream_model_for(model)
             if upstream is not None:
                 return Remote(a, upstream)
+        return None
+
+    def resolve(self, model: str) -> Destination:
+        remote = self.resolve_api(model)
+        if remote is not None:
+            return remote
         user = self.data.get_user_alias(model)
         if user is not None:
             return Local(user)

@@ -20,10 +20,10 @@ import yaml
 from pydantic import ValidationError
 
 from ..objs.alias import Alias
-from ..objs.errors import ConflictError, InvalidRequestError, NotFoundError
+from ..objs.errors import ConflictError, InvalidRequestError, NotFoundError, validation_message
 from ..objs.model_alias import DiscoveredModelAlias, UserModelAlias
 
-__all__ = ["DataService", "AliasFileError", "BUILTIN_ALIAS", "hf_hub_dir", "validation_message"]
+__all__ = ["DataService", "AliasFileError", "BUILTIN_ALIAS", "hf_hub_dir", "validation_message", "alias_not_found"]
 
 BUILTIN_ALIAS = "smollm2:135m"
 _BUILTIN_REPO = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -41,12 +41,9 @@ def hf_hub_dir() -> Path:
     return Path(hf_home) / "hub"
 
 
-def validation_message(exc: ValidationError) -> tuple[str, str | None]:
-    """A one-line message naming the field, and that field (for the error's `param`)."""
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first.get("loc", ()))
-    msg = first.get("msg", "invalid value").removeprefix("Value error, ")
-    return (f"{where}: {msg}" if where else msg), (where or None)
+def alias_not_found(name: str) -> NotFoundError:
+    """The one "no such user alias" error, for every surface."""
+    return NotFoundError(f"User alias '{name}' not found.", param="alias")
 
 
 def quant_of(filename: str) -> str:
@@ -113,7 +110,7 @@ class DataService:
 
     def update_user_alias(self, name: str, alias: Alias) -> UserModelAlias:
         if self.get_user_alias(name) is None:
-            raise NotFoundError(f"User alias '{name}' not found.", param="alias")
+            raise alias_not_found(name)
         if alias.alias != name:
             raise InvalidRequestError("The alias name cannot be changed; create a new alias instead.", param="alias")
         return self._write(alias)
@@ -121,7 +118,7 @@ class DataService:
     def delete_user_alias(self, name: str) -> None:
         path = self.aliases_dir / _file_name(name)
         if not path.exists():
-            raise NotFoundError(f"User alias '{name}' not found.", param="alias")
+            raise alias_not_found(name)
         path.unlink()
 
     @staticmethod

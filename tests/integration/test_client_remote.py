@@ -91,11 +91,13 @@ def test_chat_from_inside_a_running_event_loop(bodhi):
 
 
 def test_local_alias_without_engine_gives_clear_error(bodhi_home):
+    from bodhi_nb.server_core.app_services import AppServices
     from bodhi_nb.server_core.gateway import Gateway
 
-    b = Bodhi(bodhi_home, master_secret=TEST_SECRET, kdf_iterations=FAST_KDF)
+    services = AppServices.create(bodhi_home, master_secret=TEST_SECRET, kdf_iterations=FAST_KDF)
+    services.gateway = Gateway(services.router, services.ai_api, engine=None)  # before the operations are built
+    b = Bodhi(services=services)
     b.aliases.create("lonely", repo="HuggingFaceTB/SmolLM2-135M-Instruct", filename="SmolLM2-135M-Instruct.Q4_1.gguf")
-    b.services.gateway = Gateway(b.services.router, b.services.ai_api, engine=None)
     with pytest.raises(LocalEngineUnavailable, match=r"pip install 'bodhi_nb\[local\]'"):
         b.chat("lonely", "hi")
 

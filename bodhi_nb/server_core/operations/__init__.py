@@ -1,0 +1,40 @@
+"""The operations layer: the one place where rules live (docs/ARCHITECTURE.md).
+
+Every surface (HTTP handlers, the `Bodhi` facade, the widgets, the CLI and the magic)
+parses its input into the contract's request objects, calls an operation here, and
+presents the result. Validation, error mapping (one status per error on every
+surface), update semantics, not-found handling and limits are decided here or below,
+never in an adapter. Every operation is a coroutine that never blocks its event loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...services.ai_api_service import AiApiService
+from ...services.data_service import DataService
+from ...services.db import DbService
+from ..gateway import Gateway
+from ..model_router import ModelRouter
+from ._aliases import AliasOps
+from ._api_models import ApiModelOps
+from ._chat import ChatOps, Messages, build_messages, delta_text, reply_text
+from ._models import ModelOps
+
+__all__ = ["Operations", "ApiModelOps", "AliasOps", "ChatOps", "ModelOps", "Messages", "build_messages",
+           "delta_text", "reply_text"]
+
+
+@dataclass(frozen=True)
+class Operations:
+    """Every operation of one process, grouped by what it acts on."""
+
+    api_models: ApiModelOps
+    aliases: AliasOps
+    models: ModelOps
+    chat: ChatOps
+
+    @classmethod
+    def create(cls, db: DbService, data: DataService, ai_api: AiApiService, router: ModelRouter,
+               gateway: Gateway) -> Operations:
+        return cls(ApiModelOps(db, ai_api), AliasOps(data), ModelOps(router), ChatOps(gateway))
