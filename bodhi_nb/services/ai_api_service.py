@@ -284,7 +284,9 @@ def upstream_status_error(status: int, body: bytes, headers: dict[str, str], lab
     """Map an upstream HTTP error to ours: same class of status, a readable message."""
     detail = _upstream_message(body)
     said = f": {detail}" if detail else ""
-    keep = {k: v for k, v in headers.items() if k.lower() == "retry-after"}
+    # What a caller needs to retry well: Retry-After and the x-ratelimit-reset-* hints.
+    keep = {k.lower(): v for k, v in headers.items()
+            if k.lower() == "retry-after" or k.lower().startswith("x-ratelimit-reset")}
     if status in (401, 403):
         return UpstreamError(f"The {label} rejected the API key ({status}){said}", status=status,
                              code="upstream_unauthorized")
@@ -292,13 +294,13 @@ def upstream_status_error(status: int, body: bytes, headers: dict[str, str], lab
         return UpstreamError(f"The {label} answered 404 Not Found: check the base URL and model{said}",
                              status=404, code="upstream_not_found")
     if status == 429:
-        wait = f" (retry after {keep['retry-after']} s)" if keep else ""
+        wait = f" (retry after {keep['retry-after']} s)" if "retry-after" in keep else ""
         return UpstreamError(f"The {label} is rate limiting requests{wait}{said}", status=429,
                              code="rate_limit_exceeded", headers=keep)
     if 400 <= status < 500:
         return UpstreamError(f"The {label} refused the request ({status}){said}", status=status,
                              code="upstream_bad_request")
-    return UpstreamError(f"The {label} failed ({status}){said}", status=502, code="upstream_error")
+    return UpstreamError(f"The {label} failed ({status}){said}", status=502, code="upstream_error", headers=keep)
 
 
 class _NoCookies(http.cookiejar.CookieJar):
