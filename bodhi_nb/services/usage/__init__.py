@@ -1,0 +1,56 @@
+"""The usage ledger (SQLite, standard library): rows, prices, budget, and reading them back.
+
+See docs/ARCHITECTURE.md ("Ledger") for how the request path feeds it.
+"""
+
+from __future__ import annotations
+
+from ._sqlite import ROW_FIELDS
+from .context import (
+    SURFACES,
+    current_surface,
+    kernel_identity,
+    set_surface,
+    using_surface,
+)
+from .ledger import (
+    DEFAULT_RETENTION_DAYS,
+    BudgetState,
+    Ledger,
+    Price,
+    UsageRecord,
+    cost_usd,
+)
+from .query import GROUP_KEYS, SUM_FIELDS, UsageFilter, parse_by, parse_when
+from .tokens import (
+    StreamTap,
+    TokenUsage,
+    usage_from_body,
+    wants_usage,
+    with_include_usage,
+)
+
+__all__ = [
+    "DEFAULT_RETENTION_DAYS",
+    "GROUP_KEYS",
+    "ROW_FIELDS",
+    "SUM_FIELDS",
+    "SURFACES",
+    "BudgetState",
+    "Ledger",
+    "Price",
+    "StreamTap",
+    "TokenUsage",
+    "UsageFilter",
+    "UsageRecord",
+    "cost_usd",
+    "current_surface",
+    "kernel_identity",
+    "parse_by",
+    "parse_when",
+    "set_surface",
+    "usage_from_body",
+    "using_surface",
+    "wants_usage",
+    "with_include_usage",
+]

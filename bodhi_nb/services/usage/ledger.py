@@ -1,0 +1,348 @@
+"""The usage ledger: one row per chat or embeddings request, in `$BODHI_HOME/usage.sqlite`.
+
+`record` only puts the row on a queue: the request path never waits for a file. One
+background thread per process writes the queue in batches (short transactions, so the
+server and several kernels share the file), prices each row when a price is known,
+and keeps a cached view of today's spend so the budget check is a comparison in memory.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ...objs.errors import BudgetExceeded, InvalidRequestError, NotFoundError
+from ._sqlite import ROW_FIELDS, initialise, iso_utc, read_tx, write_tx
+from .query import UsageFilter, parse_by, select_groups, select_rows
+
+__all__ = ["DEFAULT_RETENTION_DAYS", "BudgetState", "Ledger", "Price", "UsageRecord", "cost_usd"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RETENTION_DAYS = 90
+Scope = Literal["model", "provider"]
+_BUDGET_KEY = "daily_budget_usd"
+_STOP = object()
+_REFRESH = object()
+_PRUNE_EVERY_S = 3600.0
+
+
+@dataclass(slots=True)
+class UsageRecord:
+    """One request as the ledger stores it (`ts`: epoch seconds, written as UTC text)."""
+
+    model: str
+    surface: str = "python"
+    provider: str | None = None
+    upstream_model: str | None = None
+    target: str | None = None
+    status: int = 200
+    error_code: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    cached: bool = False
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    cost_usd: float | None = None
+    kernel_id: str | None = None
+    notebook: str | None = None
+    content: str | None = None  # prompt and reply as JSON; kept only with log_content
+    ts: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class Price:
+    """USD per million tokens for a model name (as asked, or upstream) or a provider (API model id)."""
+
+    scope: Scope
+    name: str
+    input_usd_per_mtok: float
+    output_usd_per_mtok: float
+    updated_at: str = ""
+
+
+@dataclass(frozen=True)
+class BudgetState:
+    """The daily budget (UTC day) and what has been spent against it."""
+
+    daily_usd: float | None  # the limit in force: the stricter of the two below
+    stored_usd: float | None  # set by the user (Bodhi.budget, REST), shared by every process
+    option_usd: float | None  # the server's daily_budget_usd option
+    spent_today_usd: float
+    day: str  # YYYY-MM-DD, UTC
+    checked_at: float = 0.0
+
+    @property
+    def exceeded(self) -> bool:
+        return self.daily_usd is not None and self.spent_today_usd >= self.daily_usd
+
+    @property
+    def remaining_usd(self) -> float | None:
+        return None if self.daily_usd is None else max(self.daily_usd - self.spent_today_usd, 0.0)
+
+    def public(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("checked_at")
+        return {**out, "remaining_usd": self.remaining_usd, "exceeded": self.exceeded}
+
+
+def cost_usd(rec: UsageRecord, price: Price | None) -> float | None:
+    """Input tokens at the input price plus output tokens at the output price."""
+    if price is None or (rec.prompt_tokens is None and rec.completion_tokens is None):
+        return None
+    return ((rec.prompt_tokens or 0) * price.input_usd_per_mtok
+            + (rec.completion_tokens or 0) * price.output_usd_per_mtok) / 1_000_000
+
+
+def _price_for(prices: dict[tuple[str, str], Price], model: str, upstream: str | None,
+               provider: str | None) -> Price | None:
+    """A model price (the name asked, then the upstream name) wins over a provider price."""
+    return (prices.get(("model", model)) or (prices.get(("model", upstream)) if upstream else None)
+            or (prices.get(("provider", provider)) if provider else None))
+
+
+def _today() -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime())
+
+
+def _amount(value: object, param: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise InvalidRequestError(f"'{param}' must be a number of US dollars, 0 or more.", param=param)
+    return float(value)
+
+
+class Ledger:
+    """Usage rows, prices and the daily budget of one BODHI_HOME, safe across processes."""
+
+    def __init__(self, path: str | Path, *, log_content: bool = False,
+                 retention_days: float = DEFAULT_RETENTION_DAYS, daily_budget_usd: float | None = None,
+                 flush_interval: float = 0.25, batch_size: int = 256, budget_refresh: float = 2.0) -> None:
+        self.path = Path(path)
+        self.log_content = log_content
+        self.retention_days = retention_days
+        self.option_budget = None if daily_budget_usd is None else _amount(daily_budget_usd, "daily_budget_usd")
+        self.flush_interval = flush_interval
+        self.batch_size = batch_size
+        self.budget_refresh = budget_refresh
+        initialise(self.path)
+        self._last_prune = 0.0
+        self.prune()
+        self._prices: dict[tuple[str, str], Price] = {}
+        self._budget = self._read_budget()
+        self._refresh_pending = False
+        self._q: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="bodhi_nb-ledger", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+
+    @classmethod
+    def open(cls, home: str | Path, **options: Any) -> Ledger:
+        return cls(Path(home) / "usage.sqlite", **options)
+
+    def __repr__(self) -> str:
+        return f"Ledger({str(self.path)!r})"
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def record(self, rec: UsageRecord) -> None:
+        """Queue one row; returns at once (the writer thread stores it within `flush_interval`)."""
+        if not self.log_content:
+            rec.content = None
+        if self._closed:  # after shutdown (atexit): write it here rather than lose it
+            self._write([rec])
+            return
+        self._q.put(rec)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until every row recorded so far by this process is in the file."""
+        if self._closed or not self._thread.is_alive():
+            return
+        done = threading.Event()
+        self._q.put(done)
+        done.wait(timeout)
+
+    def close(self) -> None:
+        """Write what is queued and stop the writer (idempotent; also runs at exit)."""
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self.close)
+        self._q.put(_STOP)
+        self._thread.join(30)
+
+    def prune(self) -> int:
+        """Delete rows older than the retention period; returns how many went."""
+        self._last_prune = time.monotonic()
+        if self.retention_days <= 0:
+            return 0
+        cutoff = iso_utc(time.time() - self.retention_days * 86400)
+        with write_tx(self.path) as conn:
+            return conn.execute("DELETE FROM usage WHERE time < ?", (cutoff,)).rowcount
+
+    def _run(self) -> None:
+        batch: list[UsageRecord] = []
+        due: float | None = None
+        while True:
+            try:
+                wait = None if due is None else max(due - time.monotonic(), 0.0)
+                item = self._q.get(timeout=wait) if wait != 0.0 else self._q.get_nowait()
+            except queue.Empty:
+                item = None
+            if isinstance(item, UsageRecord):
+                batch.append(item)
+                if due is None:
+                    due = time.monotonic() + self.flush_interval
+                if len(batch) < self.batch_size:
+                    continue
+            elif item is _REFRESH:
+                self._refresh_budget()
+                continue
+            if batch:  # size reached, interval over, flush asked, or stopping
+                if self._write(batch):
+                    batch, due = [], None
+                else:
+                    due = time.monotonic() + 1.0  # the file stayed locked: keep the rows, retry
+            if isinstance(item, threading.Event):
+                item.set()
+            elif item is _STOP:
+                for _ in range(3):
+                    if not batch or self._write(batch):
+                        return
+                log.warning("bodhi_nb usage ledger: %d rows could not be written to %s", len(batch), self.path)
+                return
+
+    def _write(self, batch: Sequence[UsageRecord]) -> bool:
+        try:
+            with write_tx(self.path) as conn:
+                prices = {(p[0], p[1]): Price(*p) for p in conn.execute("SELECT * FROM prices")}
+                rows = []
+                for r in batch:
+                    cost = r.cost_usd if r.cost_usd is not None else cost_usd(
+                        r, _price_for(prices, r.model, r.upstream_model, r.provider))
+                    rows.append((iso_utc(r.ts), r.surface, r.model, r.provider, r.upstream_model, r.target,
+                                 r.status, r.error_code, r.prompt_tokens, r.completion_tokens, r.total_tokens,
+                                 int(r.cached), r.latency_ms, r.ttft_ms, cost, r.kernel_id, r.notebook,
+                                 r.content if self.log_content else None))
+                conn.executemany(f"INSERT INTO usage ({', '.join(ROW_FIELDS)}, content) "
+                                 f"VALUES ({', '.join('?' * (len(ROW_FIELDS) + 1))})", rows)
+        except Exception as exc:  # noqa: BLE001 - a ledger failure must never break a request
+            log.warning("bodhi_nb usage ledger: writing %d rows failed: %s", len(batch), exc)
+            return False
+        if self._budget.daily_usd is not None:
+            self._refresh_budget()
+        if time.monotonic() - self._last_prune > _PRUNE_EVERY_S:
+            try:
+                self.prune()
+            except Exception as exc:  # noqa: BLE001
+                log.warning("bodhi_nb usage ledger: pruning failed: %s", exc)
+        return True
+
+    # -- prices ----------------------------------------------------------------------------
+
+    def set_price(self, name: str, input_usd_per_mtok: float, output_usd_per_mtok: float, *,
+                  scope: Scope = "model") -> Price:
+        """Set (or replace) the price of a model name or a provider, in USD per million tokens."""
+        if scope not in ("model", "provider"):
+            raise InvalidRequestError("'scope' must be 'model' or 'provider'.", param="scope")
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidRequestError("A price needs the model or provider name.", param="name")
+        price = Price(scope, name.strip(), _amount(input_usd_per_mtok, "input_usd_per_mtok"),
+                      _amount(output_usd_per_mtok, "output_usd_per_mtok"), iso_utc(time.time()))
+        with write_tx(self.path) as conn:
+            conn.execute("INSERT OR REPLACE INTO prices VALUES (?, ?, ?, ?, ?)",
+                         (price.scope, price.name, price.input_usd_per_mtok, price.output_usd_per_mtok,
+                          price.updated_at))
+        self._refresh_budget()
+        return price
+
+    def prices(self) -> list[Price]:
+        with read_tx(self.path) as conn:
+            return [Price(*p) for p in conn.execute("SELECT * FROM prices ORDER BY scope, name")]
+
+    def delete_price(self, name: str, *, scope: Scope = "model") -> None:
+        with write_tx(self.path) as conn:
+            gone = conn.execute("DELETE FROM prices WHERE scope = ? AND name = ?", (scope, name)).rowcount
+        if not gone:
+            raise NotFoundError(f"No {scope} price is set for '{name}'.", param="name")
+        self._refresh_budget()
+
+    # -- budget ----------------------------------------------------------------------------
+
+    def set_budget(self, daily_usd: float | None) -> BudgetState:
+        """Set the daily budget shared by every process of this BODHI_HOME (None removes it)."""
+        with write_tx(self.path) as conn:
+            if daily_usd is None:
+                conn.execute("DELETE FROM settings WHERE key = ?", (_BUDGET_KEY,))
+            else:
+                conn.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)",
+                             (_BUDGET_KEY, repr(_amount(daily_usd, "daily_usd"))))
+        return self.budget()
+
+    def budget(self) -> BudgetState:
+        """The budget and today's spend, read now (rows queued in this process included)."""
+        self.flush()
+        return self._refresh_budget()
+
+    def check_budget(self, model: str, upstream_model: str | None = None, provider: str | None = None) -> None:
+        """Raise `BudgetExceeded` (429) when today's budget is spent and this request is priced.
+
+        Called on every request, so it only compares cached numbers; the writer thread
+        refreshes them at most every `budget_refresh` seconds. Unpriced requests (local
+        models, say) cost nothing and always pass.
+        """
+        st = self._budget
+        if time.time() - st.checked_at > self.budget_refresh and not self._refresh_pending and not self._closed:
+            self._refresh_pending = True
+            self._q.put(_REFRESH)
+        if not st.exceeded or st.day != _today():
+            return
+        if _price_for(self._prices, model, upstream_model, provider) is None:
+            return
+        assert st.daily_usd is not None
+        secs = 86400 - int(time.time()) % 86400
+        raise BudgetExceeded(
+            f"Today's usage budget of ${st.daily_usd:.2f} is spent (${st.spent_today_usd:.4f} used since 00:00 UTC). "
+            "Raise or remove it with Bodhi().budget(daily_usd=...) or PUT bodhi/v1/usage/budget, "
+            "or wait until 00:00 UTC.", headers={"Retry-After": str(secs)})
+
+    def _read_budget(self) -> BudgetState:
+        day = _today()
+        with read_tx(self.path) as conn:
+            row = conn.execute("SELECT value FROM settings WHERE key = ?", (_BUDGET_KEY,)).fetchone()
+            spent = conn.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM usage WHERE time >= ?",
+                                 (day + "T00:00:00.000Z",)).fetchone()[0]
+            self._prices = {(p[0], p[1]): Price(*p) for p in conn.execute("SELECT * FROM prices")}
+        stored = float(row[0]) if row else None
+        limits = [x for x in (stored, self.option_budget) if x is not None]
+        return BudgetState(min(limits) if limits else None, stored, self.option_budget, float(spent), day, time.time())
+
+    def _refresh_budget(self) -> BudgetState:
+        try:
+            self._budget = self._read_budget()
+        except Exception as exc:  # noqa: BLE001 - keep the last known state
+            log.warning("bodhi_nb usage ledger: reading the budget failed: %s", exc)
+        finally:
+            self._refresh_pending = False
+        return self._budget
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def query(self, since: object = None, until: object = None, by: str | Sequence[str] | None = None, *,
+              page: int = 1, page_size: int = 100, **eq: str | None) -> tuple[list[dict[str, Any]], int]:
+        """Raw rows (newest first) or, with `by`, sums per group; and the total count."""
+        keys = parse_by(by)
+        f = UsageFilter.of(since, until, **eq)
+        self.flush()
+        if keys:
+            return select_groups(self.path, f, keys, page, page_size)
+        return select_rows(self.path, f, page, page_size)

@@ -1,0 +1,156 @@
+"""Token counts from OpenAI-shaped responses, and the stream tap that finds them.
+
+Pure code (no I/O) so every rule here is tested directly: where `usage` sits in a
+completion body and in the final chunk of a stream, how the gateway asks a remote
+stream for usage the client did not request, and how that extra usage event is
+taken back out so the client receives exactly the stream it asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["StreamTap", "TokenUsage", "usage_from_body", "wants_usage", "with_include_usage"]
+
+# One SSE event, terminator included ("\n\n" or "\r\n\r\n", as sse-starlette writes).
+_EVENT = re.compile(rb".*?\r?\n\r?\n", re.DOTALL)
+_USAGE = b'"usage"'
+_NULL_USAGE = (b'"usage":null', b'"usage": null')
+_TEXT = (b'"content":"', b'"content": "')
+_EMPTY = (b'"content":""', b'"content": ""')
+
+
+@dataclass(frozen=True)
+class TokenUsage:
+    """Token counts as the provider reported them (None where it did not say)."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+
+
+def _int(v: object) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
+
+
+def usage_from_body(body: object) -> TokenUsage | None:
+    """The `usage` of a chat completion, an embeddings response or a stream's usage chunk."""
+    if not isinstance(body, dict):
+        return None
+    u = body.get("usage")
+    if not isinstance(u, dict):
+        return None
+    p, c, t = _int(u.get("prompt_tokens")), _int(u.get("completion_tokens")), _int(u.get("total_tokens"))
+    if p is None and c is None and t is None:
+        return None
+    if t is None:
+        t = (p or 0) + (c or 0)
+    return TokenUsage(p, c, t)
+
+
+def wants_usage(body: dict[str, Any]) -> bool:
+    """Whether a streamed request asked for the final usage chunk itself."""
+    opts = body.get("stream_options")
+    return isinstance(opts, dict) and opts.get("include_usage") is True
+
+
+def with_include_usage(body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """For a stream that did not ask for usage: the body asking for it, and True (strip it later).
+
+    Non-streamed requests and streams that already ask come back unchanged with False.
+    The caller's dict is never modified.
+    """
+    if body.get("stream") is not True or wants_usage(body):
+        return body, False
+    opts = body.get("stream_options")
+    extra = dict(opts) if isinstance(opts, dict) else {}
+    extra["include_usage"] = True
+    return {**body, "stream_options": extra}, True
+
+
+def _event_json(event: bytes) -> Any:
+    data = [line[5:].lstrip(b" ") for line in event.splitlines() if line.startswith(b"data:")]
+    if not data:
+        return None
+    try:
+        return json.loads(b"\n".join(data))
+    except ValueError:
+        return None
+
+
+class StreamTap:
+    """Watches the SSE bytes of a chat stream for the usage event as they are relayed.
+
+    `feed` returns the bytes to pass on. Without `strip` they are exactly the bytes fed
+    (no buffering, so relaying stays byte-for-byte and as fast as before); only events
+    containing a non-null `"usage"` are decoded. With `strip` (the gateway added
+    `include_usage` on the client's behalf), output is held back to whole events so the
+    usage-only event (`choices: []`) can be dropped; a usage field riding on a content
+    chunk is removed from that chunk. `count=True` counts the events that carry text (a
+    llama.cpp stream sends one per generated token and no usage); `content=True` also
+    collects the reply text.
+    """
+
+    def __init__(self, *, strip: bool = False, count: bool = False, content: bool = False) -> None:
+        self.strip = strip
+        self.count = count
+        self.collect = content
+        self.usage: TokenUsage | None = None
+        self.content_events = 0  # events whose delta carried text (a token count for engines that report none)
+        self.text: list[str] = []
+        self._pending = b""  # an incomplete trailing event (parsed once it completes)
+
+    def feed(self, chunk: bytes) -> bytes:
+        buf = self._pending + chunk if self._pending else chunk
+        end = _last_boundary(buf)
+        complete, self._pending = buf[:end], buf[end:]
+        if self.count:
+            self.content_events += sum(complete.count(t) for t in _TEXT) - sum(complete.count(t) for t in _EMPTY)
+        if self.collect:
+            self._collect(complete)
+        if _USAGE in complete:
+            complete = self._scan(complete)
+        return complete if self.strip else chunk
+
+    def end(self) -> bytes:
+        """What is left when the upstream ends (an unterminated last event, passed on as is)."""
+        rest, self._pending = self._pending, b""
+        return rest if self.strip else b""
+
+    def _scan(self, part: bytes) -> bytes:
+        out: list[bytes] = []
+        changed = False
+        for event in _EVENT.findall(part):
+            if _USAGE not in event or any(n in event for n in _NULL_USAGE):
+                out.append(event)
+                continue
+            data = _event_json(event)
+            usage = usage_from_body(data)
+            if usage is not None:
+                self.usage = usage
+            if self.strip and isinstance(data, dict) and usage is not None:
+                changed = True
+                if data.get("choices"):
+                    data.pop("usage", None)
+                    out.append(b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n")
+                continue
+            out.append(event)
+        return b"".join(out) if changed else part
+
+    def _collect(self, part: bytes) -> None:
+        for event in _EVENT.findall(part):
+            data = _event_json(event)
+            if isinstance(data, dict):
+                for choice in data.get("choices") or []:
+                    text = (choice.get("delta") or {}).get("content") if isinstance(choice, dict) else None
+                    if isinstance(text, str):
+                        self.text.append(text)
+
+
+def _last_boundary(buf: bytes) -> int:
+    """The end of the last complete event in `buf` (0 when there is none)."""
+    a, b = buf.rfind(b"\n\n"), buf.rfind(b"\n\r\n")
+    return max(a + 2 if a >= 0 else 0, b + 3 if b >= 0 else 0)

@@ -1,0 +1,375 @@
+"""The usage ledger on a real SQLite file: token extraction, the stream tap, rows,
+grouping, prices, the budget, retention, content opt-in, and writers in several processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from bodhi_nb.objs.errors import BudgetExceeded, InvalidRequestError, NotFoundError
+from bodhi_nb.services.usage import (
+    Ledger,
+    StreamTap,
+    TokenUsage,
+    UsageRecord,
+    parse_when,
+    usage_from_body,
+    using_surface,
+    with_include_usage,
+)
+from bodhi_nb.services.usage._sqlite import connect, iso_utc, write_tx
+from bodhi_nb.services.usage.context import current_surface
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture
+def ledger(tmp_path: Path):
+    led = Ledger.open(tmp_path)
+    yield led
+    led.close()
+
+
+def rec(model: str = "m", **kw) -> UsageRecord:
+    kw.setdefault("prompt_tokens", 10)
+    kw.setdefault("completion_tokens", 5)
+    if "total_tokens" not in kw and kw["prompt_tokens"] is not None:
+        kw["total_tokens"] = kw["prompt_tokens"] + (kw["completion_tokens"] or 0)
+    return UsageRecord(model=model, **kw)
+
+
+def sse(obj) -> bytes:
+    return b"data: " + json.dumps(obj).encode() + b"\n\n"
+
+
+CONTENT = [{"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": w}}]}
+           for w in ("Hello", " world")]
+FINISH = {"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+USAGE = {"id": "c", "object": "chat.completion.chunk", "choices": [],
+         "usage": {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}}
+
+
+def stream_bytes(with_usage: bool = True, sep: bytes = b"\n\n") -> bytes:
+    events = [*CONTENT, FINISH, *([USAGE] if with_usage else [])]
+    out = b"".join(sse(e) for e in events) + b"data: [DONE]\n\n"
+    return out.replace(b"\n\n", sep)
+
+
+def feed_in_pieces(tap: StreamTap, data: bytes, size: int) -> bytes:
+    out = b"".join(tap.feed(data[i:i + size]) for i in range(0, len(data), size))
+    return out + tap.end()
+
+
+# -- tokens ----------------------------------------------------------------------------------
+
+
+def test_usage_from_completion_embeddings_and_garbage():
+    assert usage_from_body({"usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}}) == \
+        TokenUsage(3, 4, 7)
+    assert usage_from_body({"usage": {"prompt_tokens": 6, "total_tokens": 6}}) == TokenUsage(6, None, 6)
+    assert usage_from_body({"usage": {"prompt_tokens": 2, "completion_tokens": 3}}) == TokenUsage(2, 3, 5)
+    for bad in (None, [], {"usage": None}, {"usage": {"prompt_tokens": "3"}}, {"usage": {"prompt_tokens": -1}},
+                {"usage": {"prompt_tokens": True}}):
+        assert usage_from_body(bad) is None
+
+
+def test_include_usage_is_added_only_to_streams_that_did_not_ask():
+    body = {"model": "m", "stream": True, "stream_options": {"other": 1}}
+    new, added = with_include_usage(body)
+    assert added and new["stream_options"] == {"other": 1, "include_usage": True}
+    assert body["stream_options"] == {"other": 1}  # the caller's dict is untouched
+    for same in ({"model": "m"}, {"model": "m", "stream": False},
+                 {"model": "m", "stream": True, "stream_options": {"include_usage": True}}):
+        assert with_include_usage(same) == (same, False)
+
+
+@pytest.mark.parametrize("size", [1, 7, 64, 10_000])
+def test_tap_without_strip_relays_bytes_unchanged_and_finds_usage(size):
+    data = stream_bytes()
+    tap = StreamTap()
+    assert feed_in_pieces(tap, data, size) == data
+    assert tap.usage == TokenUsage(7, 2, 9)
+
+
+@pytest.mark.parametrize("sep", [b"\n\n", b"\r\n\r\n"])
+@pytest.mark.parametrize("size", [1, 5, 33, 10_000])
+def test_tap_strip_removes_only_the_usage_event(sep, size):
+    tap = StreamTap(strip=True)
+    assert feed_in_pieces(tap, stream_bytes(True, sep), size) == stream_bytes(False, sep)
+    assert tap.usage == TokenUsage(7, 2, 9)
+
+
+def test_tap_strip_removes_usage_riding_on_a_content_chunk():
+    riding = {**CONTENT[1], "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}}
+    nulls = {**CONTENT[0], "usage": None}
+    tap = StreamTap(strip=True)
+    out = tap.feed(sse(nulls) + sse(riding) + b"data: [DONE]\n\n") + tap.end()
+    events = [json.loads(e[6:]) for e in out.split(b"\n\n") if e.startswith(b"data: {")]
+    assert events == [nulls, CONTENT[1]] and tap.usage == TokenUsage(1, 2, 3)
+
+
+def test_tap_counts_text_events_and_collects_text():
+    tap = StreamTap(count=True, content=True)
+    role = {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
+    feed_in_pieces(tap, sse(role) + stream_bytes(False), 3)
+    assert tap.content_events == 2 and "".join(tap.text) == "Hello world" and tap.usage is None
+
+
+# -- time and surface ------------------------------------------------------------------------
+
+
+def test_parse_when_accepts_dates_times_and_spans():
+    assert parse_when("2026-01-31") == "2026-01-31T00:00:00.000Z"
+    assert parse_when("2026-01-31T12:30:00+02:00") == "2026-01-31T10:30:00.000Z"
+    assert parse_when("2026-01-31T10:30:00Z") == "2026-01-31T10:30:00.000Z"
+    assert parse_when(None) is None
+    week_ago = parse_when("7d")
+    assert week_ago is not None and week_ago < iso_utc(time.time() - 6 * 86400)
+    with pytest.raises(InvalidRequestError) as e:
+        parse_when("yesterday", "until")
+    assert e.value.param == "until" and e.value.status == 400
+
+
+def test_surface_context():
+    assert current_surface() == "python"
+    with using_surface("widget"):
+        assert current_surface() == "widget"
+    assert current_surface() == "python"
+    with pytest.raises(ValueError), using_surface("bogus"):
+        pass
+
+
+# -- rows and groups -------------------------------------------------------------------------
+
+
+def test_rows_keep_every_field_newest_first_and_paginate(ledger):
+    now = time.time()
+    for i in range(5):
+        ledger.record(rec(f"m{i}", surface="http", provider="p", upstream_model=f"u{i}", status=200,
+                          latency_ms=12.5, ttft_ms=3.0, kernel_id="k1", notebook="a.ipynb", ts=now - 100 + i))
+    rows, total = ledger.query(page=1, page_size=2)
+    assert total == 5 and [r["model"] for r in rows] == ["m4", "m3"]
+    r = rows[0]
+    assert {k: r[k] for k in ("surface", "provider", "upstream_model", "status", "error_code", "prompt_tokens",
+                               "completion_tokens", "total_tokens", "cached", "latency_ms", "ttft_ms",
+                               "cost_usd", "kernel_id", "notebook", "content")} == {
+        "surface": "http", "provider": "p", "upstream_model": "u4", "status": 200, "error_code": None,
+        "prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15, "cached": False, "latency_ms": 12.5,
+        "ttft_ms": 3.0, "cost_usd": None, "kernel_id": "k1", "notebook": "a.ipynb", "content": None}
+    assert r["time"] == iso_utc(now - 96) and r["time"].endswith("Z")
+    rows3, _ = ledger.query(page=3, page_size=2)
+    assert [x["model"] for x in rows3] == ["m0"]
+
+
+def test_groups_sum_tokens_requests_errors_and_filter_by_time(ledger):
+    day = 86400
+    t0 = (int(time.time()) // day) * day + 3600  # 01:00 UTC today
+    ledger.record(rec("a", surface="http", ts=t0))
+    ledger.record(rec("a", surface="python", ts=t0 + 1, status=502, error_code="upstream_error",
+                      prompt_tokens=None, completion_tokens=None, total_tokens=None))
+    ledger.record(rec("b", surface="http", ts=t0 + 2, prompt_tokens=100, completion_tokens=50))
+    ledger.record(rec("a", surface="http", ts=t0 - day))  # yesterday
+    groups, total = ledger.query(by="model")
+    assert total == 2
+    assert groups[0] == {"model": "b", "requests": 1, "errors": 0, "error_rate": 0.0, "prompt_tokens": 100,
+                         "completion_tokens": 50, "total_tokens": 150, "cost_usd": None}
+    assert groups[1]["model"] == "a" and groups[1]["requests"] == 3 and groups[1]["total_tokens"] == 30
+    assert groups[1]["errors"] == 1 and groups[1]["error_rate"] == pytest.approx(1 / 3)
+    today = time.strftime("%Y-%m-%d", time.gmtime(t0))
+    by_day, _ = ledger.query(by="day,model")
+    assert (by_day[0]["day"], by_day[0]["model"], by_day[0]["requests"]) == (today, "b", 1)
+    assert by_day[-1]["day"] < today
+    since, _ = ledger.query(since=today, by="surface")
+    assert {g["surface"]: g["requests"] for g in since} == {"http": 2, "python": 1}
+    until, total = ledger.query(until=today)
+    assert total == 1 and until[0]["model"] == "a"
+    only, total = ledger.query(surface="python")
+    assert total == 1 and only[0]["status"] == 502
+    for bad in ({"by": "colour"}, {"by": "model,model"}, {"page": 0}, {"page_size": 0}, {"page_size": 5000}):
+        with pytest.raises(InvalidRequestError):
+            ledger.query(**bad)
+
+
+# -- prices and budget -----------------------------------------------------------------------
+
+
+def test_prices_give_the_expected_cost_model_price_wins(ledger):
+    ledger.set_price("openai", 1.0, 2.0, scope="provider")
+    ledger.set_price("gpt-x", 3.0, 15.0)
+    ledger.set_price("up-model", 0.5, 0.5)
+    ledger.record(rec("gpt-x", provider="openai", prompt_tokens=1000, completion_tokens=200))
+    ledger.record(rec("other", provider="openai", prompt_tokens=1000, completion_tokens=200))
+    ledger.record(rec("alias/y", provider="elsewhere", upstream_model="up-model", prompt_tokens=2_000_000,
+                      completion_tokens=0))
+    ledger.record(rec("local-thing", provider="local"))
+    ledger.record(rec("emb", provider="openai", prompt_tokens=500, completion_tokens=None, total_tokens=500))
+    rows = {r["model"]: r["cost_usd"] for r in ledger.query()[0]}
+    assert rows["gpt-x"] == pytest.approx((1000 * 3.0 + 200 * 15.0) / 1e6)
+    assert rows["other"] == pytest.approx((1000 * 1.0 + 200 * 2.0) / 1e6)
+    assert rows["alias/y"] == pytest.approx(1.0)
+    assert rows["local-thing"] is None
+    assert rows["emb"] == pytest.approx(500 / 1e6)
+    assert [(p.scope, p.name) for p in ledger.prices()] == [("model", "gpt-x"), ("model", "up-model"),
+                                                             ("provider", "openai")]
+    ledger.delete_price("gpt-x")
+    with pytest.raises(NotFoundError):
+        ledger.delete_price("gpt-x")
+    for bad in ((" ", 1, 1), ("m", -1, 1), ("m", 1, float("nan")), ("m", "1", 1)):
+        with pytest.raises(InvalidRequestError):
+            ledger.set_price(*bad)
+    with pytest.raises(InvalidRequestError):
+        ledger.set_price("m", 1, 1, scope="team")  # type: ignore[arg-type]
+
+
+def test_budget_blocks_priced_requests_with_429_and_lets_unpriced_through(tmp_path):
+    led = Ledger.open(tmp_path, daily_budget_usd=10.0)
+    try:
+        led.set_price("paid", 1_000_000.0, 0.0)  # $1 per prompt token
+        assert led.budget().daily_usd == 10.0 and not led.budget().exceeded
+        led.check_budget("paid")
+        led.set_budget(2.5)  # the stricter limit wins
+        led.record(rec("paid", prompt_tokens=3, completion_tokens=0))
+        state = led.budget()
+        assert state.daily_usd == 2.5 and state.stored_usd == 2.5 and state.option_usd == 10.0
+        assert state.spent_today_usd == pytest.approx(3.0) and state.exceeded and state.remaining_usd == 0
+        with pytest.raises(BudgetExceeded) as e:
+            led.check_budget("paid")
+        env = e.value.to_envelope()["error"]
+        assert e.value.status == 429 and env["code"] == "budget_exceeded" and "$2.50" in env["message"]
+        assert 0 < int(e.value.headers["Retry-After"]) <= 86400
+        led.check_budget("free-local-model", provider="local")  # no price: costs nothing, passes
+        led.set_budget(None)
+        assert led.budget().daily_usd == 10.0 and not led.budget().exceeded
+        led.check_budget("paid")
+        with pytest.raises(InvalidRequestError):
+            led.set_budget(-1)
+    finally:
+        led.close()
+
+
+def test_budget_set_in_another_process_reaches_the_check(tmp_path):
+    server = Ledger.open(tmp_path, budget_refresh=0.0)
+    kernel = Ledger.open(tmp_path)
+    try:
+        kernel.set_price("paid", 1_000_000.0, 0.0)
+        kernel.record(rec("paid", prompt_tokens=1, completion_tokens=0))
+        kernel.set_budget(0.5)
+        deadline = time.monotonic() + 10
+        while True:  # the server's cached state catches up on its next refresh
+            try:
+                server.check_budget("paid")
+            except BudgetExceeded:
+                break
+            assert time.monotonic() < deadline, "the budget set elsewhere never applied"
+            time.sleep(0.02)
+    finally:
+        server.close()
+        kernel.close()
+
+
+# -- retention, content, writer ----------------------------------------------------------------
+
+
+def test_old_rows_are_pruned_on_open(tmp_path):
+    led = Ledger.open(tmp_path, retention_days=30)
+    led.record(rec("old", ts=time.time() - 31 * 86400))
+    led.record(rec("new", ts=time.time() - 29 * 86400))
+    led.close()
+    again = Ledger.open(tmp_path, retention_days=30)
+    try:
+        assert [r["model"] for r in again.query()[0]] == ["new"]
+    finally:
+        again.close()
+
+
+@pytest.mark.parametrize("log_content", [False, True])
+def test_content_is_kept_only_when_asked(tmp_path, log_content):
+    led = Ledger.open(tmp_path, log_content=log_content)
+    try:
+        led.record(rec("m", content=json.dumps({"messages": [{"role": "user", "content": "secret plan"}]})))
+        row = led.query()[0][0]
+        assert ("secret plan" in (row["content"] or "")) is log_content
+    finally:
+        led.close()
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("usage.sqlite*"))
+    assert (b"secret plan" in raw) is log_content
+
+
+def test_record_never_waits_for_a_locked_file(tmp_path):
+    led = Ledger.open(tmp_path, flush_interval=0.01)
+    holder = connect(led.path)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        led.record(rec("queued"))  # returns at once although the file is locked
+        with closing(connect(led.path)) as reader:
+            assert reader.execute("SELECT COUNT(*) FROM usage").fetchone()[0] == 0
+        holder.execute("COMMIT")
+        led.flush()
+        assert [r["model"] for r in led.query()[0]] == ["queued"]
+    finally:
+        holder.close()
+        led.close()
+
+
+def test_writer_stops_cleanly_at_exit_and_keeps_queued_rows(tmp_path):
+    code = textwrap.dedent(f"""
+        from bodhi_nb.services.usage import Ledger, UsageRecord
+        led = Ledger.open({str(tmp_path)!r}, flush_interval=60)
+        for i in range(50):
+            led.record(UsageRecord(model="exit", prompt_tokens=i))
+    """)  # no close(): the atexit hook must write the queue
+    p = subprocess.run([sys.executable, "-W", "error", "-X", "dev", "-c", code], check=False, cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stderr == ""
+    with closing(connect(tmp_path / "usage.sqlite")) as conn:
+        assert conn.execute("SELECT COUNT(*), SUM(prompt_tokens) FROM usage").fetchone() == (50, sum(range(50)))
+
+
+def test_threads_of_one_process_lose_no_row(ledger):
+    def burst(t):
+        for i in range(200):
+            ledger.record(rec(f"t{t}", prompt_tokens=i))
+
+    threads = [threading.Thread(target=burst, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert ledger.query()[1] == 800
+
+
+WRITER = textwrap.dedent("""
+    import sys, time
+    from bodhi_nb.services.usage import Ledger, UsageRecord
+    led = Ledger.open(sys.argv[1], batch_size=int(sys.argv[3]), flush_interval=0.001)
+    start = float(sys.argv[4])
+    while time.time() < start:
+        time.sleep(0.001)
+    for i in range(int(sys.argv[2])):
+        led.record(UsageRecord(model=sys.argv[5], prompt_tokens=i))
+        if i % 25 == 0:
+            time.sleep(0.001)
+    led.close()
+""")
+
+
+def test_three_processes_writing_at_once_lose_no_row(tmp_path):
+    Ledger.open(tmp_path).close()  # schema exists before the race (each would create it too)
+    start = time.time() + 1.5
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), "600", str(bs), str(start), f"p{n}"],
+                              cwd=ROOT) for n, bs in enumerate((1, 7, 50))]
+    assert [p.wait(120) for p in procs] == [0, 0, 0]
+    with closing(connect(tmp_path / "usage.sqlite")) as conn:
+        counts = dict(conn.execute("SELECT model, COUNT(DISTINCT prompt_tokens) FROM usage GROUP BY model"))
+        assert counts == {"p0": 600, "p1": 600, "p2": 600}
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with write_tx(tmp_path / "usage.sqlite"):
+        pass  # no lock left behind
