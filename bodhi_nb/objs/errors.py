@@ -182,14 +182,3 @@ class BudgetExceeded(BodhiError):
 
 
 __all__.append("BudgetExceeded")
-
-
-class BudgetExceeded(BodhiError):
-    """Today's usage budget (USD, UTC day) is spent; priced models refuse until it is raised."""
-
-    status = 429
-    error_type = "insufficient_quota"
-    default_code = "budget_exceeded"
-
-
-__all__.append("BudgetExceeded")
