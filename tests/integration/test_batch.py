@@ -335,3 +335,25 @@ def test_gateway_cache_is_off_unless_the_server_option_enables_it(bodhi_home, up
     assert asyncio.run(twice(off)) == [False, False] and len(up.requests()) == 2
     on = AppServices.create(bodhi_home, master_secret=TEST_SECRET, kdf_iterations=FAST_KDF, response_cache=True)
     assert asyncio.run(twice(on)) == [False, True] and len(up.requests()) == 3
+
+
+@pytest.fixture
+def jp_server_config(jp_server_config):
+    """This module's Jupyter server runs with the response-cache option on."""
+    return {**jp_server_config, "BodhiExtension": {**jp_server_config["BodhiExtension"], "response_cache": True}}
+
+
+async def test_http_gateway_answers_from_the_cache_when_the_server_option_is_on(api, up, bodhi_home):
+    up.reset()
+    code, _, _ = await api("POST", "api-models", {"id": "up", "base_url": up.base_url, "api_key": TEST_KEY,
+                                                  "prefix": "up/", "forward_all_with_prefix": True})
+    assert code == 201
+    body = {"model": "up/echo", "messages": [{"role": "user", "content": "over http"}]}
+    code, first, headers = await api("POST", "chat/completions", body)
+    assert code == 200 and "x-bodhi-cache" not in headers
+    code, second, headers = await api("POST", "chat/completions", body)
+    assert code == 200 and headers["x-bodhi-cache"] == "hit" and second == first
+    code, _, headers = await api("POST", "chat/completions", {**body, "stream": True})
+    assert code == 200 and "x-bodhi-cache" not in headers  # streams are never cached
+    assert [r["text"] for r in up.requests()] == ["over http", "over http"]
+    assert TEST_KEY.encode() not in b"".join(f.read_bytes() for f in bodhi_home.glob("cache.sqlite*"))
