@@ -71,7 +71,7 @@ class Resolve(Base):
             return None
         return files[path]
 
-    def _headers(self, data: bytes | Path) -> int:
+    def _file_headers(self, data: bytes | Path) -> int:
         size = data.stat().st_size if isinstance(data, Path) else len(data)
         digest = self.settings["digests"].get(data) if isinstance(data, Path) else hashlib.sha256(data).hexdigest()
         self.set_header("X-Repo-Commit", SHA)
@@ -83,7 +83,7 @@ class Resolve(Base):
         data = self._file(repo, path)
         if data is None:
             return
-        size = self._headers(data)
+        size = self._file_headers(data)
         self.set_header("Content-Length", str(size))
         self.finish()
 
@@ -91,7 +91,7 @@ class Resolve(Base):
         data = self._file(repo, path)
         if data is None:
             return
-        size = self._headers(data)
+        size = self._file_headers(data)
         start = 0
         rng = self.request.headers.get("Range")
         if rng and rng.startswith("bytes=") and rng.endswith("-"):
