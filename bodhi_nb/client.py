@@ -17,7 +17,7 @@ from typing import Any, Literal, TypeVar, overload
 
 from ._loop_thread import LoopThread
 from .server_core.app_services import AppServices
-from .server_core.model_router import Candidate, Destination
+from .server_core.model_router import Candidate, Destination, ModelEntry
 from .server_core.operations import Messages, Operations, build_messages, delta_text, reply_text
 
 __all__ = ["Bodhi", "ApiModels", "Aliases"]
@@ -99,6 +99,10 @@ class Aliases(_Section):
     def list(self) -> list[dict[str, Any]]:
         return [a.model_dump(mode="json") for a in self._run(self._ops.aliases.list()).data]
 
+    def unreadable(self) -> list[dict[str, str]]:
+        """Alias files that could not be read, with why (they never hide the others)."""
+        return [e.model_dump() for e in self._run(self._ops.aliases.list()).errors]
+
     def models(self) -> list[dict[str, Any]]:
         """Discovered GGUF models (Hugging Face cache and the bundled one)."""
         return self._run(self._ops.aliases.models())
@@ -159,6 +163,10 @@ class Bodhi:
     def models(self) -> list[str]:
         """Every model name the gateway serves (API models first, then local)."""
         return [m.id for m in self._loop.run(self.ops.models.list()).data]
+
+    def model_entries(self) -> list[ModelEntry]:
+        """Every served name with its source (`api`, `user`, `model`), for grouped pickers."""
+        return self._loop.run(self.ops.models.entries())
 
     def route(self, model: str) -> Destination:
         return self._loop.run(self.ops.models.resolve(model))

@@ -1,4 +1,4 @@
-"""POST chat/completions: route, forward, relay (seed 5.1).
+"""POST chat/completions: route, forward, relay.
 
 Validation and opening the upstream happen before anything is written, so those
 failures are ordinary error responses. After the first byte of a stream, a failure
@@ -19,20 +19,11 @@ from tornado.iostream import StreamClosedError
 from .._handlers import BodhiHandler, Op
 from ..objs.errors import BodhiError
 from ..routes_app.objs import ChatCompletionRequest, ChatCompletionResponse
-from ..services.ai_api_service import UpstreamResponse, upstream_status_error
+from ..services.ai_api_service import UpstreamResponse, openai_error, upstream_status_error
 
 __all__ = ["ChatCompletionsHandler"]
 
 _DONE = b"data: [DONE]\n\n"
-
-
-def _passthrough_error(body: bytes) -> bool:
-    """An upstream error body already in the OpenAI envelope is relayed untouched."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return False
-    return isinstance(data, dict) and isinstance(data.get("error"), dict) and "message" in data["error"]
 
 
 class ChatCompletionsHandler(BodhiHandler):
@@ -51,7 +42,7 @@ class ChatCompletionsHandler(BodhiHandler):
         resp = opened.response
         if not resp.ok:
             body = await resp.aread()
-            if not _passthrough_error(body):
+            if openai_error(body) is None:  # an OpenAI envelope is relayed as it is
                 raise upstream_status_error(resp.status, body, resp.headers, resp.label)
             self._start(resp)
             self.finish(body)

@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, St
 from ..objs.alias import Alias
 from ..objs.api_model_alias import API_MODEL_ID_PATTERN, ApiFormat, check_api_model_id
 from ..objs.errors import InvalidRequestError
+from ..services.ai_api_service import MAX_TEST_PROMPT
 
 __all__ = [
     "ApiModelCreateRequest", "ApiModelUpdateRequest", "ApiModelResponse", "PaginatedApiModelResponse",
@@ -102,7 +103,7 @@ class _CredsRequest(_Strict):
 
 class TestPromptRequest(_CredsRequest):
     model: str = Field(min_length=1)
-    prompt: str = Field(default="Say hello", max_length=30)
+    prompt: str = Field(default="Say hello", max_length=MAX_TEST_PROMPT)
 
 
 class TestPromptResponse(BaseModel):

@@ -36,6 +36,7 @@ __all__ = [
     "TestPromptResult",
     "UpstreamResponse",
     "MAX_TEST_PROMPT",
+    "openai_error",
 ]
 
 log = logging.getLogger(__name__)
@@ -254,7 +255,12 @@ def _describe(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def _upstream_message(body: bytes) -> str | None:
+def openai_error(body: bytes) -> dict[str, Any] | None:
+    """The `error` object of a body in the OpenAI error envelope, else None.
+
+    The one parse of upstream error bodies: the HTTP route relays such a body as it is
+    (already redacted), and every other caller reads its message through `upstream_status_error`.
+    """
     try:
         data = json.loads(body)
     except ValueError:
@@ -262,9 +268,21 @@ def _upstream_message(body: bytes) -> str | None:
     if isinstance(data, dict):
         err = data.get("error")
         if isinstance(err, dict) and isinstance(err.get("message"), str):
-            return err["message"]
-        if isinstance(err, str):
             return err
+    return None
+
+
+def _upstream_message(body: bytes) -> str | None:
+    err = openai_error(body)
+    if err is not None:
+        return str(err["message"])
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if isinstance(data, dict):
+        if isinstance(data.get("error"), str):
+            return data["error"]
         if isinstance(data.get("message"), str):
             return data["message"]
     return None
@@ -300,7 +318,10 @@ def upstream_status_error(status: int, body: bytes, headers: dict[str, str], lab
     if 400 <= status < 500:
         return UpstreamError(f"The {label} refused the request ({status}){said}", status=status,
                              code="upstream_bad_request")
-    return UpstreamError(f"The {label} failed ({status}){said}", status=502, code="upstream_error", headers=keep)
+    # An upstream 5xx keeps its status on every surface (the HTTP route relays it as is);
+    # anything else that is not an error status is a broken upstream: 502.
+    return UpstreamError(f"The {label} failed ({status}){said}", status=status if status >= 500 else 502,
+                         code="upstream_error", headers=keep)
 
 
 class _NoCookies(http.cookiejar.CookieJar):
@@ -324,13 +345,11 @@ class AiApiService:
         timeout: float = 600.0,
         connect_timeout: float = 10.0,
         first_byte_timeout: float = 120.0,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._db = db
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.first_byte_timeout = first_byte_timeout
-        self._transport = transport
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
             weakref.WeakKeyDictionary()
         )
@@ -340,7 +359,6 @@ class AiApiService:
         client = self._clients.get(loop)
         if client is None or client.is_closed:
             client = httpx.AsyncClient(
-                transport=self._transport,
                 timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),
                 limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
                 follow_redirects=False,
@@ -399,8 +417,6 @@ class AiApiService:
 
     async def test_prompt(self, creds: Credentials, model: str, prompt: str) -> TestPromptResult:
         """Send a short prompt; upstream failures come back as `success=False`, never raised."""
-        if len(prompt) > MAX_TEST_PROMPT:
-            raise InvalidRequestError(f"The test prompt must be at most {MAX_TEST_PROMPT} characters.", param="prompt")
         if not model:
             raise InvalidRequestError("A model is needed for the test prompt.", param="model")
         base_url, key, label = self._resolve(creds)

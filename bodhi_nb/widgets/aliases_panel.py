@@ -47,20 +47,20 @@ class AliasesPanel(W.VBox):
         self.refresh()
 
     def refresh(self) -> None:
-        users, errors = self.bodhi.services.data.list_user_aliases()
+        users, errors = self.bodhi.aliases.list(), self.bodhi.aliases.unreadable()
         models = self.bodhi.aliases.models()
         self.user_table.value = html_table(
             ["Alias", "Repo", "File", "Request params", "Context params"],
-            [[a.alias, a.repo, a.filename, json.dumps(a.request_params.model_dump(exclude_none=True)),
-              json.dumps(a.context_params.model_dump(exclude_none=True))] for a in users],
+            [[a["alias"], a["repo"], a["filename"], json.dumps(_set(a["request_params"])),
+              json.dumps(_set(a["context_params"]))] for a in users],
             "No user aliases yet.") + "".join(
-            f'<div style="color:#cf222e">{esc(e.file)}: {esc(e.error)}</div>' for e in errors)
+            f'<div style="color:#cf222e">{esc(e["file"])}: {esc(e["error"])}</div>' for e in errors)
         self.models_table.value = html_table(["Name", "Repo", "File", "Snapshot"],
                                         [[m["alias"], m["repo"], m["filename"], m["snapshot"]] for m in models],
                                         "No GGUF files found in the Hugging Face cache.")
         self.from_model.options = ["", *[m["alias"] for m in models]]
         current = self.selector.value
-        self.selector.options = [_NEW, *[a.alias for a in users]]
+        self.selector.options = [_NEW, *[a["alias"] for a in users]]
         self.selector.value = current if current in self.selector.options else _NEW
 
     def _on_from_model(self, _: Any = None) -> None:
@@ -80,8 +80,8 @@ class AliasesPanel(W.VBox):
         a = self.bodhi.aliases.get(self.selector.value)
         self.alias.value, self.alias.disabled = a["alias"], True
         self.repo.value, self.filename.value, self.snapshot.value = a["repo"], a["filename"], a["snapshot"]
-        self.request_params.value = json.dumps({k: v for k, v in a["request_params"].items() if v is not None})
-        self.context_params.value = json.dumps({k: v for k, v in a["context_params"].items() if v is not None})
+        self.request_params.value = json.dumps(_set(a["request_params"]))
+        self.context_params.value = json.dumps(_set(a["context_params"]))
         self.save_btn.description, self.delete_btn.disabled = "Save", False
 
     def _params(self, w: W.Textarea, name: str) -> dict[str, Any]:
@@ -116,3 +116,7 @@ class AliasesPanel(W.VBox):
         self.selector.value = _NEW
         self.refresh()
 
+
+def _set(params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters a user set (the unset ones are None)."""
+    return {k: v for k, v in params.items() if v is not None}

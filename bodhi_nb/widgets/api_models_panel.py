@@ -8,7 +8,6 @@ import ipywidgets as W
 
 from ..client import Bodhi
 from ..objs.errors import InvalidRequestError
-from ..services.ai_api_service import MAX_TEST_PROMPT
 from ._confirm import ConfirmDelete
 from ._tasks import TaskRunner, esc, html_table
 
@@ -125,8 +124,6 @@ class ApiModelsPanel(W.VBox):
 
     def _on_test(self, _: Any = None) -> None:
         async def work() -> str | None:
-            if len(self.prompt.value) > MAX_TEST_PROMPT:
-                raise InvalidRequestError(f"The test prompt must be at most {MAX_TEST_PROMPT} characters.")
             model = (list(self.models.value) or list(self.models.options) or [""])[0]
             if not model:
                 raise InvalidRequestError("Select a model to test (fetch models first).")

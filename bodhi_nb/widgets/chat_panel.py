@@ -9,6 +9,7 @@ from typing import Any
 import ipywidgets as W
 
 from ..client import Bodhi
+from ..server_core.operations import build_messages, delta_text
 from ._tasks import TaskRunner, esc
 
 __all__ = ["ChatPanel"]
@@ -51,7 +52,7 @@ class ChatPanel(W.VBox):
     def refresh(self) -> None:
         """Every name /v1/models lists, labelled by where it is served."""
         groups = {"api": "API", "user": "Local", "model": "Local"}
-        entries = self.bodhi.services.router.list_models()
+        entries = self.bodhi.model_entries()
         current = self.model.value
         self.model.options = [(f"{groups[e.source]} · {e.id}", e.id) for e in entries]
         ids = [e.id for e in entries]
@@ -85,7 +86,7 @@ class ChatPanel(W.VBox):
         self.input.value = ""
         self.reply = ""
         model = self.model.value
-        msgs = ([{"role": "system", "content": self.system.value}] if self.system.value.strip() else []) + self.messages
+        msgs = build_messages(self.messages, self.system.value)
 
         async def work() -> str:
             t0 = time.perf_counter()
@@ -96,7 +97,7 @@ class ChatPanel(W.VBox):
                 async for chunk in self.bodhi.astream(model, msgs, temperature=self.temperature.value,
                                                       max_tokens=self.max_tokens.value):
                     usage = chunk.get("usage") or usage
-                    delta = "".join((c.get("delta") or {}).get("content") or "" for c in chunk.get("choices") or [])
+                    delta = delta_text(chunk)
                     if delta:
                         first = first or time.perf_counter()
                         n += 1

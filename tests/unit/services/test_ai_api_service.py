@@ -47,8 +47,8 @@ def test_fetch_models_in_upstream_order_with_bearer(httpx_mock):
      (403, "upstream_unauthorized", 403, "rejected the API key"),
      (404, "upstream_not_found", 404, "check the base URL"),
      (429, "rate_limit_exceeded", 429, "retry after 12 s"),
-     (500, "upstream_error", 502, "failed (500)"),
-     (503, "upstream_error", 502, "failed (503)")],
+     (500, "upstream_error", 500, "failed (500)"),
+     (503, "upstream_error", 503, "failed (503)")],
 )
 def test_fetch_models_maps_upstream_errors(httpx_mock, status, code, our_status, words):
     headers = {"Retry-After": "12"} if status == 429 else {}
@@ -113,9 +113,13 @@ def test_test_prompt_success(httpx_mock):
     assert sent["messages"] == [{"role": "user", "content": "hi"}] and sent["max_tokens"] <= 100
 
 
-def test_test_prompt_over_30_chars_fails_before_any_call(httpx_mock):
-    with pytest.raises(InvalidRequestError, match="at most 30"):
-        run(_test("x" * 31))
+def test_test_prompt_over_30_chars_fails_before_any_call(httpx_mock, db):
+    from bodhi_nb.server_core.operations import ApiModelOps
+
+    ops = ApiModelOps(db, AiApiService(db))
+    with pytest.raises(InvalidRequestError, match="at most 30") as ei:
+        run(ops.test({"model": "m", "prompt": "x" * 31, "base_url": BASE}))
+    assert ei.value.status == 422 and ei.value.param == "prompt"
     assert httpx_mock.get_requests() == []
 
 
