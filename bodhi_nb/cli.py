@@ -259,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.fn(args) or 0)
     except BodhiError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
+        # One line, with the same status and code an HTTP client or Python caller gets.
+        print(f"error ({exc.status} {exc.code}): {exc.message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -43,7 +43,7 @@ def test_api_models_lifecycle_with_key_from_env(bodhi_home, upstream):
 
 def test_errors_exit_non_zero_with_one_line(bodhi_home):
     r = cli(bodhi_home, "api-models", "delete", "missing")
-    assert r.returncode == 1 and r.stderr.strip() == "error: API model 'missing' not found."
+    assert r.returncode == 1 and r.stderr.strip() == "error (404 not_found): API model 'missing' not found."
     r = cli(bodhi_home, "route", "nothing-serves-this")
     assert r.returncode == 1
     r = cli(bodhi_home, "api-models", "create", "bad id", "http://x", "--no-key")

@@ -187,7 +187,7 @@ def test_cli_pull_shows_progress(hub, bodhi_home):
     assert "chat with it as: test/tiny-GGUF:Q8_0" in r.stdout and "100%" in r.stderr
     r = subprocess.run([sys.executable, "-m", "bodhi_nb.cli", "pull", "test/tiny-GGUF:Q2_K"],
                        env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 1 and r.stderr.startswith("error: test/tiny-GGUF has no GGUF with quant 'Q2_K'")
+    assert r.returncode == 1 and r.stderr.startswith("error (") and "): test/tiny-GGUF has no GGUF with quant 'Q2_K'" in r.stderr
     assert "Traceback" not in r.stderr
 
 
