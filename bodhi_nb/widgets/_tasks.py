@@ -30,9 +30,12 @@ def html_table(head: list[str], rows: list[list[Any]], empty: str) -> str:
     """An escaped HTML table, or `empty` in italics when there are no rows."""
     if not rows:
         return f"<i>{esc(empty)}</i>"
-    h = "".join(f"<th>{esc(x)}</th>" for x in head)
-    b = "".join("<tr>" + "".join(f"<td>{esc(v)}</td>" for v in r) + "</tr>" for r in rows)
-    return f'<table class="bodhi-table"><thead><tr>{h}</tr></thead><tbody>{b}</tbody></table>'
+    # Inline cell padding and rules: the notebook's CSS gives a widget's table none, and columns ran together.
+    cell = 'style="padding:3px 12px 3px 0;text-align:left;vertical-align:top;border-bottom:1px solid #d0d7de"'
+    h = "".join(f"<th {cell}>{esc(x)}</th>" for x in head)
+    b = "".join("<tr>" + "".join(f"<td {cell}>{esc(v)}</td>" for v in r) + "</tr>" for r in rows)
+    return (f'<table class="bodhi-table" style="border-collapse:collapse;margin:4px 0">'
+            f"<thead><tr>{h}</tr></thead><tbody>{b}</tbody></table>")
 
 
 def status_html(kind: str, text: str) -> str:

@@ -10,11 +10,13 @@ import ipywidgets as W
 from ..client import Bodhi
 from ..objs.errors import InvalidRequestError
 from ._confirm import ConfirmDelete
+from ._pull_box import PullBox
 from ._tasks import TaskRunner, esc, html_table
 
 __all__ = ["AliasesPanel"]
 
-_NEW = "＋ new"
+_LABELS = {"description_width": "110px"}  # wide enough for every label here: none is cut off, inputs align
+_NEW = "+ new"  # plain text: an icon glyph shows as a box where the font lacks it
 
 
 class AliasesPanel(W.VBox):
@@ -22,14 +24,15 @@ class AliasesPanel(W.VBox):
         self.bodhi = bodhi
         self.user_table = W.HTML()
         self.models_table = W.HTML()
-        self.selector = W.Dropdown(description="Edit", options=[_NEW])
-        self.alias = W.Text(description="Alias", placeholder="my-model:chat")
-        self.repo = W.Text(description="Repo", placeholder="owner/repo")
-        self.filename = W.Text(description="File", placeholder="model.Q4_K_M.gguf")
-        self.snapshot = W.Text(description="Snapshot", value="main")
-        self.request_params = W.Textarea(description="Request", placeholder='{"temperature": 0.7, "max_tokens": 512}')
-        self.context_params = W.Textarea(description="Context", placeholder='{"n_ctx": 2048}')
-        self.from_model = W.Dropdown(description="From model", options=[""])
+        self.selector = W.Dropdown(style=_LABELS, description="Edit", options=[_NEW])
+        self.alias = W.Text(style=_LABELS, description="Alias", placeholder="my-model:chat")
+        self.repo = W.Text(style=_LABELS, description="Repo", placeholder="owner/repo")
+        self.filename = W.Text(style=_LABELS, description="File", placeholder="model.Q4_K_M.gguf")
+        self.snapshot = W.Text(style=_LABELS, description="Snapshot", value="main")
+        self.request_params = W.Textarea(style=_LABELS, description="Request", placeholder='{"temperature": 0.7, "max_tokens": 512}')
+        self.context_params = W.Textarea(style=_LABELS, description="Context", placeholder='{"n_ctx": 2048}')
+        self.pull_box = PullBox(bodhi, lambda _name: self.refresh())
+        self.from_model = W.Dropdown(style=_LABELS, description="From model", options=[""])
         self.save_btn = W.Button(description="Create", button_style="primary", icon="save")
         self.status = W.HTML()
         self.runner = TaskRunner(self.status)
@@ -40,6 +43,7 @@ class AliasesPanel(W.VBox):
         self.save_btn.on_click(self._on_save)
         super().__init__([
             W.HTML("<h3>User aliases</h3>"), self.user_table, W.HTML("<h3>Local models</h3>"), self.models_table,
+            self.pull_box,
             self.selector, self.from_model, self.alias, self.repo, self.filename, self.snapshot,
             self.request_params, self.context_params,
             W.HBox([self.save_btn, self.deleter]), self.status,

@@ -13,7 +13,8 @@ from ._tasks import TaskRunner, esc, html_table
 
 __all__ = ["ApiModelsPanel"]
 
-_NEW = "＋ new"
+_LABELS = {"description_width": "110px"}  # wide enough for every label here: none is cut off, inputs align
+_NEW = "+ new"  # plain text: an icon glyph shows as a box where the font lacks it
 
 
 class ApiModelsPanel(W.VBox):
@@ -22,18 +23,19 @@ class ApiModelsPanel(W.VBox):
     def __init__(self, bodhi: Bodhi) -> None:
         self.bodhi = bodhi
         self.table = W.HTML()
-        self.selector = W.Dropdown(description="Edit", options=[_NEW])
-        self.id = W.Text(description="ID", placeholder="openai")
-        self.base_url = W.Text(description="Base URL", placeholder="https://api.openai.com/v1")
-        self.api_key = W.Password(description="API key", placeholder="sk-...")
-        self.prefix = W.Text(description="Prefix", placeholder="optional, e.g. openai/")
-        self.forward_all = W.Checkbox(description="Forward all names with the prefix")
-        self.search = W.Text(description="Filter", placeholder="type to filter models")
-        self.models = W.SelectMultiple(description="Models", options=[], rows=8)
+        self.selector = W.Dropdown(style=_LABELS, description="Edit", options=[_NEW])
+        self.id = W.Text(style=_LABELS, description="ID", placeholder="openai")
+        self.base_url = W.Text(style=_LABELS, description="Base URL", placeholder="https://api.openai.com/v1")
+        self.api_key = W.Password(style=_LABELS, description="API key", placeholder="sk-...")
+        self.prefix = W.Text(style=_LABELS, description="Prefix", placeholder="optional, e.g. openai/")
+        self.forward_all = W.Checkbox(style={"description_width": "initial"}, indent=False,
+                                       description="Forward all names with the prefix")
+        self.search = W.Text(style=_LABELS, description="Filter", placeholder="type to filter models")
+        self.models = W.SelectMultiple(style=_LABELS, description="Models", options=[], rows=8)
         self.fetch_btn = W.Button(description="Fetch models", icon="download")
         self.select_all_btn = W.Button(description="Select all")
         self.clear_btn = W.Button(description="Clear")
-        self.prompt = W.Text(description="Test prompt", value="Say hello")
+        self.prompt = W.Text(style=_LABELS, description="Test prompt", value="Say hello")
         self.test_btn = W.Button(description="Test", icon="play")
         self.save_btn = W.Button(description="Create", button_style="primary", icon="save")
         self.result = W.HTML()

@@ -191,6 +191,37 @@ def test_cli_pull_shows_progress(hub, bodhi_home):
     assert "Traceback" not in r.stderr
 
 
+def test_local_tab_pull_box_shows_progress(hub, bodhi_home):
+    from bodhi_nb.client import Bodhi
+    from bodhi_nb.widgets import AliasesPanel
+    from tests.conftest import FAST_KDF, TEST_SECRET
+
+    b = Bodhi(bodhi_home, master_secret=TEST_SECRET, kdf_iterations=FAST_KDF)
+    p = AliasesPanel(b)
+    box = p.pull_box
+    seen: list[float] = []
+    box.bar.observe(lambda ch: seen.append(ch["new"]), names="value")
+
+    async def scenario():
+        box.ref.value = "test/tiny-GGUF:Q9_9"
+        box.pull_btn.click()
+        await box.runner.wait()
+        assert "bodhi-error" in box.status.value and "Q4_1 (tiny.Q4_1.gguf)" in box.status.value
+        box.ref.value = "test/tiny-GGUF:Q4_1"
+        box.pull_btn.click()
+        assert box.pull_btn.disabled and "Pulling" in box.status.value
+        await box.runner.wait()
+
+    try:
+        asyncio.run(asyncio.wait_for(scenario(), 120))
+        assert "chat with it as test/tiny-GGUF:Q4_1" in box.status.value and box.bar.value == 1.0
+        assert len(seen) > 3 and 0 < seen[1] < 1 and seen == sorted(seen)
+        assert "test/tiny-GGUF:Q4_1" in p.models_table.value  # the table refreshed itself
+        assert "MB of" in box.info.value and not box.pull_btn.disabled and box.stop_btn.disabled
+    finally:
+        b.close()
+
+
 @pytest.mark.local_model
 def test_pulled_model_answers_a_chat(hub, bodhi_home):
     from bodhi_nb.client import Bodhi

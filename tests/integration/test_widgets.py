@@ -73,7 +73,7 @@ def test_create_fetch_test_edit_delete(bodhi, upstream):
         assert "succeeded" in p.status.value
 
         # a failing test prompt shows the error
-        p.selector.value = "＋ new"
+        p.selector.value = "+ new"
         _fill_new(p, upstream, key="sk-wrong-0000000000000")
         p._set_models(["echo"], ["echo"])
         p.test_btn.click()
@@ -117,13 +117,13 @@ def test_chat_streams_escapes_and_counts(bodhi, upstream):
         c.send_btn.click()
         assert c.send_btn.disabled and not c.stop_btn.disabled
         await c.runner.wait()
-        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in c.history.value
-        assert "<script>" not in c.history.value
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in c.transcript.value
+        assert "<script>" not in c.transcript.value
         assert c.messages[-1] == {"role": "assistant", "content": "echo: <script>alert(1)</script> hi"}
         assert c.stats.value.startswith("3 tokens") and "tok/s" in c.stats.value
         assert c.stop_btn.disabled and not c.send_btn.disabled
         c.clear_btn.click()
-        assert c.messages == [] and c.history.value == ""
+        assert c.messages == [] and c.history == [] and c.transcript.value == ""
 
     run(scenario())
 
