@@ -15,6 +15,7 @@ import ipywidgets as W
 
 from ..client import Bodhi
 from ..objs.errors import InvalidRequestError
+from ..server_core.operations import build_messages, delta_text
 from ._markdown import MARKDOWN_CSS, code_blocks, render_markdown
 from ._tasks import TaskRunner, esc
 
@@ -79,12 +80,11 @@ class ChatPanel(W.VBox):
     @property
     def history(self) -> list[dict[str, str]]:
         """The conversation as OpenAI messages (system prompt first when set); a copy."""
-        system = self.system.value.strip()
-        return ([{"role": "system", "content": system}] if system else []) + [dict(m) for m in self.messages]
+        return build_messages([dict(m) for m in self.messages], self.system.value.strip())
 
     def refresh(self) -> None:
         """Every name /v1/models lists, grouped API / Local / Router by where it is served."""
-        entries = self.bodhi.services.router.list_models()
+        entries = self.bodhi.model_entries()
         current = self.model.value
         labelled = [(_GROUPS.get(e.source, str(e.source).title()), e.id) for e in entries]
         labelled.sort(key=lambda g: _GROUP_ORDER.index(g[0]) if g[0] in _GROUP_ORDER else len(_GROUP_ORDER))
@@ -128,7 +128,7 @@ class ChatPanel(W.VBox):
                 async for chunk in self.bodhi.astream(model, msgs, temperature=self.temperature.value,
                                                       max_tokens=self.max_tokens.value):
                     usage = chunk.get("usage") or usage
-                    delta = "".join((c.get("delta") or {}).get("content") or "" for c in chunk.get("choices") or [])
+                    delta = delta_text(chunk)
                     if delta:
                         first = first or time.perf_counter()
                         n += 1
