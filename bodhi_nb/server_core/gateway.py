@@ -117,7 +117,18 @@ class Gateway:
         base_url = await self.engine.ensure(dest.alias)
         if isinstance(dest.alias, UserModelAlias):
             body = {**body, **dest.alias.request_params.defaults_for(body)}
-        return ForwardTarget(base_url, dest.alias.alias, None, "local engine"), body
+        return ForwardTarget(base_url, dest.alias.alias, None, "local engine"), _local_response_format(body)
+
+
+def _local_response_format(body: dict[str, Any]) -> dict[str, Any]:
+    """llama.cpp's server takes a JSON schema as `{"type": "json_object", "schema": ...}`, not
+    OpenAI's `{"type": "json_schema", "json_schema": {"schema": ...}}`; structured output
+    then works the same for local and remote models."""
+    rf = body.get("response_format")
+    if isinstance(rf, dict) and rf.get("type") == "json_schema" and isinstance(rf.get("json_schema"), dict):
+        schema = rf["json_schema"].get("schema")
+        return {**body, "response_format": {"type": "json_object", **({"schema": schema} if schema else {})}}
+    return body
 
 
 def cache_target(dest: Destination) -> str:
