@@ -176,17 +176,99 @@ def test_rotation_keeps_every_key_readable_with_the_new_secret_only(db, bodhi_ho
         DbService(bodhi_home, TEST_SECRET, kdf_iterations=FAST_KDF)
 
 
-def test_tampered_record_fails_cleanly(db):
-    db.create(make("a"), TEST_KEY)
-    db.create(make("b"), "sk-other-key-1234567890")
+def _tamper(db, id, how="copy"):
     data = json.loads(db.path.read_text())
-    data["api_model_aliases"]["b"]["api_key"] = data["api_model_aliases"]["a"]["api_key"]
+    docs = data["api_model_aliases"]
+    if how == "copy":  # a ciphertext pasted from another record
+        docs[id]["api_key"] = next(d["api_key"] for k, d in docs.items() if k != id and d["api_key"])
+    else:  # bytes flipped in the ciphertext
+        token = docs[id]["api_key"]
+        docs[id]["api_key"] = token[:-8] + ("A" if token[-8] != "A" else "B") + token[-7:]
     LockedJSONStorage(db.path).write(data)
+
+
+@pytest.mark.parametrize("how", ["copy", "flip"])
+def test_tampered_record_is_isolated_and_repairable(db, how):
     from bodhi_nb.objs import DecryptionError
 
-    with pytest.raises(DecryptionError, match="'b'"):
+    db.create(make("a"), TEST_KEY)
+    db.create(make("b"), "sk-other-key-1234567890")
+    db.create(make("c"), None)
+    _tamper(db, "b", how)
+    with pytest.raises(DecryptionError, match="API model 'b'") as ei:
         db.get_api_key("b")
+    assert "delete it" in ei.value.message and "\n" not in ei.value.message
     assert db.get_api_key("a") == TEST_KEY
+    items, total = db.list()
+    by_id = {r.alias.id: r for r in items}
+    assert total == 3 and set(by_id) == {"a", "b", "c"}
+    assert by_id["b"].api_key_masked is None and by_id["b"].has_api_key and "cannot be decrypted" in by_id["b"].error
+    assert by_id["a"].error is None and by_id["a"].api_key_masked == TEST_KEY[:3] + "..." + TEST_KEY[-4:]
+    assert by_id["b"].public()["error"] == by_id["b"].error and by_id["a"].public()["error"] is None
+    assert db.record("b").error == by_id["b"].error
+    db.update("b", {"models": ["still-broken"]})  # no new key: still unreadable, still listed
+    assert db.record("b").error is not None
+    db.update("b", {}, api_key="sk-repaired-key-0123456789")  # a new key repairs it
+    assert db.record("b").error is None and db.get_api_key("b") == "sk-repaired-key-0123456789"
+    _tamper(db, "a", how)
+    db.delete("a")  # delete repairs too
+    assert [r.error for r in db.list()[0]] == [None, None]
+
+
+def test_list_never_fails_while_another_process_deletes_and_creates(db, bodhi_home):
+    """Before one-snapshot lists, a delete between building the page and reading a record gave a 404."""
+    import threading
+
+    for i in range(20):
+        db.create(make(f"keep-{i}"), f"{TEST_KEY}-{i}")
+    other = DbService(bodhi_home, TEST_SECRET, kdf_iterations=FAST_KDF)  # its own index, like another process
+    stop = threading.Event()
+    churned = []
+
+    def churn():
+        n = 0
+        while not stop.is_set():
+            for j in range(5):
+                other.create(make(f"churn-{j}"), TEST_KEY)
+            for j in range(5):
+                other.delete(f"churn-{j}")
+            n += 1
+        churned.append(n)
+
+    t = threading.Thread(target=churn)
+    t.start()
+    failures, seen = 0, set()
+    try:
+        for _ in range(500):
+            try:
+                items, total = db.list(page_size=100)
+                assert total == len(items)
+                seen.add(total)
+            except Exception:
+                failures += 1
+    finally:
+        stop.set()
+        t.join()
+    assert failures == 0
+    assert churned[0] > 0 and seen <= set(range(20, 26))
+
+
+def test_base_url_to_another_origin_needs_the_key_again(db):
+    db.create(make("k", base_url="https://api.example.com/v1"), TEST_KEY)
+    db.create(make("nokey", base_url="https://api.example.com/v1"), None)
+    for url in ("https://evil.example.net/v1", "http://api.example.com/v1", "https://api.example.com:8443/v1"):
+        with pytest.raises(InvalidRequestError) as ei:
+            db.update("k", {"base_url": url})
+        assert ei.value.status == 400 and ei.value.code == "api_key_required" and ei.value.param == "api_key"
+        assert db.get("k").base_url == "https://api.example.com/v1" and db.get_api_key("k") == TEST_KEY
+    # the same origin (path, default port, host case) keeps the stored key
+    db.update("k", {"base_url": "https://API.example.com:443/v2"})
+    assert db.get_api_key("k") == TEST_KEY
+    # with the key given again, moving is fine
+    db.update("k", {"base_url": "https://evil.example.net/v1"}, api_key="sk-for-the-new-host-01234")
+    assert db.get("k").base_url == "https://evil.example.net/v1"
+    assert db.get_api_key("k") == "sk-for-the-new-host-01234"
+    db.update("nokey", {"base_url": "http://127.0.0.1:8/v1"})  # no stored key, nothing to protect
 
 
 def test_master_secret_sources(bodhi_home, monkeypatch):
