@@ -48,6 +48,19 @@ _HOP_BY_HOP = frozenset(
 )
 
 
+def _withhold_headers(record: logging.LogRecord) -> bool:
+    """httpcore's DEBUG trace prints every upstream response header, and a provider may
+    quote the key in one (WWW-Authenticate). Header-bearing trace lines keep their event
+    name only; the request headers (our Authorization) are never in its trace."""
+    if "headers" in str(record.msg):
+        record.msg, record.args = str(record.msg).split(" ", 1)[0] + " (headers withheld by bodhi_nb)", ()
+    return True
+
+
+for _name in ("httpcore.http11", "httpcore.http2", "httpcore.connection", "httpcore.proxy", "httpcore.socks"):
+    logging.getLogger(_name).addFilter(_withhold_headers)
+
+
 @dataclass(frozen=True)
 class RawCredentials:
     """A base URL and key typed by the user, not (yet) stored."""
