@@ -103,7 +103,8 @@ class ApiModelsPanel(W.VBox):
         self.prefix.value = rec["prefix"] or ""
         self.forward_all.value = rec["forward_all_with_prefix"]
         self._set_models([], rec["models"])
-        self.api_key.placeholder = (f"stored: {rec['api_key_masked']}; leave empty to keep" if rec["has_api_key"]
+        self.api_key.placeholder = ("stored key cannot be decrypted; enter a new one" if rec.get("error")
+                                    else f"stored: {rec['api_key_masked']}; leave empty to keep" if rec["has_api_key"]
                                     else "no key stored; leave empty to keep none")
         self.save_btn.description = "Save"
         self.delete_btn.disabled = False
@@ -169,5 +170,6 @@ def _table(rows: list[dict[str, Any]]) -> str:
         ["ID", "Format", "Base URL", "Prefix", "Models", "Key", "Updated"],
         [[r["id"], r["api_format"], r["base_url"], r["prefix"] or "",
           ", ".join(r["models"]) or ("(all under prefix)" if r["forward_all_with_prefix"] else ""),
-          r["api_key_masked"] or "none", r["updated_at"][:19].replace("T", " ")] for r in rows],
+          r["api_key_masked"] or ("unreadable: set a new key" if r.get("error") else "none"),
+          r["updated_at"][:19].replace("T", " ")] for r in rows],
         "No API models yet. Fill in the form below to add one.")
