@@ -64,7 +64,7 @@ def normalize_base_url(url: str) -> str:
 
 def check_api_model_id(v: str) -> str:
     """The one id rule, shared by the domain object and the request objects."""
-    if not _ID_RE.match(v):
+    if not _ID_RE.fullmatch(v):  # fullmatch: "$" alone would let a trailing newline through
         raise ValueError(
             "id must start with a letter or digit and use only letters, digits, "
             "'_', '.' or '-' (at most 100 characters)"

@@ -82,7 +82,7 @@ def test_a_base_url_that_is_not_text_is_a_value_error():
         normalize_base_url(123)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("bad", ["", "-x", "a b", "a/b", "x" * 101])
+@pytest.mark.parametrize("bad", ["", "-x", "a b", "a/b", "x" * 101, "x\n", "x\x00"])
 def test_id_pattern(bad):
     with pytest.raises(ValidationError, match="id must start"):
         api(id=bad)
