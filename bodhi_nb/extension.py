@@ -21,6 +21,7 @@ from .routes_app.openapi import OpenApiHandler
 from .routes_app.routes_aliases import AliasesHandler, AliasHandler
 from .routes_app.routes_api_models import ApiModelHandler, ApiModelsHandler, FetchModelsHandler, TestPromptHandler
 from .routes_app.routes_modelfiles import ModelfilesPullHandler, ModelfilesPullJobHandler
+from .routes_app.routes_usage import BudgetHandler, PriceHandler, PricesHandler, UsageHandler
 from .routes_oai.routes_chat import ChatCompletionsHandler
 from .routes_oai.routes_models import ModelHandler, ModelsHandler
 from .server_core.app_services import AppServices
@@ -35,6 +36,7 @@ ROUTES: list[type[BodhiHandler]] = [
     ChatCompletionsHandler, ModelsHandler, ModelHandler,
     TestPromptHandler, FetchModelsHandler, ApiModelsHandler, ApiModelHandler,
     AliasesHandler, AliasHandler, ModelfilesPullHandler, ModelfilesPullJobHandler, OpenApiHandler,
+    UsageHandler, PricesHandler, PriceHandler, BudgetHandler,
 ]
 
 
@@ -71,6 +73,17 @@ class BodhiExtension(ExtensionApp):
                           help="Answer repeated non-streamed chat requests from the response cache "
                                "($BODHI_HOME/cache.sqlite) and store new ones.")
     response_cache_max_mb = Int(512, config=True, help="Size bound of the response cache (LRU eviction).")
+    usage_ledger = Bool(True, config=True,
+                        help="Record one row per request in $BODHI_HOME/usage.sqlite (turn off only to measure "
+                             "what recording costs).")
+    log_content = Bool(False, config=True,
+                       help="Also store each request's messages and reply in the usage ledger (off: tokens, "
+                            "timings and costs only).")
+    usage_retention_days = Float(90.0, config=True, help="Delete usage rows older than this many days (0: keep all).")
+    daily_budget_usd = Float(None, allow_none=True, config=True,
+                             help="Daily spending limit in USD (UTC day) over priced models; above it they answer "
+                                  "429 budget_exceeded. A budget set with Bodhi().budget() applies too (the "
+                                  "stricter wins).")
     kdf_iterations = Int(PBKDF2_ITERATIONS, config=True,
                          help="PBKDF2 iterations for the master key. Change only for tests.")
 
@@ -83,7 +96,9 @@ class BodhiExtension(ExtensionApp):
             connect_timeout=self.connect_timeout, first_byte_timeout=self.first_byte_timeout,
             engine_idle_timeout=self.engine_idle_timeout, engine_start_timeout=self.engine_start_timeout,
             n_threads=self.n_threads or None, response_cache=self.response_cache,
-            cache_max_bytes=self.response_cache_max_mb * 1024 * 1024)
+            cache_max_bytes=self.response_cache_max_mb * 1024 * 1024, usage_ledger=self.usage_ledger,
+            log_content=self.log_content, usage_retention_days=self.usage_retention_days,
+            daily_budget_usd=self.daily_budget_usd)
         self.settings[SERVICES_KEY] = self.services
         self.settings[ROUTES_KEY] = ROUTES
         self._reaper = PeriodicCallback(self._reap_idle_engine, 60_000)
@@ -105,3 +120,5 @@ class BodhiExtension(ExtensionApp):
         if self.services is not None:
             await self.services.ai_api.aclose()
             await asyncio.to_thread(self.services.engine.stop, True)
+            if self.services.ledger is not None:
+                await asyncio.to_thread(self.services.ledger.close)

@@ -18,6 +18,7 @@ from ..services.db import DbService
 from ..services.db._encryption import PBKDF2_ITERATIONS
 from ..services.home import bodhi_home
 from ..services.local_engine import LocalEngine
+from ..services.usage import DEFAULT_RETENTION_DAYS, Ledger
 from .gateway import Gateway
 from .model_router import ModelRouter
 from .operations import Operations
@@ -36,6 +37,7 @@ class AppServices:
     engine: LocalEngine
     router: ModelRouter
     gateway: Gateway
+    ledger: Ledger | None = None
 
     @classmethod
     def create(
@@ -52,6 +54,10 @@ class AppServices:
         n_threads: int | None = None,
         response_cache: bool = False,
         cache_max_bytes: int = DEFAULT_MAX_BYTES,
+        usage_ledger: bool = True,
+        log_content: bool = False,
+        usage_retention_days: float = DEFAULT_RETENTION_DAYS,
+        daily_budget_usd: float | None = None,
     ) -> "AppServices":
         h = bodhi_home(home)
         db = DbService(h, master_secret, kdf_iterations=kdf_iterations)
@@ -64,8 +70,11 @@ class AppServices:
         # The cache is always available to callers that ask for it (`Bodhi.map`, `chat(cache=True)`);
         # `response_cache` makes it the default for requests that do not say (the HTTP gateway).
         cache = ResponseCache(h / "cache.sqlite", cache_max_bytes)
-        gateway = Gateway(router, ai_api, engine, cache=cache, cache_by_default=response_cache)
-        return cls(h, db, data, ai_api, engine, router, gateway)
+        # The usage ledger ($BODHI_HOME/usage.sqlite); off only to measure what it costs.
+        ledger = Ledger.open(h, log_content=log_content, retention_days=usage_retention_days,
+                             daily_budget_usd=daily_budget_usd) if usage_ledger else None
+        gateway = Gateway(router, ai_api, engine, cache=cache, cache_by_default=response_cache, ledger=ledger)
+        return cls(h, db, data, ai_api, engine, router, gateway, ledger)
 
     @cached_property
     def ops(self) -> Operations:

@@ -19,6 +19,8 @@ from ..services._sse import iter_sse_json
 from ..services.ai_api_service import AiApiService, ForwardTarget, UpstreamResponse
 from ..services.cache import ResponseCache, cache_key
 from ..services.local_engine import LOCAL_EXTRA_HINT
+from ..services.usage import Ledger
+from ._metering import Meter
 from .contract import ChatCompletionRequest, parse
 from .model_router import Destination, Local, ModelRouter, Remote
 
@@ -45,17 +47,30 @@ class Gateway:
     """Route a chat request and open the upstream response."""
 
     def __init__(self, router: ModelRouter, ai_api: AiApiService, engine: LocalEngineProtocol | None = None,
-                 cache: ResponseCache | None = None, cache_by_default: bool = False) -> None:
+                 cache: ResponseCache | None = None, cache_by_default: bool = False,
+                 ledger: Ledger | None = None) -> None:
         self.router = router
         self.ai_api = ai_api
         self.engine = engine
         self.cache = cache
         # Whether a request that does not say (the HTTP route) uses the cache: a server option.
         self.cache_by_default = cache_by_default
+        self.ledger = ledger  # one usage row per request (None: not recorded)
 
-    async def open_chat(self, body: object, *, cache: bool | None = None) -> OpenChat:
+    async def open_chat(self, body: object, *, cache: bool | None = None, surface: str | None = None) -> OpenChat:
         """Route and open the upstream response; `cache` (default: the server option) lets a
-        non-streamed request be answered from, and stored in, the response cache."""
+        non-streamed request be answered from, and stored in, the response cache. The ledger
+        row (`surface`: default from the caller's context) completes as the response is read."""
+        if self.ledger is None:
+            return await self._open_chat(body, cache, None)
+        meter = Meter(self.ledger, body, surface)
+        try:
+            return meter.attach(await self._open_chat(body, cache, meter))
+        except BaseException as exc:
+            meter.failed(exc)
+            raise
+
+    async def _open_chat(self, body: object, cache: bool | None, meter: Meter | None) -> OpenChat:
         parse(ChatCompletionRequest, body)  # validates; the raw body is what is forwarded
         assert isinstance(body, dict)
         req: dict[str, Any] = body
@@ -72,6 +87,8 @@ class Gateway:
             if hit is not None:
                 return OpenChat(_replay(200, {"content-type": "application/json", "x-bodhi-cache": "hit"}, hit,
                                         _label(dest)), dest, False, cached=True)
+        if meter is not None:
+            req = meter.routed(dest, req)  # budget check; remote streams asked for usage
         target, req = await self._target(dest, req)
         resp = await self.ai_api.forward_chat_completion(target, req, stream)
         if key is not None and self.cache is not None and resp.ok:

@@ -20,9 +20,10 @@ from ._aliases import AliasOps
 from ._api_models import ApiModelOps
 from ._chat import ChatOps, Messages, build_messages, delta_text, reply_text
 from ._models import ModelOps
+from ._usage import UsageOps, UsagePage
 
 __all__ = ["Operations", "ApiModelOps", "AliasOps", "ChatOps", "ModelOps", "Messages", "build_messages",
-           "delta_text", "reply_text"]
+           "delta_text", "reply_text", "UsageOps", "UsagePage"]
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,10 @@ class Operations:
     aliases: AliasOps
     models: ModelOps
     chat: ChatOps
+    usage: UsageOps
 
     @classmethod
     def create(cls, db: DbService, data: DataService, ai_api: AiApiService, router: ModelRouter,
                gateway: Gateway) -> Operations:
-        return cls(ApiModelOps(db, ai_api), AliasOps(data), ModelOps(router), ChatOps(gateway))
+        return cls(ApiModelOps(db, ai_api), AliasOps(data), ModelOps(router), ChatOps(gateway),
+                   UsageOps(gateway.ledger))

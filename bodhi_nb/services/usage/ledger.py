@@ -270,6 +270,8 @@ class Ledger:
             return [Price(*p) for p in conn.execute("SELECT * FROM prices ORDER BY scope, name")]
 
     def delete_price(self, name: str, *, scope: Scope = "model") -> None:
+        if scope not in ("model", "provider"):
+            raise InvalidRequestError("'scope' must be 'model' or 'provider'.", param="scope")
         with write_tx(self.path) as conn:
             gone = conn.execute("DELETE FROM prices WHERE scope = ? AND name = ?", (scope, name)).rowcount
         if not gone:
@@ -346,3 +348,12 @@ class Ledger:
         if keys:
             return select_groups(self.path, f, keys, page, page_size)
         return select_rows(self.path, f, page, page_size)
+
+    def totals(self, since: object = None, until: object = None, **eq: str | None) -> dict[str, Any]:
+        """Requests, errors, error rate, tokens and cost summed over every matching row."""
+        f = UsageFilter.of(since, until, **eq)
+        self.flush()
+        groups, _ = select_groups(self.path, f, ())
+        empty = {"requests": 0, "errors": 0, "error_rate": 0.0, "prompt_tokens": 0, "completion_tokens": 0,
+                 "total_tokens": 0, "cost_usd": None}
+        return groups[0] if groups else empty

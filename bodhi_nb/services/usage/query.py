@@ -135,14 +135,15 @@ def select_groups(path: Path, f: UsageFilter, by: tuple[str, ...], page: int = 1
     """Sums per group: requests, errors and error rate, tokens, cost.
 
     Days sort newest first; other groups by total tokens, then requests. `cost_usd` is
-    the sum over rows with a known price (None when no row in the group had one).
+    the sum over rows with a known price (None when no row in the group had one). With
+    no keys, one group: the totals of every matching row.
     """
     limit, offset = _page(page, page_size)
     where, params = f.where()
-    keys = ", ".join(f"{GROUP_KEYS[k]} AS {k}" for k in by)
-    group = ", ".join(GROUP_KEYS[k] for k in by)
+    keys = "".join(f"{GROUP_KEYS[k]} AS {k}, " for k in by)
+    group = ", ".join(GROUP_KEYS[k] for k in by) or "NULL"
     order = ("day DESC, " if "day" in by else "") + "SUM(COALESCE(total_tokens, 0)) DESC, COUNT(*) DESC"
-    sql = (f"SELECT {keys}, COUNT(*) AS requests, "
+    sql = (f"SELECT {keys}COUNT(*) AS requests, "
            "SUM(CASE WHEN status >= 400 OR error_code IS NOT NULL THEN 1 ELSE 0 END) AS errors, "
            "SUM(COALESCE(prompt_tokens, 0)) AS prompt_tokens, SUM(COALESCE(completion_tokens, 0)) AS completion_tokens, "
            "SUM(COALESCE(total_tokens, 0)) AS total_tokens, SUM(cost_usd) AS cost_usd "

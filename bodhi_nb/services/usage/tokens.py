@@ -19,6 +19,7 @@ __all__ = ["StreamTap", "TokenUsage", "usage_from_body", "wants_usage", "with_in
 _EVENT = re.compile(rb".*?\r?\n\r?\n", re.DOTALL)
 _USAGE = b'"usage"'
 _NULL_USAGE = (b'"usage":null', b'"usage": null')
+_ERROR = b'"error"'
 _TEXT = (b'"content":"', b'"content": "')
 _EMPTY = (b'"content":""', b'"content": ""')
 
@@ -101,6 +102,8 @@ class StreamTap:
         self.usage: TokenUsage | None = None
         self.content_events = 0  # events whose delta carried text (a token count for engines that report none)
         self.text: list[str] = []
+        self.done = False  # the `data: [DONE]` event went through
+        self.error: str | None = None  # the code of an error event the upstream sent mid-stream
         self._pending = b""  # an incomplete trailing event (parsed once it completes)
 
     def feed(self, chunk: bytes) -> bytes:
@@ -111,6 +114,10 @@ class StreamTap:
             self.content_events += sum(complete.count(t) for t in _TEXT) - sum(complete.count(t) for t in _EMPTY)
         if self.collect:
             self._collect(complete)
+        if b"[DONE]" in complete:
+            self.done = True
+        if _ERROR in complete:
+            self._find_error(complete)
         if _USAGE in complete:
             complete = self._scan(complete)
         return complete if self.strip else chunk
@@ -139,6 +146,15 @@ class StreamTap:
                 continue
             out.append(event)
         return b"".join(out) if changed else part
+
+    def _find_error(self, part: bytes) -> None:
+        for event in _EVENT.findall(part):
+            if _ERROR in event:
+                data = _event_json(event)
+                if isinstance(data, dict) and "error" in data:
+                    err = data["error"]
+                    code = err.get("code") if isinstance(err, dict) else None
+                    self.error = code if isinstance(code, str) and code else "upstream_error"
 
     def _collect(self, part: bytes) -> None:
         for event in _EVENT.findall(part):

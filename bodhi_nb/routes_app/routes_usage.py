@@ -1,0 +1,209 @@
+"""GET usage (rows or groups, paginated like api-models), prices and the daily budget.
+
+Handlers parse the query or body, call the usage operations and serialise through the
+pydantic objects below, which also put these routes in the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from jupyter_server.auth.decorator import authorized
+from pydantic import BaseModel, ConfigDict, Field
+from tornado import web
+
+from .._handlers import BodhiHandler, Op
+
+__all__ = [
+    "BudgetHandler",
+    "BudgetRequest",
+    "BudgetResponse",
+    "PaginatedUsageResponse",
+    "PriceHandler",
+    "PriceListResponse",
+    "PriceRequest",
+    "PriceResponse",
+    "PricesHandler",
+    "UsageGroup",
+    "UsageHandler",
+    "UsageRow",
+]
+
+_TAGS = ("usage",)
+_FILTERS = (
+    ("since", "string", "from this time (ISO 8601 or a date, UTC) or a span back from now: 24h, 7d"),
+    ("until", "string", "before this time (same forms as since)"),
+    ("by", "string", "group by model, provider, surface, day or notebook (comma-separated for several)"),
+    ("model", "string", "only this model name"), ("provider", "string", "only this provider (API model id or local)"),
+    ("surface", "string", "only this surface: http, python, widget, map, magic"),
+    ("notebook", "string", "only this notebook path"),
+    ("page", "integer", "1-based page"), ("page_size", "integer", "1..1000, default 100"),
+)
+
+
+class UsageRow(BaseModel):
+    """One request, with the ledger's own field names."""
+
+    id: int
+    time: str = Field(description="UTC, e.g. 2026-01-31T12:00:00.123Z")
+    surface: str
+    model: str
+    provider: str | None
+    upstream_model: str | None
+    target: str | None
+    status: int
+    error_code: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    total_tokens: int | None
+    cached: bool
+    latency_ms: float | None
+    ttft_ms: float | None
+    cost_usd: float | None
+    kernel_id: str | None
+    notebook: str | None
+    content: str | None = Field(description="Prompt and reply as JSON; only with the log_content option.")
+
+
+class UsageGroup(BaseModel):
+    """Sums for one group; the grouping keys asked for (`by`) are set, the others absent."""
+
+    model: str | None = None
+    provider: str | None = None
+    surface: str | None = None
+    day: str | None = None
+    notebook: str | None = None
+    requests: int
+    errors: int
+    error_rate: float
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cost_usd: float | None
+
+
+class PaginatedUsageResponse(BaseModel):
+    data: list[UsageRow] | list[UsageGroup]
+    total: int
+    page: int
+    page_size: int
+
+
+class PriceRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, description="A model name (as asked, or the upstream name) or a provider id.")
+    scope: Literal["model", "provider"] = "model"
+    input_usd_per_mtok: float = Field(ge=0, allow_inf_nan=False, description="USD per million input tokens")
+    output_usd_per_mtok: float = Field(ge=0, allow_inf_nan=False, description="USD per million output tokens")
+
+
+class PriceResponse(BaseModel):
+    scope: Literal["model", "provider"]
+    name: str
+    input_usd_per_mtok: float
+    output_usd_per_mtok: float
+    updated_at: str
+
+
+class PriceListResponse(BaseModel):
+    data: list[PriceResponse]
+
+
+class BudgetRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    daily_usd: float | None = Field(ge=0, allow_inf_nan=False,
+                                    description="Daily limit in USD (UTC day); null removes it.")
+
+
+class BudgetResponse(BaseModel):
+    daily_usd: float | None = Field(description="The limit in force: the stricter of the stored one and "
+                                                "the server's daily_budget_usd option.")
+    stored_usd: float | None
+    option_usd: float | None
+    spent_today_usd: float
+    remaining_usd: float | None
+    exceeded: bool
+    day: str
+
+
+def _budget(state: object) -> BudgetResponse:
+    return BudgetResponse.model_validate(state.public())  # type: ignore[attr-defined]
+
+
+class UsageHandler(BodhiHandler):
+    path = "usage"
+    openapi = {"get": Op("The usage ledger: rows newest first, or sums per group with `by`",
+                         response=PaginatedUsageResponse, errors=(400, 403), tags=_TAGS, query=_FILTERS)}
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        arg = self.get_query_argument
+        by = arg("by", None)
+        page = await self.ops.usage.query(
+            arg("since", None), arg("until", None), by, page=self.int_arg("page", 1),
+            page_size=self.int_arg("page_size", 100), model=arg("model", None), provider=arg("provider", None),
+            surface=arg("surface", None), notebook=arg("notebook", None))
+        item = UsageGroup if by else UsageRow
+        self.send_json(PaginatedUsageResponse(data=[item.model_validate(d) for d in page.data], total=page.total,
+                                              page=page.page, page_size=page.page_size).model_dump(
+                                                  mode="json", exclude_unset=bool(by)))
+
+
+class PricesHandler(BodhiHandler):
+    path = "usage/prices"
+    openapi = {
+        "get": Op("Prices per model name or provider (USD per million tokens)", response=PriceListResponse,
+                  errors=(403,), tags=_TAGS),
+        "put": Op("Set a price (replaces the same scope and name); costs are computed from it as rows are written",
+                  request=PriceRequest, response=PriceResponse, errors=(400, 403), tags=_TAGS),
+    }
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        prices = await self.ops.usage.prices()
+        self.send_json(PriceListResponse(data=[PriceResponse.model_validate(p, from_attributes=True)
+                                               for p in prices]))
+
+    @web.authenticated
+    @authorized
+    async def put(self) -> None:
+        req = self.parse(PriceRequest)
+        p = await self.ops.usage.set_price(req.name, req.input_usd_per_mtok, req.output_usd_per_mtok,
+                                           scope=req.scope)
+        self.send_json(PriceResponse.model_validate(p, from_attributes=True))
+
+
+class PriceHandler(BodhiHandler):
+    path = r"usage/prices/(?P<scope>[^/]+)/(?P<name>.+)"
+    openapi = {"delete": Op("Remove a price", status=204, errors=(403, 404), tags=_TAGS)}
+
+    @web.authenticated
+    @authorized
+    async def delete(self, scope: str, name: str) -> None:
+        await self.ops.usage.delete_price(name, scope=scope)  # type: ignore[arg-type]  # the ledger checks it
+        self.set_status(204)
+        self.finish()
+
+
+class BudgetHandler(BodhiHandler):
+    path = "usage/budget"
+    openapi = {
+        "get": Op("The daily budget and today's spend (UTC)", response=BudgetResponse, errors=(403,), tags=_TAGS),
+        "put": Op("Set the daily budget in USD (null removes it); above it priced models answer 429 "
+                  "budget_exceeded", request=BudgetRequest, response=BudgetResponse, errors=(400, 403), tags=_TAGS),
+    }
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.send_json(_budget(await self.ops.usage.budget()))
+
+    @web.authenticated
+    @authorized
+    async def put(self) -> None:
+        req = self.parse(BudgetRequest)
+        self.send_json(_budget(await self.ops.usage.set_budget(req.daily_usd)))

@@ -1,0 +1,229 @@
+"""Private: one ledger row per gateway request, taken from the response as it is read.
+
+The gateway opens a `Meter` when a request arrives and wraps the upstream response in
+a `MeteredResponse`. Whoever reads the response (the HTTP relay, `Bodhi`, `map`, the
+panels) therefore feeds the ledger without knowing it: a non-streamed body gives its
+`usage`; a stream is watched by a `StreamTap` on its way through, which also removes
+the usage event the gateway asked for on the client's behalf. The row is queued once,
+when the response ends, fails or is abandoned; queuing never waits on the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from ..objs.errors import BodhiError
+from ..services.ai_api_service import UpstreamResponse, upstream_status_error
+from ..services.usage import (
+    Ledger,
+    StreamTap,
+    TokenUsage,
+    UsageRecord,
+    current_surface,
+    kernel_identity,
+    usage_from_body,
+    with_include_usage,
+)
+from .model_router import Destination, Remote
+
+if TYPE_CHECKING:
+    from .gateway import OpenChat
+
+__all__ = ["Meter", "MeteredResponse"]
+
+CLIENT_CLOSED = 499  # the caller went away before the response ended (nginx's convention)
+
+
+class Meter:
+    """What is known about one request, from arrival to its last byte."""
+
+    __slots__ = (
+        "done",
+        "ledger",
+        "local",
+        "messages",
+        "model",
+        "provider",
+        "strip",
+        "surface",
+        "t0",
+        "ts",
+        "upstream_model",
+    )
+
+    def __init__(self, ledger: Ledger, body: object, surface: str | None = None) -> None:
+        self.ledger = ledger
+        self.t0 = time.perf_counter()
+        self.ts = time.time()
+        self.surface = surface or current_surface()
+        model = body.get("model") if isinstance(body, dict) else None
+        self.model: str | None = model if isinstance(model, str) else None
+        self.provider: str | None = None
+        self.upstream_model: str | None = None
+        self.strip = False  # the gateway added include_usage: take the usage event out again
+        self.local = False
+        self.messages = body.get("messages") if ledger.log_content and isinstance(body, dict) else None
+        self.done = False
+
+    def routed(self, dest: Destination, body: dict[str, Any]) -> dict[str, Any]:
+        """Before forwarding: note where it goes, check the budget, ask remote streams for usage."""
+        self._where(dest)
+        self.ledger.check_budget(self.model or "", self.upstream_model, self.provider)
+        if isinstance(dest, Remote):
+            body, self.strip = with_include_usage(body)
+        return body
+
+    def _where(self, dest: Destination) -> None:
+        if isinstance(dest, Remote):
+            self.provider, self.upstream_model = dest.api_alias.id, dest.upstream_model
+        else:
+            self.provider, self.upstream_model, self.local = "local", dest.alias.alias, True
+
+    def attach(self, oc: OpenChat) -> OpenChat:
+        """Wrap the opened response so reading it completes the row."""
+        if self.provider is None:  # answered from the cache: routed() never ran
+            self._where(oc.destination)
+        oc.response = MeteredResponse(oc.response, self, oc.cached)
+        return oc
+
+    def failed(self, exc: BaseException) -> None:
+        if isinstance(exc, BodhiError):
+            self.finish(exc.status, exc.code)
+        elif isinstance(exc, asyncio.CancelledError):
+            self.finish(CLIENT_CLOSED, "client_closed")
+        else:
+            self.finish(500, "internal_error")
+
+    def finish(self, status: int, error_code: str | None = None, usage: TokenUsage | None = None, *,
+               ttft: float | None = None, cached: bool = False, reply: str | None = None) -> None:
+        """Queue the row (once; later calls are ignored). Requests without a model name are not rows."""
+        if self.done or self.model is None:
+            return
+        self.done = True
+        now = time.perf_counter()
+        kernel_id, notebook = kernel_identity() if self.surface != "http" else (None, None)
+        content = None
+        if self.messages is not None:
+            content = json.dumps({"messages": self.messages, "reply": reply}, ensure_ascii=False, default=str)
+        self.ledger.record(UsageRecord(
+            model=self.model, surface=self.surface, provider=self.provider, upstream_model=self.upstream_model,
+            status=status, error_code=error_code,
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+            total_tokens=usage.total_tokens if usage else None,
+            cached=cached, latency_ms=round((now - self.t0) * 1000, 3),
+            ttft_ms=None if ttft is None else round((ttft - self.t0) * 1000, 3),
+            cost_usd=0.0 if cached else None, kernel_id=kernel_id, notebook=notebook, content=content,
+            ts=self.ts))
+
+
+def _reply(data: object) -> str | None:
+    try:
+        text = data["choices"][0]["message"]["content"]  # type: ignore[index]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return text if isinstance(text, str) else None
+
+
+class MeteredResponse(UpstreamResponse):
+    """An `UpstreamResponse` that completes its ledger row as it is read.
+
+    Everything not overridden here is the wrapped response's own (attributes are looked
+    up on it), so callers see the same object they always did.
+    """
+
+    def __init__(self, inner: UpstreamResponse, meter: Meter, cached: bool) -> None:
+        # No super().__init__: state lives in `inner`, reached through __getattr__.
+        self._inner = inner
+        self._meter = meter
+        self._cached = cached
+        self._tap: StreamTap | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_inner":
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        m = self._meter
+        tap = self._tap = StreamTap(strip=m.strip, count=m.local, content=m.messages is not None)
+        first: float | None = None
+        try:
+            async for chunk in self._inner.aiter_bytes():
+                if first is None:
+                    first = time.perf_counter()
+                out = tap.feed(chunk)
+                if out:
+                    yield out
+            rest = tap.end()
+            if rest:
+                yield rest
+        except BodhiError as exc:
+            m.finish(exc.status, exc.code, self._usage(), ttft=first)
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            self._end_stream(first, completed=False)
+            raise
+        self._end_stream(first, completed=True)
+
+    def _usage(self) -> TokenUsage | None:
+        tap = self._tap
+        if tap is None:
+            return None
+        if tap.usage is None and self._meter.local and tap.content_events:
+            # llama.cpp streams one text event per generated token and reports no usage.
+            return TokenUsage(None, tap.content_events, tap.content_events)
+        return tap.usage
+
+    def _end_stream(self, first: float | None, *, completed: bool) -> None:
+        """Ended: an error event in the stream, the whole stream (or its [DONE]), or abandoned."""
+        tap = self._tap
+        if tap is not None and tap.error is not None:
+            self._meter.finish(502, tap.error, self._usage(), ttft=first)
+        elif completed or (tap is not None and tap.done):
+            reply = "".join(tap.text) if self._meter.messages is not None else None
+            self._meter.finish(self.status, None, self._usage(), ttft=first, cached=self._cached, reply=reply)
+        else:
+            self._meter.finish(CLIENT_CLOSED, "client_closed", self._usage(), ttft=first)
+
+    async def aread(self) -> bytes:
+        try:
+            raw = await self._inner.aread()
+        except BodhiError as exc:
+            self._meter.failed(exc)
+            raise
+        self._body_read(raw, None)
+        return raw
+
+    async def aread_json(self) -> tuple[bytes, Any]:
+        try:
+            raw, data = await self._inner.aread_json()
+        except BodhiError as exc:
+            self._meter.failed(exc)
+            raise
+        self._body_read(raw, data)
+        return raw, data
+
+    def _body_read(self, raw: bytes, data: Any) -> None:
+        if self._meter.done:
+            return
+        status = self.status
+        if not 200 <= status < 300:
+            err = upstream_status_error(status, raw, self.headers, self.label)
+            self._meter.finish(status, err.code)
+            return
+        if data is None:
+            try:
+                data = json.loads(raw)
+            except ValueError:
+                data = None
+        self._meter.finish(status, None, usage_from_body(data), cached=self._cached, reply=_reply(data))
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+        if not self._meter.done:
+            self._end_stream(None, completed=False)

@@ -1,0 +1,68 @@
+"""Usage operations: reading the ledger, prices and the daily budget, for every surface.
+
+SQLite work runs in a worker thread, so neither the server's loop nor bodhi_nb's private
+loop waits on the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ...objs.errors import BodhiError
+from ...services.usage import BudgetState, Ledger, Price
+from ...services.usage.ledger import Scope
+
+__all__ = ["UsageOps", "UsagePage"]
+
+
+@dataclass(frozen=True)
+class UsagePage:
+    """One page of rows (newest first) or of groups, paginated like api-models."""
+
+    data: list[dict[str, Any]]
+    total: int
+    page: int
+    page_size: int
+
+
+class UsageOps:
+    def __init__(self, ledger: Ledger | None) -> None:
+        self._ledger = ledger
+
+    @property
+    def ledger(self) -> Ledger:
+        if self._ledger is None:
+            raise BodhiError("The usage ledger is turned off in this process (usage_ledger=False).", status=503,
+                             code="usage_ledger_off")
+        return self._ledger
+
+    async def query(self, since: object = None, until: object = None, by: str | Sequence[str] | None = None, *,
+                    page: int = 1, page_size: int = 100, model: str | None = None, provider: str | None = None,
+                    surface: str | None = None, notebook: str | None = None) -> UsagePage:
+        """Raw rows, or with `by` (model, provider, surface, day, notebook; several allowed) sums per group."""
+        data, total = await asyncio.to_thread(self.ledger.query, since, until, by, page=page, page_size=page_size,
+                                              model=model, provider=provider, surface=surface, notebook=notebook)
+        return UsagePage(data, total, page, page_size)
+
+    async def totals(self, since: object = None, until: object = None) -> dict[str, Any]:
+        return await asyncio.to_thread(self.ledger.totals, since, until)
+
+    async def prices(self) -> list[Price]:
+        return await asyncio.to_thread(self.ledger.prices)
+
+    async def set_price(self, name: str, input_usd_per_mtok: float, output_usd_per_mtok: float, *,
+                        scope: Scope = "model") -> Price:
+        return await asyncio.to_thread(self.ledger.set_price, name, input_usd_per_mtok, output_usd_per_mtok,
+                                       scope=scope)
+
+    async def delete_price(self, name: str, *, scope: Scope = "model") -> None:
+        await asyncio.to_thread(self.ledger.delete_price, name, scope=scope)
+
+    async def budget(self) -> BudgetState:
+        return await asyncio.to_thread(self.ledger.budget)
+
+    async def set_budget(self, daily_usd: float | None) -> BudgetState:
+        return await asyncio.to_thread(self.ledger.set_budget, daily_usd)
