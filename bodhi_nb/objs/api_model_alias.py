@@ -11,10 +11,10 @@ from datetime import datetime, timezone
 from enum import Enum
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_serializer, field_validator, model_validator
 
 __all__ = ["ApiFormat", "ApiModelAlias", "mask_api_key", "normalize_base_url", "utc_now", "API_MODEL_ID_PATTERN",
-           "MAX_BASE_URL_LENGTH", "check_api_model_id"]
+           "MAX_BASE_URL_LENGTH", "STORED", "check_api_model_id"]
 
 API_MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 _ID_RE = re.compile(API_MODEL_ID_PATTERN)
@@ -26,6 +26,10 @@ def utc_now() -> datetime:
 
 
 MAX_BASE_URL_LENGTH = 2048
+STORED = {"stored": True}
+"""Validation context for records read back from the store: a base_url written under an
+older, looser rule still loads (so one old record cannot break every listing); it is
+checked again, with a clear error naming the record, when a request would use it."""
 
 
 def normalize_base_url(url: str) -> str:
@@ -109,7 +113,9 @@ class ApiModelAlias(BaseModel):
 
     @field_validator("base_url")
     @classmethod
-    def _check_base_url(cls, v: str) -> str:
+    def _check_base_url(cls, v: str, info: ValidationInfo) -> str:
+        if info.context is not None and info.context.get("stored"):
+            return v
         return normalize_base_url(v)
 
     @field_validator("models")

@@ -301,6 +301,17 @@ def _upstream_message(body: bytes) -> str | None:
     return None
 
 
+def checked_url(base_url: str, label: str) -> str:
+    """A base URL about to be used, checked again by the one rule: a record written under
+    an older, looser rule (CR/LF, a port out of range, credentials) is a clear 400 naming
+    it, never a 500 or a request sent with the wrong credentials."""
+    try:
+        return normalize_base_url(base_url)
+    except ValueError as exc:
+        raise InvalidRequestError(f"The {label} cannot be used: {exc}. Update its base_url.",
+                                  param="base_url") from None
+
+
 def transport_error(exc: Exception, label: str) -> UpstreamError:
     """A failure before any response: timeouts are 504, everything else 502."""
     if isinstance(exc, asyncio.TimeoutError):  # our first-byte limit on streams
@@ -394,7 +405,8 @@ class AiApiService:
             if self._db is None:
                 raise InvalidRequestError("No store is configured to look up stored credentials.")
             alias = self._db.get(creds.id)
-            return alias.base_url, self._db.get_api_key(creds.id), f"API model '{creds.id}'"
+            label = f"API model '{creds.id}'"
+            return checked_url(alias.base_url, label), self._db.get_api_key(creds.id), label
         try:
             url = normalize_base_url(creds.base_url)
         except ValueError as exc:
@@ -459,7 +471,7 @@ class AiApiService:
         timeout = (httpx.Timeout(None, connect=self.connect_timeout) if stream
                    else httpx.Timeout(self.timeout, connect=self.connect_timeout))
         req = client.build_request(
-            "POST", f"{target.base_url}/chat/completions",
+            "POST", f"{checked_url(target.base_url, target.label)}/chat/completions",
             content=json.dumps(payload, separators=(",", ":")).encode(),
             headers=self._headers(target.api_key, stream), timeout=timeout,
         )

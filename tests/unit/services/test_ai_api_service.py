@@ -7,6 +7,7 @@ import json
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from bodhi_nb.objs import ApiModelAlias, InvalidRequestError, UpstreamError, mask_api_key
 from bodhi_nb.services.ai_api_service import (
@@ -424,3 +425,27 @@ def test_fetch_models_and_test_prompt_never_quote_the_key(httpx_mock):
     _echo_401(httpx_mock)
     res = run(_test())
     assert not res.success and MASK in res.error and TEST_KEY not in res.error
+
+
+@pytest.mark.parametrize("bad", ["http://h/v1\r\nX: 1", "http://h:70000/v1", "http://user:pw@provider.test/v1"])
+def test_a_stored_base_url_from_a_looser_rule_is_a_400_before_any_request(httpx_mock, bad):
+    """A record written before the stricter rule still loads, but is never used as it is."""
+    from bodhi_nb.objs.api_model_alias import STORED
+
+    old = ApiModelAlias.model_validate({"id": "old", "base_url": bad, "models": ["m"]}, context=STORED)
+    assert old.base_url == bad
+    with pytest.raises(ValidationError):
+        ApiModelAlias.model_validate({"id": "old", "base_url": bad, "models": ["m"]})
+
+    async def go():
+        svc = AiApiService()
+        try:
+            await svc.forward_chat_completion(ForwardTarget(bad, "m", TEST_KEY, "API model 'old'"),
+                                              {"model": "m", "messages": []}, stream=False)
+        finally:
+            await svc.aclose()
+
+    with pytest.raises(InvalidRequestError, match="API model 'old' cannot be used") as ei:
+        run(go())
+    assert ei.value.status == 400 and bad not in ei.value.message and "user:pw" not in ei.value.message
+    assert httpx_mock.get_requests() == []
