@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from .objs.errors import BodhiError, InvalidRequestError
 from .services.retry import RateGate, hinted_delay, retry_delay, retryable
+from .services.usage import set_surface
 
 if TYPE_CHECKING:
     from .client import Bodhi
@@ -173,6 +174,7 @@ class _Job:
             w.cancel()
 
     async def run(self) -> list[MapResult]:
+        set_surface("map")  # this task and its workers: the usage ledger records rows as "map"
         if not self._stopped:
             self._workers = [asyncio.ensure_future(self._worker()) for _ in range(min(self.concurrency, self.rows.n))]
         try:

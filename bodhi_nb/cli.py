@@ -159,6 +159,23 @@ def cmd_pull(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_usage(args: argparse.Namespace) -> int:
+    b = _bodhi(args)
+    if args.rows:
+        frame = b.usage(since=args.since, until=args.until, limit=args.rows)
+        frame = frame[["time", "surface", "model", "provider", "status", "prompt_tokens", "completion_tokens",
+                       "cost_usd", "latency_ms"]]
+    else:
+        frame = b.usage(since=args.since, until=args.until, by=args.by)
+    print(frame.to_string(index=False, na_rep="-", float_format=lambda x: f"{x:.4f}") if len(frame)
+          else "No usage recorded" + (" in this period." if args.since or args.until else " yet."))
+    state = b.budget()
+    if state["daily_usd"] is not None:
+        print(f"\nBudget today (UTC): ${state['spent_today_usd']:.4f} of ${state['daily_usd']:.2f}"
+              + (" - exceeded, priced models answer 429" if state["exceeded"] else ""))
+    return 0
+
+
 def cmd_rotate_key(args: argparse.Namespace) -> int:
     from .services.db import DbService
     from .services.home import bodhi_home
@@ -244,6 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--revision", default="main")
     pl.add_argument("--quiet", action="store_true", help="no progress bar")
     pl.set_defaults(fn=cmd_pull)
+
+    us = sub.add_parser("usage", help="print the usage ledger: tokens, cost, requests and errors per model")
+    us.add_argument("--by", default="model", help="model, provider, surface, day or notebook (comma-separated)")
+    us.add_argument("--since", help="a date, an ISO time or a span such as 24h or 7d")
+    us.add_argument("--until", help="same forms as --since")
+    us.add_argument("--rows", type=int, metavar="N", help="print the latest N requests instead of sums")
+    us.set_defaults(fn=cmd_usage)
 
     rk = sub.add_parser("rotate-key", help="re-encrypt every stored key under a new master secret")
     rk.set_defaults(fn=cmd_rotate_key)

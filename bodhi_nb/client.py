@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, overload
 
 from ._loop_thread import LoopThread
+from ._usage_facade import UNSET, Prices, budget, usage_frame
 from .server_core.app_services import AppServices
 from .server_core.model_router import Candidate, Destination, ModelEntry
 from .server_core.operations import Messages, Operations, build_messages, delta_text, reply_text
@@ -146,6 +147,8 @@ class Bodhi:
         self.aliases = Aliases(self)
         # The response cache shared with the server and other kernels: `stats()`, `clear()`.
         self.cache = self.services.gateway.cache
+        # Prices per model or provider for the usage ledger's costs: `set`, `list`, `delete`.
+        self.prices = Prices(self)
         # The engine this kernel may start stops when idle and when the kernel exits,
         # as the server extension does for its own.
         self._reaper = self._loop.submit(_reap_idle_forever(self.services.engine))
@@ -256,6 +259,22 @@ class Bodhi:
                               max_retries=max_retries, cache=cache, response_format=response_format,
                               progress=progress, **params)
 
+    # -- usage ----------------------------------------------------------------------------
+
+    def usage(self, since: Any = None, until: Any = None, by: str | list[str] | None = None, *,
+              limit: int | None = None, **filters: str | None) -> Any:
+        """The usage ledger as a pandas DataFrame: every request (newest first), or with `by`
+        ("model", "provider", "surface", "day", "notebook", or several) the sums of tokens,
+        cost and requests per group, with the error rate. `since`/`until`: a date, a
+        datetime, ISO text or a span such as "24h" or "7d"; `limit`: at most this many rows;
+        `filters`: model=, provider=, surface=, notebook=."""
+        return usage_frame(self, since, until, by, limit, **filters)
+
+    def budget(self, daily_usd: float | None = UNSET) -> dict[str, Any]:
+        """The daily budget (USD, UTC day) and today's spend; `daily_usd=` sets it, None removes
+        it. Above it, priced models answer 429 budget_exceeded on every surface."""
+        return budget(self, daily_usd)
+
     async def _on_loop_chunks(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         # Created lazily on the private loop so the upstream client belongs to it.
         async for chunk in self.ops.chat.stream(body):
@@ -264,6 +283,8 @@ class Bodhi:
     def close(self) -> None:
         self._reaper.cancel()
         self._loop.run(self.services.ai_api.aclose())
+        if self.services.ledger is not None:
+            self.services.ledger.flush()
 
 
 async def _reap_idle_forever(engine: Any, every: float = 60.0) -> None:

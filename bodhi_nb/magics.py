@@ -24,6 +24,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import JSON, Markdown, display
 
 from .objs.errors import BodhiError
+from .services.usage import using_surface
 
 __all__ = ["BodhiMagics", "load_ipython_extension", "interpolate"]
 
@@ -114,7 +115,8 @@ class BodhiMagics(Magics):
         try:
             if cell is None:
                 return self._line(_parse(_line_args, line))
-            self._cell(_parse(_cell_args, line), cell)
+            with using_surface("magic"):  # the usage ledger records these requests as "magic"
+                self._cell(_parse(_cell_args, line), cell)
         except BodhiError as exc:
             print(f"bodhi: {exc.message}", file=sys.stderr)
         return None

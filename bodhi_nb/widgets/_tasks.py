@@ -16,6 +16,7 @@ from typing import Any
 import ipywidgets as W
 
 from ..objs.errors import BodhiError
+from ..services.usage import set_surface
 
 __all__ = ["TaskRunner", "status_html", "esc", "html_table"]
 
@@ -65,6 +66,7 @@ class TaskRunner:
         return task
 
     async def _guard(self, work: Callable[[], Awaitable[str | None]], buttons: tuple[W.Button, ...]) -> None:
+        set_surface("widget")  # this task's context: the usage ledger records panel requests as "widget"
         try:
             done = await work()
             if done:
