@@ -123,14 +123,7 @@ async def test_env_server_refuses_after_rotation_and_a_restart_serves_everything
 
     # Restart: a new Jupyter server process started with the new secret.
     port, token = free_port(), secrets.token_hex(16)
-    env = {**os.environ, "BODHI_HOME": str(bodhi_home), "BODHI_ENCRYPTION_KEY": NEW_SECRET,
-           "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt"), "BODHI_NO_KEYRING": "1"}
-    log = tmp_path / "server.log"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "jupyter_server", f"--port={port}", "--ip=127.0.0.1", "--ServerApp.open_browser=False",
-         f"--IdentityProvider.token={token}", "--ServerApp.jpserver_extensions={'bodhi_nb': True}",
-         f"--BodhiExtension.kdf_iterations={FAST_KDF}", f"--BodhiExtension.bodhi_home={bodhi_home}", "--allow-root"],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
+    server, log = await asyncio.to_thread(_start_server, bodhi_home, tmp_path, port, token)
     base, headers = f"http://127.0.0.1:{port}/bodhi/v1", {"Authorization": f"Bearer {token}"}
     try:
         await asyncio.to_thread(wait_http_ok, f"{base}/models", server, headers=headers, log=log)
@@ -144,4 +137,19 @@ async def test_env_server_refuses_after_rotation_and_a_restart_serves_everything
                 assert res.status_code == 200 and res.json()["choices"][0]["message"]["content"] == "echo: z"
     finally:
         server.terminate()
-        server.wait(30)
+        await asyncio.to_thread(server.wait, 30)
+
+
+def _start_server(home, tmp_path, port: int, token: str):
+    """A Jupyter server process with the bodhi_nb extension and the new secret in its environment."""
+    env = {**os.environ, "BODHI_HOME": str(home), "BODHI_ENCRYPTION_KEY": NEW_SECRET,
+           "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt"), "BODHI_NO_KEYRING": "1"}
+    log = tmp_path / "server.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyter_server", f"--port={port}", "--ip=127.0.0.1",
+             "--ServerApp.open_browser=False", f"--IdentityProvider.token={token}",
+             "--ServerApp.jpserver_extensions={'bodhi_nb': True}", f"--BodhiExtension.kdf_iterations={FAST_KDF}",
+             f"--BodhiExtension.bodhi_home={home}", "--allow-root"],
+            env=env, stdout=subprocess.DEVNULL, stderr=err)
+    return proc, log

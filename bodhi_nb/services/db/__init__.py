@@ -1,6 +1,11 @@
 """The encrypted, multi-process store (DESIGN §3)."""
 
-from .master_key import MasterSecret, load_master_secret, persist_master_secret, store_master_secret
+from .master_key import (
+    MasterSecret,
+    load_master_secret,
+    persist_master_secret,
+    store_master_secret,
+)
 from .service import DB_FILENAME, ApiModelRecord, DbService, RotationResult
 from .storage import LockedJSONStorage
 

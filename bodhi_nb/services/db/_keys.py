@@ -14,8 +14,14 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from ...objs.errors import InvalidRequestError, MasterKeyRotatedError, StoreError, WrongMasterKeyError
+from ...objs.errors import (
+    InvalidRequestError,
+    MasterKeyRotatedError,
+    StoreError,
+    WrongMasterKeyError,
+)
 from . import _rotation, migrations
 from ._encryption import PBKDF2_ITERATIONS, RecordCipher, derive_kek, new_salt
 from ._rotation import KeyMeta, RotationResult
@@ -88,7 +94,7 @@ class KeyState:
             f"The master secret (from {self.secret.where(self.home)}) does not open {self._storage.path}: it was "
             "created with a different BODHI_ENCRYPTION_KEY / keyring entry / key file.")
 
-    def _finish_interrupted(self, db: dict[str, object], km: KeyMeta) -> bool:
+    def _finish_interrupted(self, db: dict[str, Any], km: KeyMeta) -> bool:
         """Our secret is the pending one: unwrap the old key and commit the rotation."""
         assert km.pending is not None and self.iterations is not None
         new = RecordCipher(derive_kek(self.secret.value, base64.b64decode(km.pending["kdf_salt"]), self.iterations))
@@ -101,7 +107,7 @@ class KeyState:
         if not _rotation.passes_check(old, km.key_check):
             return False
         try:
-            _rotation.commit(self._storage, db, old, new)  # type: ignore[arg-type]
+            _rotation.commit(self._storage, db, old, new)
         except StoreError as exc:
             # Keep working under the old key (still what the records use); the next open
             # with this secret tries the commit again.
@@ -189,7 +195,7 @@ class KeyState:
             _rotation.write_pending(self._storage, db, old, new, salt)
             try:
                 _rotation.persist(self.home, origin, new_value, announce)
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - looked at, then re-raised or reported
                 self._after_failed_persist(db, origin, new_value, exc)
             try:
                 done, skipped = _rotation.commit(self._storage, db, old, new)
@@ -202,7 +208,7 @@ class KeyState:
         log.info("master key rotated for %s (generation %d)", self._storage.path, self.generation)
         return RotationResult(self.secret, self.generation, done, skipped, where)
 
-    def _after_failed_persist(self, db: dict[str, object], origin: str, value: str, exc: BaseException) -> None:
+    def _after_failed_persist(self, db: dict[str, Any], origin: str, value: str, exc: BaseException) -> None:
         """The secret may or may not have been saved: look, then go on or undo step 1."""
         held = read_persisted_secret(self.home, origin) if origin in ("file", "keyring") else None
         if held == value:
@@ -215,7 +221,7 @@ class KeyState:
                 f"Key rotation stopped: {reason}. The store still opens with whichever secret "
                 f"{MasterSecret(value, origin).where(self.home)} holds; run `bodhi-nb rotate-key` again.") from None
         try:
-            _rotation.drop_pending(self._storage, db)  # type: ignore[arg-type]
+            _rotation.drop_pending(self._storage, db)
         except StoreError:
             pass  # a leftover slot is harmless: the old secret still passes the current check
         if not isinstance(exc, Exception):

@@ -33,8 +33,17 @@ from .master_key import MasterSecret, persist_master_secret
 from .storage import LockedJSONStorage
 
 __all__ = [
-    "PENDING", "GENERATION", "KeyMeta", "RotationResult", "make_check", "passes_check",
-    "write_pending", "persist", "commit", "drop_pending", "previous_kek",
+    "GENERATION",
+    "PENDING",
+    "KeyMeta",
+    "RotationResult",
+    "commit",
+    "drop_pending",
+    "make_check",
+    "passes_check",
+    "persist",
+    "previous_kek",
+    "write_pending",
 ]
 
 log = logging.getLogger(__name__)

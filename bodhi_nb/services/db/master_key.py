@@ -23,8 +23,15 @@ from typing import Any
 from ...objs.errors import StoreError
 
 __all__ = [
-    "MasterSecret", "load_master_secret", "persist_master_secret", "read_persisted_secret",
-    "store_master_secret", "random_secret", "ENV_VAR", "MIN_LENGTH", "RELOADABLE_ORIGINS",
+    "ENV_VAR",
+    "MIN_LENGTH",
+    "RELOADABLE_ORIGINS",
+    "MasterSecret",
+    "load_master_secret",
+    "persist_master_secret",
+    "random_secret",
+    "read_persisted_secret",
+    "store_master_secret",
 ]
 
 log = logging.getLogger(__name__)
@@ -59,7 +66,7 @@ def _usable_keyring() -> Any:
     try:
         import keyring
         from keyring.backends import chainer, fail
-    except Exception:  # pragma: no cover - keyring is a dependency
+    except Exception:  # noqa: BLE001  # pragma: no cover - keyring is a dependency
         return None
     kr = keyring.get_keyring()
     if isinstance(kr, fail.Keyring) or type(kr).__module__.startswith("keyring.backends.null"):
@@ -69,7 +76,7 @@ def _usable_keyring() -> Any:
     try:
         if kr.priority <= 0:
             return None
-    except Exception:
+    except Exception:  # noqa: BLE001 - a backend that cannot say its priority is not usable
         return None
     return kr
 
@@ -102,7 +109,7 @@ def load_master_secret(home: Path, *, create: bool = True) -> MasterSecret:
             return MasterSecret(_validate(value, "the OS keyring"), "keyring")
         except StoreError:
             raise
-        except Exception as exc:  # a locked or broken keyring falls back to the file
+        except Exception as exc:  # noqa: BLE001 - a locked or broken keyring falls back to the file
             if not create:
                 raise StoreError(f"The OS keyring cannot be read ({type(exc).__name__}); unlock it.") from None
             log.warning("OS keyring unusable (%s); using the key file instead", type(exc).__name__)
@@ -139,7 +146,7 @@ def persist_master_secret(home: Path, origin: str, value: str) -> None:
             raise StoreError("the OS keyring is no longer available")
         try:
             kr.set_password(KEYRING_SERVICE, str(home.resolve()), value)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - keyring backends raise anything; say which
             raise StoreError(f"the OS keyring refused the new master secret ({type(exc).__name__}); "
                              "unlock the keyring") from None
     elif origin == "file":
@@ -174,7 +181,7 @@ def read_persisted_secret(home: Path, origin: str) -> str | None:
             return None if kr is None else kr.get_password(KEYRING_SERVICE, str(home.resolve()))
         if origin == "file":
             return (home / KEY_FILE).read_text().strip()
-    except Exception:
+    except Exception:  # noqa: BLE001 - "cannot tell" is an answer here
         return None
     return None
 

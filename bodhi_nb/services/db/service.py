@@ -24,7 +24,6 @@ from ...objs.errors import (
     DecryptionError,
     InvalidRequestError,
     NotFoundError,
-    WrongMasterKeyError,
 )
 from . import migrations
 from ._encryption import RecordCipher
@@ -33,7 +32,9 @@ from ._rotation import KeyMeta, RotationResult
 from .master_key import MasterSecret, load_master_secret
 from .storage import LockedJSONStorage
 
-__all__ = ["DbService", "ApiModelRecord", "RotationResult", "DB_FILENAME"]
+__all__ = ["DB_FILENAME", "ApiModelRecord", "DbService", "RotationResult"]
+
+_List = list  # `DbService.list` shadows the builtin inside the class body
 
 log = logging.getLogger(__name__)
 
@@ -196,16 +197,16 @@ class DbService:
         start = (page - 1) * page_size
         return [self._record(idx, cipher, a) for a in items[start:start + page_size]], len(items)
 
-    def all(self) -> list[ApiModelAlias]:
+    def all(self) -> _List[ApiModelAlias]:
         """Every api model, most recently updated first."""
         return sorted(self._current().by_id.values(), key=lambda a: a.updated_at, reverse=True)
 
-    def find_by_served_name(self, name: str) -> list[ApiModelAlias]:
+    def find_by_served_name(self, name: str) -> _List[ApiModelAlias]:
         """API models listing `name` (prefix included), most recently updated first."""
         idx = self._current()
         return [idx.by_id[i] for i in idx.by_name.get(name, ())]
 
-    def forward_all_aliases(self) -> list[ApiModelAlias]:
+    def forward_all_aliases(self) -> _List[ApiModelAlias]:
         """API models that forward any name under their prefix, most recently updated first."""
         idx = self._current()
         return [idx.by_id[i] for i in idx.forward_all]

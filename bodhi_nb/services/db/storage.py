@@ -76,7 +76,8 @@ class LockedJSONStorage(Storage):
             if self._raw is None:
                 return None
             # A fresh object every time: TinyDB mutates what it reads before writing it.
-            return json.loads(self._raw)
+            data: dict[str, dict[str, Any]] = json.loads(self._raw)
+            return data
 
     def write(self, data: dict[str, dict[str, Any]]) -> None:
         raw = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()

@@ -15,13 +15,20 @@ import signal
 import subprocess
 import sys
 import textwrap
+from typing import ClassVar
 
 import pytest
 
 from bodhi_nb.objs import ApiModelAlias, BodhiError, InvalidRequestError, StoreError
 from bodhi_nb.objs.errors import MasterKeyRotatedError
 from bodhi_nb.services.ai_api_service import AiApiService, StoredCredentials
-from bodhi_nb.services.db import DbService, LockedJSONStorage, _rotation, load_master_secret, master_key
+from bodhi_nb.services.db import (
+    DbService,
+    LockedJSONStorage,
+    _rotation,
+    load_master_secret,
+    master_key,
+)
 from tests.conftest import FAST_KDF, TEST_KEY, TEST_SECRET
 
 OTHER_KEYS = {f"other-{i}": f"sk-other-{i:02d}-0123456789abcdef" for i in range(4)}
@@ -239,7 +246,7 @@ def test_keyring_locked_at_rotation(bodhi_home, upstream, monkeypatch):
 
     class MemoryKeyring(KeyringBackend):
         priority = 1
-        store: dict = {}
+        store: ClassVar[dict] = {}
         locked = False
 
         def get_password(self, service, username):

@@ -3,18 +3,30 @@ from __future__ import annotations
 import json
 import os
 import stat
+from typing import ClassVar
 
 import pytest
 from pydantic import ValidationError
 
-from bodhi_nb.objs import ApiModelAlias, ConflictError, InvalidRequestError, NotFoundError, StoreError, WrongMasterKeyError
-from bodhi_nb.services.db import DbService, LockedJSONStorage, load_master_secret
-from bodhi_nb.services.db import migrations
+from bodhi_nb.objs import (
+    ApiModelAlias,
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    StoreError,
+    WrongMasterKeyError,
+)
+from bodhi_nb.services.db import (
+    DbService,
+    LockedJSONStorage,
+    load_master_secret,
+    migrations,
+)
 from tests.conftest import FAST_KDF, TEST_KEY, TEST_SECRET
 
 
 def make(id="openai", **kw) -> ApiModelAlias:
-    base = dict(id=id, base_url="http://127.0.0.1:9/v1", models=["gpt-4o"])
+    base = {"id": id, "base_url": "http://127.0.0.1:9/v1", "models": ["gpt-4o"]}
     base.update(kw)
     return ApiModelAlias(**base)
 
@@ -244,7 +256,7 @@ def test_list_never_fails_while_another_process_deletes_and_creates(db, bodhi_ho
                 items, total = db.list(page_size=100)
                 assert total == len(items)
                 seen.add(total)
-            except Exception:
+            except Exception:  # noqa: BLE001 - any failure of a list counts
                 failures += 1
     finally:
         stop.set()
@@ -292,7 +304,7 @@ def test_master_secret_from_a_real_keyring_backend(bodhi_home, monkeypatch):
 
     class MemoryKeyring(KeyringBackend):
         priority = 1
-        store: dict = {}
+        store: ClassVar[dict] = {}
 
         def get_password(self, service, username):
             return self.store.get((service, username))

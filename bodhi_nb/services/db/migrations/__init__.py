@@ -17,7 +17,7 @@ from typing import Any
 from ....objs.errors import StoreError
 from ..storage import LockedJSONStorage
 
-__all__ = ["Migration", "MIGRATIONS", "LATEST", "schema_version", "migrate", "meta"]
+__all__ = ["LATEST", "MIGRATIONS", "Migration", "meta", "migrate", "schema_version"]
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,8 @@ LATEST = MIGRATIONS[-1].version
 
 def meta(db: dict[str, Any]) -> dict[str, Any]:
     """The `_meta` document (created empty when missing)."""
-    return db.setdefault(META_TABLE, {}).setdefault(META_DOC, {})
+    doc: dict[str, Any] = db.setdefault(META_TABLE, {}).setdefault(META_DOC, {})
+    return doc
 
 
 def schema_version(db: dict[str, Any]) -> int:
