@@ -1,4 +1,4 @@
-"""The encrypted, multi-process store (DESIGN §3)."""
+"""The encrypted, multi-process store (docs/ARCHITECTURE.md, "Encryption and rotation")."""
 
 from .master_key import (
     MasterSecret,

@@ -1,6 +1,6 @@
 """Private: AES-256-GCM encryption of API keys. Import only from inside `services/db`.
 
-Scheme (DESIGN §3): a key-encryption key (KEK) is derived once per process from the
+Scheme (docs/ARCHITECTURE.md, "Encryption and rotation"): a key-encryption key (KEK) is derived once per process from the
 master secret and the store's salt with PBKDF2-HMAC-SHA256 (600,000 iterations; slow on
 purpose, so a stolen db file plus a guessed secret is expensive). Each record gets its
 own key through HKDF-SHA256 over a 32-byte random salt, and a 12-byte random nonce per
