@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_serializer, field_validator, model_validator
 
 __all__ = ["ApiFormat", "ApiModelAlias", "mask_api_key", "normalize_base_url", "utc_now", "API_MODEL_ID_PATTERN",
-           "MAX_BASE_URL_LENGTH", "STORED", "check_api_model_id"]
+           "MAX_BASE_URL_LENGTH", "MAX_MODEL_NAME_LENGTH", "STORED", "check_api_model_id"]
 
 API_MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 _ID_RE = re.compile(API_MODEL_ID_PATTERN)
@@ -26,10 +26,15 @@ def utc_now() -> datetime:
 
 
 MAX_BASE_URL_LENGTH = 2048
+MAX_MODEL_NAME_LENGTH = 256
 STORED = {"stored": True}
 """Validation context for records read back from the store: a base_url written under an
 older, looser rule still loads (so one old record cannot break every listing); it is
 checked again, with a clear error naming the record, when a request would use it."""
+
+
+def _stored(info: ValidationInfo) -> bool:
+    return info.context is not None and bool(info.context.get("stored"))
 
 
 def normalize_base_url(url: str) -> str:
@@ -114,19 +119,20 @@ class ApiModelAlias(BaseModel):
     @field_validator("base_url")
     @classmethod
     def _check_base_url(cls, v: str, info: ValidationInfo) -> str:
-        if info.context is not None and info.context.get("stored"):
-            return v
-        return normalize_base_url(v)
+        return v if _stored(info) else normalize_base_url(v)
 
     @field_validator("models")
     @classmethod
-    def _check_models(cls, v: list[str]) -> list[str]:
+    def _check_models(cls, v: list[str], info: ValidationInfo) -> list[str]:
         seen: set[str] = set()
         out: list[str] = []
         for m in v:
             m = m.strip()
             if not m:
                 raise ValueError("model names must not be empty")
+            if not _stored(info) and (len(m) > MAX_MODEL_NAME_LENGTH or not m.isprintable()):
+                raise ValueError(f"model names must be printable text (no NUL or line breaks) of at most "
+                                 f"{MAX_MODEL_NAME_LENGTH} characters")
             if m not in seen:  # keep the user's order, drop repeats
                 seen.add(m)
                 out.append(m)
@@ -134,11 +140,13 @@ class ApiModelAlias(BaseModel):
 
     @field_validator("prefix")
     @classmethod
-    def _check_prefix(cls, v: str | None) -> str | None:
+    def _check_prefix(cls, v: str | None, info: ValidationInfo) -> str | None:
         if v is None or v == "":
             return None
         if any(c.isspace() for c in v):
             raise ValueError("prefix must not contain whitespace")
+        if not v.isprintable() and not _stored(info):
+            raise ValueError("prefix must not contain NUL or other control characters")
         if len(v) > 64:
             raise ValueError("prefix must be at most 64 characters")
         return v

@@ -82,6 +82,21 @@ def test_a_base_url_that_is_not_text_is_a_value_error():
         normalize_base_url(123)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("field,value,words", [
+    ("models", ["a\x00b"], "printable"), ("models", ["a\nb"], "printable"), ("models", ["m" * 257], "256"),
+    ("prefix", "p\x00/", "control characters"), ("prefix", "p\n/", "whitespace")])
+def test_model_names_and_prefix_refuse_control_characters(field, value, words):
+    with pytest.raises(ValidationError, match=words):
+        api(**{field: value})
+    # a record stored under the older, looser rules still loads
+    from bodhi_nb.objs.api_model_alias import STORED
+
+    data = {"id": "old", "base_url": "http://h/v1", "models": ["m"], field: value}
+    if field == "prefix" and "\n" in value:
+        return  # whitespace in a prefix was always refused
+    assert getattr(ApiModelAlias.model_validate(data, context=STORED), field) == value
+
+
 @pytest.mark.parametrize("bad", ["", "-x", "a b", "a/b", "x" * 101, "x\n", "x\x00"])
 def test_id_pattern(bad):
     with pytest.raises(ValidationError, match="id must start"):
