@@ -168,3 +168,36 @@ save("05_batch_over_a_dataframe.ipynb", [
     md("## Router aliases\n\n*To come:* `map` over a router alias (ordered targets with cooldowns) spreads a long job "
        "across providers; that cell is added with router aliases."),
 ])
+
+save("06_magic_and_models.ipynb", [
+    md("# The `%%bodhi` magic, and more local models\n\n`%load_ext bodhi_nb` adds a cell magic: the cell is the prompt, "
+       "`{name}` takes a variable from the notebook, and the reply streams in as Markdown. "
+       "Options: `-o VAR` (also keep the reply in `VAR`; it is always in `_bodhi`), `-s SYSTEM`, `--max-tokens N`, "
+       "`--temperature T`, `--format markdown|text|json|code`, `--no-stream`, `--cache`."),
+    code("%load_ext bodhi_nb"),
+    code("topic = \"the colour of the sky\""),
+    code("%%bodhi smollm2:135m -o answer --max-tokens 24 --temperature 0\nIn one short sentence, describe {topic}."),
+    code("# NBVAL_CHECK_OUTPUT\nprint(type(answer).__name__, len(answer) > 0, answer == _bodhi)"),
+    md("`--format text` shows the reply as plain text; `-s` sets a system prompt:"),
+    code("%%bodhi smollm2:135m -s \"Answer with one word.\" --format text --max-tokens 8 --temperature 0\nName a fruit."),
+    md("Line forms: `%bodhi models` lists every name the gateway serves, `%bodhi explain NAME` says who serves it "
+       "(and `%bodhi usage` shows the usage ledger where this version keeps one). Errors are one line:"),
+    code("%bodhi models"),
+    code("%bodhi explain smollm2:135m"),
+    code("%%bodhi no-such-model\nHello?"),
+    md("## Pull a GGUF model from the Hugging Face Hub\n\n"
+       "Any GGUF repo on the Hub becomes a model name. From a terminal:\n\n"
+       "```bash\nbodhi-nb pull bartowski/SmolLM2-360M-Instruct-GGUF:Q4_K_M\n```\n\n"
+       "or from Python, with a progress bar:\n\n"
+       "```python\nb.aliases.pull(\"bartowski/SmolLM2-360M-Instruct-GGUF:Q4_K_M\")\n```\n\n"
+       "or in the panel's **Local aliases** tab (the *Pull GGUF* box), or over HTTP: "
+       "`POST bodhi/v1/modelfiles/pull {\"model\": ...}` answers with a job whose progress "
+       "`GET bodhi/v1/modelfiles/pull/{id}` reports. `owner/repo:QUANT` picks the file with that quant "
+       "(an unknown or ambiguous quant is refused with the repo's choices), `owner/repo/file.gguf` names a file. "
+       "The file lands in the Hugging Face cache (resumed if the connection drops; `HF_ENDPOINT` and `HF_TOKEN` "
+       "are honoured) and is served at once as `owner/repo:QUANT`. This notebook does not download anything: "
+       "it runs offline."),
+    md("## jupyter-ai on the gateway\n\nWith jupyter-ai 3 installed, `bodhi_nb.configure_jupyter_ai()` points its "
+       "`%%ai` aliases (`bodhi`, `bodhi/<model>`) and Jupyternaut's chat model at this gateway. It writes only the "
+       "gateway URL; the key is the Jupyter token, read from `OPENAI_API_KEY` when a request is sent."),
+])

@@ -23,7 +23,7 @@ KEY_LIKE = re.compile(r"(sk-[A-Za-z0-9_\-]{16,}|Bearer [A-Za-z0-9_\-]{16,}|api_k
 def test_the_demo_notebooks_are_the_listed_ones():
     assert [p.name for p in NOTEBOOKS] == ["01_quickstart.ipynb", "02_remote_api_models.ipynb",
                                            "03_gateway_from_any_kernel.ipynb", "04_local_aliases.ipynb",
-                                           "05_batch_over_a_dataframe.ipynb"]
+                                           "05_batch_over_a_dataframe.ipynb", "06_magic_and_models.ipynb"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
