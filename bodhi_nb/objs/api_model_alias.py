@@ -14,7 +14,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_serializer, field_validator, model_validator
 
 __all__ = ["ApiFormat", "ApiModelAlias", "mask_api_key", "normalize_base_url", "utc_now", "API_MODEL_ID_PATTERN",
-           "MAX_BASE_URL_LENGTH", "MAX_MODEL_NAME_LENGTH", "STORED", "check_api_model_id"]
+           "MAX_BASE_URL_LENGTH", "MAX_MODEL_NAME_LENGTH", "MAX_API_KEY_LENGTH", "STORED", "check_api_model_id",
+           "check_api_key"]
 
 API_MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 _ID_RE = re.compile(API_MODEL_ID_PATTERN)
@@ -79,6 +80,18 @@ def check_api_model_id(v: str) -> str:
             "'_', '.' or '-' (at most 100 characters)"
         )
     return v
+
+
+MAX_API_KEY_LENGTH = 4096
+
+
+def check_api_key(key: str) -> None:
+    """The one rule for a key typed by a user: it goes into an HTTP header, so no
+    whitespace, NUL or other control characters. The message never echoes the key."""
+    if not isinstance(key, str) or not key or len(key) > MAX_API_KEY_LENGTH or not key.isprintable() or any(
+            c.isspace() for c in key):
+        raise ValueError(f"api_key must be a non-empty string without whitespace or control characters "
+                         f"(at most {MAX_API_KEY_LENGTH} characters)")
 
 
 def mask_api_key(key: str) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from ..objs.api_model_alias import mask_api_key, normalize_base_url
+from ..objs.api_model_alias import check_api_key, mask_api_key, normalize_base_url
 from ..objs.errors import BodhiError, InvalidRequestError, UpstreamError
 from .db import DbService
 
@@ -411,6 +411,11 @@ class AiApiService:
             url = normalize_base_url(creds.base_url)
         except ValueError as exc:
             raise InvalidRequestError(str(exc), param="base_url") from None
+        if creds.api_key is not None:
+            try:
+                check_api_key(creds.api_key)
+            except ValueError as exc:
+                raise InvalidRequestError(str(exc), param="api_key") from None
         return url, creds.api_key, "provider"
 
     @staticmethod

@@ -160,6 +160,33 @@ def test_bad_base_url_is_an_invalid_request_error_from_python(bodhi_home, upstre
         b.close()
 
 
+# -- NUL and over-long values in bodies -----------------------------------------------------
+
+
+async def test_nul_and_over_long_fields_are_4xx_and_nothing_is_stored(gw, upstream, bodhi_home):
+    url, headers = gw
+    good = {"id": "p", "base_url": upstream.base_url, "api_key": TEST_KEY, "models": ["echo"]}
+    bad_models = [{**good, "id": "a\x00b"}, {**good, "id": "x" * 10_000}, {**good, "models": ["e\x00cho"]},
+                  {**good, "models": ["m" * 10_000]}, {**good, "prefix": "p\x00/"}]
+    alias = {"alias": "a", "repo": "o/r", "filename": "f.gguf"}
+    bad_aliases = [{**alias, "alias": "a\x00b"}, {**alias, "alias": "a" * 10_000}, {**alias, "alias": "a\n"}]
+    async with httpx.AsyncClient(trust_env=False, timeout=30) as c:
+        for body in bad_models:
+            err = _envelope(await c.post(f"{url}/api-models", headers=headers, json=body))
+            assert "\x00" not in err["message"] and len(err["message"]) < 400
+        for body in bad_aliases:
+            err = _envelope(await c.post(f"{url}/aliases", headers=headers, json=body))
+            assert "\x00" not in err["message"] and len(err["message"]) < 400
+        raw = {"base_url": upstream.base_url, "api_key": "k\x00"}
+        for path, body in [("api-models/test", {**raw, "model": "echo", "prompt": "hi"}),
+                           ("api-models/fetch-models", raw)]:  # a raw key goes into a header
+            err = _envelope(await c.post(f"{url}/{path}", headers=headers, json=body))
+            assert err["param"] == "api_key" and "control characters" in err["message"]
+        assert (await c.get(f"{url}/api-models", headers=headers)).json()["total"] == 0
+        assert (await c.get(f"{url}/aliases", headers=headers)).json()["data"] == []
+    assert not (bodhi_home / "aliases").exists() or not any((bodhi_home / "aliases").iterdir())
+
+
 # -- path parameters -------------------------------------------------------------------------
 
 HOSTILE_IDS = {"NUL": "a%00b", "10,000 characters": "a" * 10_000, "127 encoded slashes": "a" + "%2F" * 127,

@@ -211,3 +211,13 @@ def test_objs_import_no_io_libraries():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("bad", ["", "a b", "k\x00", "k\r\nX: 1", "k\t", "k" * 4097])
+def test_api_key_rule(bad):
+    from bodhi_nb.objs.api_model_alias import check_api_key
+
+    with pytest.raises(ValueError, match="api_key must be") as ei:
+        check_api_key(bad)
+    assert bad not in str(ei.value) or not bad
+    check_api_key("sk-" + "x" * 4093)
