@@ -8,14 +8,15 @@ from ..client import Bodhi
 from .aliases_panel import AliasesPanel
 from .api_models_panel import ApiModelsPanel
 from .chat_panel import ChatPanel
+from .usage_panel import UsagePanel
 
-__all__ = ["panel", "ApiModelsPanel", "AliasesPanel", "ChatPanel"]
+__all__ = ["panel", "ApiModelsPanel", "AliasesPanel", "ChatPanel", "UsagePanel"]
 
 
 def panel(bodhi: Bodhi | None = None) -> W.Tab:
-    """API models, local aliases and chat in one Tab."""
+    """API models, local aliases, chat and usage in one Tab."""
     b = bodhi or Bodhi()
-    tab = W.Tab(children=[ChatPanel(b), ApiModelsPanel(b), AliasesPanel(b)])
-    for i, title in enumerate(("Chat", "API models", "Local aliases")):
+    tab = W.Tab(children=[ChatPanel(b), ApiModelsPanel(b), AliasesPanel(b), UsagePanel(b)])
+    for i, title in enumerate(("Chat", "API models", "Local aliases", "Usage")):
         tab.set_title(i, title)
     return tab
