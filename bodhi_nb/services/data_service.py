@@ -95,6 +95,15 @@ def _is_valid_name(name: object) -> bool:
     return isinstance(name, str) and _NAME_RE.fullmatch(name) is not None
 
 
+def _check_inside(path: Path, root: Path, alias: UserModelAlias | DiscoveredModelAlias) -> None:
+    """An alias's repo, snapshot and filename (from a request or a hand-edited file) must
+    name a file inside the Hugging Face cache: no '..' out of it, no absolute path, no NUL."""
+    if "\x00" in str(path) or not os.path.normpath(path).startswith(os.path.normpath(root) + os.sep):
+        raise InvalidRequestError(
+            f"The alias '{alias.alias}' does not name a file inside the Hugging Face cache: its repo, "
+            "snapshot and filename must not hold '..', an absolute path or NUL.", param="model")
+
+
 class DataService:
     """Local aliases: user aliases (CRUD) and discovered GGUF model aliases."""
 
@@ -289,9 +298,11 @@ class DataService:
         repo_dir = self.hub_dir / ("models--" + alias.repo.replace("/", "--"))
         snapshot = alias.snapshot
         ref = repo_dir / "refs" / snapshot
+        _check_inside(ref, repo_dir / "refs", alias)
         if ref.is_file():
             snapshot = ref.read_text().strip()
         path = repo_dir / "snapshots" / snapshot / alias.filename
+        _check_inside(path, repo_dir / "snapshots", alias)
         if not path.is_file():
             raise NotFoundError(
                 f"The file {alias.filename} of {alias.repo} (snapshot {alias.snapshot}) is not in the "

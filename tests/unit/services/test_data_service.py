@@ -216,3 +216,22 @@ def test_not_found_message_never_echoes_a_hostile_name():
 
     msg = alias_not_found("a\x00b" + "x" * 10_000).message
     assert "\x00" not in msg and "\\x00" in msg and len(msg) < 200
+
+
+@pytest.mark.parametrize("field,value", [("filename", "../../../../../../etc/evil.gguf"),
+                                         ("filename", "/etc/evil.gguf"), ("snapshot", "../../other"),
+                                         ("snapshot", "../refs/../../.."),
+                                         ("filename", "a\x00.gguf")])
+def test_an_alias_cannot_point_outside_the_hf_cache(bodhi_home, hub, tmp_path, field, value):
+    evil = tmp_path / "evil.gguf"
+    evil.write_bytes(b"GGUF")
+    data = DataService(bodhi_home, hub_dir=hub)
+    a = Alias.model_construct(alias="x", repo="TheBloke/Llama-2-7B-GGUF", filename="llama-2-7b.Q8_0.gguf",
+                              snapshot="main")
+    from bodhi_nb.objs.model_alias import UserModelAlias
+
+    ok = UserModelAlias(**a.model_dump())
+    assert data.gguf_path(ok).is_file()
+    bad = UserModelAlias.model_construct(**{**ok.model_dump(), field: value})
+    with pytest.raises(InvalidRequestError, match="inside the Hugging Face cache"):
+        data.gguf_path(bad)
