@@ -94,7 +94,7 @@ class Gateway:
         if key is not None and self.cache is not None and resp.ok:
             raw, data = await resp.aread_json()
             if isinstance(data, dict) and isinstance(data.get("choices"), list):
-                await self.cache.aput(key, raw)
+                self.cache.put_later(key, raw)  # committed by the cache's writer thread
             resp = _replay(resp.status, resp.headers, raw, resp.label, resp.upstream_seconds)
         return OpenChat(resp, dest, stream)
 

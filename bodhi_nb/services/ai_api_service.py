@@ -114,7 +114,7 @@ class KeyRedactor:
     """
 
     MIN_BODY_SECRET = 8
-    __slots__ = ("_forms", "_text_forms", "_mask", "_in_bodies")
+    __slots__ = ("_forms", "_text_forms", "_mask", "_mask_bytes", "_key_bytes", "_in_bodies")
 
     def __init__(self, secret: str | None) -> None:
         forms: set[str] = set()
@@ -124,6 +124,8 @@ class KeyRedactor:
         self._text_forms = sorted(forms, key=len, reverse=True)
         self._forms = [f.encode() for f in self._text_forms]
         self._mask = mask_api_key(secret) if secret else ""
+        self._mask_bytes = self._mask.encode()
+        self._key_bytes = frozenset(b for f in self._forms for b in f)  # bytes a key is made of
         self._in_bodies = bool(secret) and len(secret or "") >= self.MIN_BODY_SECRET
 
     def __repr__(self) -> str:
@@ -138,10 +140,9 @@ class KeyRedactor:
 
     def error_body(self, data: bytes) -> bytes:
         """A non-2xx body: always cleaned (a mangled error body is still an error)."""
-        mask = self._mask.encode()
         for f in self._forms:
             if f in data:
-                data = data.replace(f, mask)
+                data = data.replace(f, self._mask_bytes)
         return data
 
     def body(self, data: bytes) -> bytes:
@@ -166,6 +167,8 @@ class KeyRedactor:
         no key starts with, so in practice nothing is ever held and streaming is not delayed.
         """
         data = self.body(held + chunk if held else chunk)
+        if not data or data[-1] not in self._key_bytes:  # the usual case: no key can start in the tail
+            return data, b""
         cut = len(data)
         for f in self._forms:
             i = max(len(data) - len(f) + 1, 0)

@@ -20,17 +20,20 @@ bound costs one small read per write, from any process.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import hashlib
 import json
+import logging
 import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ResponseCache", "DEFAULT_MAX_BYTES", "cache_key"]
+__all__ = ["DEFAULT_MAX_BYTES", "ResponseCache", "cache_key"]
 
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
+log = logging.getLogger(__name__)
 _IGNORED = frozenset({"model", "stream", "stream_options"})
 
 _SCHEMA = """
@@ -68,9 +71,15 @@ def cache_key(target: str, body: dict[str, Any]) -> str:
 class ResponseCache:
     """Completions stored under `path` (created on first use), shared across processes.
 
-    Sync methods do a little file I/O; code running on an event loop uses the `a*`
-    twins, which run them in a worker thread.
+    Reads never wait on a lock (WAL readers do not block); code on an event loop still
+    calls `aget`, which reads in a worker thread. Writes from the request path
+    (`put_later`, and the recency of every hit) are queued and committed by a background
+    writer thread in one transaction per batch, as the usage ledger does; this process
+    sees its queued entries at once, other processes a few milliseconds later. `put` is
+    the synchronous write; `flush` commits the queue now (also at exit).
     """
+
+    IDLE_EXIT = 5.0  # seconds the writer thread waits for work before it ends
 
     def __init__(self, path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         if max_bytes <= 0:
@@ -79,96 +88,179 @@ class ResponseCache:
         self.max_bytes = int(max_bytes)
         self.hits = 0
         self.misses = 0
-        self._conn: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
+        self._read: sqlite3.Connection | None = None
+        self._write: sqlite3.Connection | None = None
+        self._read_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._pending: dict[str, bytes] = {}  # queued entries, visible to get() before they commit
+        self._touched: dict[str, float] = {}  # hits whose recency is not written yet
+        self._wake = threading.Event()
+        self._writer: threading.Thread | None = None
+        self._atexit = False
 
     def __repr__(self) -> str:
         return f"ResponseCache(path={str(self.path)!r}, max_bytes={self.max_bytes})"
 
-    # -- connection -----------------------------------------------------------------------
+    # -- connections ----------------------------------------------------------------------
 
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
-            self._conn = conn
-        return self._conn
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(_SCHEMA)
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        if self._read is None:
+            self._read = self._connect()
+        return self._read
+
+    def _writer_db(self) -> sqlite3.Connection:
+        if self._write is None:
+            self._write = self._connect()
+        return self._write
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        """Commit queued writes and close the connections (the cache reopens on next use)."""
+        self.flush()
+        with self._read_lock:
+            if self._read is not None:
+                self._read.close()
+                self._read = None
+        with self._write_lock:
+            if self._write is not None:
+                self._write.close()
+                self._write = None
 
     # -- entries --------------------------------------------------------------------------
 
     def get(self, key: str) -> bytes | None:
-        """The stored completion bytes, marking the entry as recently used; None on a miss."""
-        with self._lock:
-            db = self._db()
-            row = db.execute("SELECT value FROM entries WHERE key = ?", (key,)).fetchone()
+        """The stored completion bytes (marking the entry as recently used); None on a miss."""
+        with self._queue_lock:
+            queued = self._pending.get(key)
+            if queued is not None:
+                self.hits += 1
+                return queued
+        with self._read_lock:
+            row = self._reader().execute("SELECT value FROM entries WHERE key = ?", (key,)).fetchone()
+        with self._queue_lock:
             if row is None:
                 self.misses += 1
                 return None
-            db.execute("UPDATE entries SET accessed = ? WHERE key = ?", (time.time(), key))
             self.hits += 1
-            return bytes(row[0])
+            self._touched[key] = time.time()
+        self._kick()
+        return bytes(row[0])
 
     def put(self, key: str, value: bytes) -> None:
-        """Store (or replace) one completion, then evict least recently used entries if over the bound."""
-        size = len(key) + len(value)
-        if size > self.max_bytes:
-            return  # larger than the whole cache: never worth evicting everything for
+        """Store (or replace) one completion now (with anything queued), evicting least recently
+        used entries if over the bound."""
+        self.put_later(key, value)
+        self.flush()
+
+    def put_later(self, key: str, value: bytes) -> None:
+        """Queue one completion for the background writer; `get` sees it at once."""
+        if len(key) + len(value) > self.max_bytes:
+            return
+        with self._queue_lock:
+            self._pending[key] = value
+        self._kick()
+
+    def flush(self) -> None:
+        """Commit every queued entry and recency mark now."""
+        with self._write_lock:
+            with self._queue_lock:
+                items, touched = dict(self._pending), self._touched
+                self._touched = {}
+            if items or touched:
+                self._commit(items, touched)
+            with self._queue_lock:  # drop what was committed, unless replaced meanwhile
+                for k, v in items.items():
+                    if self._pending.get(k) is v:
+                        del self._pending[k]
+
+    def _commit(self, items: dict[str, bytes], touched: dict[str, float]) -> None:
+        """One transaction: upserts, recency marks, then eviction down to 90 % if over the bound."""
         now = time.time()
-        with self._lock:
-            db = self._db()
-            db.execute("INSERT INTO entries(key, value, size, created, accessed) VALUES (?, ?, ?, ?, ?) "
-                       "ON CONFLICT(key) DO UPDATE SET value = excluded.value, size = excluded.size, "
-                       "accessed = excluded.accessed", (key, value, size, now, now))
+        rows = [(k, v, len(k) + len(v), now, now) for k, v in items.items() if len(k) + len(v) <= self.max_bytes]
+        db = self._writer_db()
+        db.execute("BEGIN IMMEDIATE")  # one writer at a time, across processes
+        try:
+            db.executemany("INSERT INTO entries(key, value, size, created, accessed) VALUES (?, ?, ?, ?, ?) "
+                           "ON CONFLICT(key) DO UPDATE SET value = excluded.value, size = excluded.size, "
+                           "accessed = excluded.accessed", rows)
+            db.executemany("UPDATE entries SET accessed = ? WHERE key = ?", [(t, k) for k, t in touched.items()])
             total = db.execute("SELECT bytes FROM totals WHERE id = 0").fetchone()[0]
             if total > self.max_bytes:
-                self._evict(db, int(self.max_bytes * 0.9))
-
-    @staticmethod
-    def _evict(db: sqlite3.Connection, target: int) -> None:
-        db.execute("BEGIN IMMEDIATE")  # one writer evicts at a time, across processes
-        try:
-            excess = db.execute("SELECT bytes FROM totals WHERE id = 0").fetchone()[0] - target
-            victims: list[tuple[str]] = []
-            for key, size in db.execute("SELECT key, size FROM entries ORDER BY accessed"):
-                if excess <= 0:
-                    break
-                victims.append((key,))
-                excess -= size
-            db.executemany("DELETE FROM entries WHERE key = ?", victims)
+                excess = total - int(self.max_bytes * 0.9)
+                victims: list[tuple[str]] = []
+                for key, size in db.execute("SELECT key, size FROM entries ORDER BY accessed"):
+                    if excess <= 0:
+                        break
+                    victims.append((key,))
+                    excess -= size
+                db.executemany("DELETE FROM entries WHERE key = ?", victims)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
 
+    # -- the background writer ------------------------------------------------------------
+
+    def _kick(self) -> None:
+        self._wake.set()
+        with self._queue_lock:
+            if self._writer is not None and self._writer.is_alive():
+                return
+            if not self._atexit:
+                atexit.register(self._flush_at_exit)
+                self._atexit = True
+            self._writer = threading.Thread(target=self._write_forever, name="bodhi_nb-cache-writer", daemon=True)
+            self._writer.start()
+
+    def _flush_at_exit(self) -> None:
+        try:
+            self.flush()
+        except sqlite3.Error:  # e.g. BODHI_HOME removed: nothing to keep the entries in
+            log.debug("Queued response-cache entries dropped at exit.", exc_info=True)
+
+    def _write_forever(self) -> None:
+        while self._wake.wait(self.IDLE_EXIT):
+            self._wake.clear()
+            try:
+                self.flush()
+            except sqlite3.Error:
+                log.warning("The response cache could not be written; entries stay queued.", exc_info=True)
+        with self._queue_lock:  # idle: end; the next write starts a new writer
+            self._writer = None
+        if self._wake.is_set():
+            self._kick()
+
+    # -- management -----------------------------------------------------------------------
+
     def stats(self) -> dict[str, Any]:
         """Entries and bytes stored (all processes), the bound, and this process's hits/misses."""
-        with self._lock:
-            nbytes, entries = self._db().execute("SELECT bytes, entries FROM totals WHERE id = 0").fetchone()
+        self.flush()
+        with self._read_lock:
+            nbytes, entries = self._reader().execute("SELECT bytes, entries FROM totals WHERE id = 0").fetchone()
         return {"path": str(self.path), "entries": int(entries), "bytes": int(nbytes),
                 "max_bytes": self.max_bytes, "hits": self.hits, "misses": self.misses}
 
     def clear(self) -> int:
         """Remove every entry; returns how many there were."""
-        with self._lock:
-            db = self._db()
+        self.flush()
+        with self._write_lock:
+            db = self._writer_db()
+            db.execute("BEGIN IMMEDIATE")
             n = db.execute("SELECT entries FROM totals WHERE id = 0").fetchone()[0]
             db.execute("DELETE FROM entries")
-            self.hits = self.misses = 0
+            db.execute("COMMIT")
+        self.hits = self.misses = 0
         return int(n)
 
     # -- on an event loop -----------------------------------------------------------------
 
     async def aget(self, key: str) -> bytes | None:
         return await asyncio.to_thread(self.get, key)
-
-    async def aput(self, key: str, value: bytes) -> None:
-        await asyncio.to_thread(self.put, key, value)

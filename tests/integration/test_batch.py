@@ -26,6 +26,7 @@ from bodhi_nb.batch import CANCELLED, MapResult
 from bodhi_nb.client import Bodhi
 from bodhi_nb.objs import InvalidRequestError, UpstreamError
 from bodhi_nb.server_core.app_services import AppServices
+from bodhi_nb.server_core.gateway import _local_response_format
 from bodhi_nb.services.retry import hinted_delay, retry_delay, retryable
 from tests.conftest import FAST_KDF, TEST_KEY, TEST_SECRET
 
@@ -207,6 +208,22 @@ def test_cancelling_amap_returns_what_finished(b, up):
     out = asyncio.run(main())
     assert [r.text for r in out] == ["echo: done 1", "echo: done 2", None] and out[2].error == CANCELLED
     wait_for(lambda: up.stats()["in_flight"] == 0, what="the cancelled request to close")
+
+
+def test_amap_from_a_running_loop(b, up):
+    async def main():
+        return await b.amap("up/lat-20", [f"a{i}" for i in range(10)], concurrency=3, progress=False)
+
+    assert [r.text for r in asyncio.run(main())] == [f"echo: a{i}" for i in range(10)]
+    assert up.stats()["max_in_flight"] == 3
+
+
+def test_local_models_get_the_schema_the_way_llama_cpp_reads_it():
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
+    body = {"model": "m", "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}}
+    assert _local_response_format(body)["response_format"] == {"type": "json_object", "schema": schema}
+    plain = {"model": "m", "response_format": {"type": "json_object"}}
+    assert _local_response_format(plain) is plain
 
 
 # -- DataFrames ------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -79,12 +80,13 @@ def test_bad_bound_is_refused(tmp_path):
 
 
 def test_two_processes_write_and_read_one_file(tmp_path):
-    """Writers in other processes, under a tight bound, at the same time as this one."""
+    """Writers in other processes, at the same time as this one, past the bound (810 KB into 700 KB):
+    eviction runs; each writer's newest entry is within the 630 KB eviction keeps."""
     path = tmp_path / "cache.sqlite"
     script = textwrap.dedent(f"""
         import sys
         from bodhi_nb.services.cache import ResponseCache
-        c = ResponseCache({str(path)!r}, max_bytes=200_000)
+        c = ResponseCache({str(path)!r}, max_bytes=700_000)
         for i in range(300):
             c.put(f"{{sys.argv[1]}}-{{i}}", b"z" * 900)
         c.put(f"{{sys.argv[1]}}-last", b"done")
@@ -92,7 +94,7 @@ def test_two_processes_write_and_read_one_file(tmp_path):
     """)
     procs = [subprocess.Popen([sys.executable, "-c", script, name], stdout=subprocess.PIPE, text=True)
              for name in ("a", "b")]
-    mine = ResponseCache(path, max_bytes=200_000)
+    mine = ResponseCache(path, max_bytes=700_000)
     for i in range(300):
         mine.put(f"me-{i}", b"m" * 900)
     for p in procs:
@@ -100,6 +102,38 @@ def test_two_processes_write_and_read_one_file(tmp_path):
         assert p.returncode == 0 and out.strip() == "ok"
     assert mine.get("a-last") == b"done" and mine.get("b-last") == b"done"
     s = mine.stats()
-    assert s["bytes"] <= 200_000
+    assert s["bytes"] <= 700_000 and s["entries"] < 903
     with sqlite3.connect(path) as raw:
         assert raw.execute("SELECT SUM(size), COUNT(*) FROM entries").fetchone() == (s["bytes"], s["entries"])
+
+
+def test_queued_writes_are_seen_at_once_and_committed_by_the_writer(tmp_path):
+    path = tmp_path / "cache.sqlite"
+    c = ResponseCache(path)
+    c.put_later("k", b"queued")
+    assert c.get("k") == b"queued"  # this process sees it before it commits
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the writer thread commits it for other processes
+        if ResponseCache(path).get("k") == b"queued":
+            break
+        time.sleep(0.01)
+    else:
+        raise AssertionError("queued entry never committed")
+
+
+def test_queued_writes_are_committed_at_exit(tmp_path):
+    path = tmp_path / "cache.sqlite"
+    script = ("from bodhi_nb.services.cache import ResponseCache\n"
+              f"ResponseCache({str(path)!r}).put_later('from-child', b'bye')\n")
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    assert ResponseCache(path).get("from-child") == b"bye"
+
+
+def test_hits_keep_entries_recent_through_the_queue(tmp_path):
+    c = ResponseCache(tmp_path / "cache.sqlite", max_bytes=5_000)
+    for i in range(8):
+        c.put(f"k{i}", b"x" * 496)
+    assert c.get("k0") is not None  # queued recency mark
+    for i in range(8, 12):
+        c.put(f"k{i}", b"x" * 496)  # commits the mark before evicting
+    assert c.get("k0") is not None and c.get("k1") is None
