@@ -200,9 +200,11 @@ class KeyState:
             try:
                 done, skipped = _rotation.commit(self._storage, db, old, new)
             except StoreError as exc:
+                saved = ("was handed over (set BODHI_ENCRYPTION_KEY to it)" if origin == "env"
+                         else f"is saved ({where})")
                 raise StoreError(
-                    f"The new master secret is saved ({where}) but re-encrypting the store failed "
-                    f"({exc.message}); it finishes the next time the store is opened with the new secret.") from None
+                    f"The new master secret {saved} but re-encrypting the store failed ({exc.message}); the "
+                    "rotation finishes the next time the store is opened with the new secret.") from None
             self.secret = MasterSecret(new_value, origin)
             self._install(new, km.generation + 1)
         log.info("master key rotated for %s (generation %d)", self._storage.path, self.generation)
