@@ -7,6 +7,8 @@ import json
 import httpx
 import pytest
 
+from tests.route_table import every_route
+
 from tests.conftest import TEST_KEY
 
 
@@ -220,11 +222,7 @@ async def test_openapi_document_is_valid_and_complete(api, jp_base_url):
 
 async def test_every_route_refuses_unauthenticated(http_server_client, jp_http_port, jp_base_url):
     base = f"http://127.0.0.1:{jp_http_port}{jp_base_url}bodhi/v1/"
-    calls = [("GET", "models"), ("GET", "models/x"), ("POST", "chat/completions"), ("GET", "api-models"),
-             ("POST", "api-models"), ("GET", "api-models/x"), ("PUT", "api-models/x"), ("DELETE", "api-models/x"),
-             ("POST", "api-models/test"), ("POST", "api-models/fetch-models"), ("GET", "aliases"),
-             ("POST", "aliases"), ("GET", "aliases/x"), ("PUT", "aliases/x"), ("DELETE", "aliases/x"),
-             ("GET", "openapi.json")]
+    calls = every_route()
     async with httpx.AsyncClient(trust_env=False) as c:
         for method, path in calls:
             for headers in ({}, {"Authorization": "token wrong-token"}, {"Authorization": "Bearer wrong"}):

@@ -1,4 +1,4 @@
-"""DESIGN §8: authentication on every route (token, wrong token, cookie without XSRF), and
+"""Authentication on every route (token, wrong token, cookie without XSRF), and
 the key absent from exceptions, reprs, executed notebooks and the OpenAPI document."""
 
 from __future__ import annotations
@@ -14,12 +14,10 @@ import pytest
 from bodhi_nb.client import Bodhi
 from bodhi_nb.objs import UpstreamError
 from tests.conftest import FAST_KDF, TEST_KEY, TEST_SECRET
+from tests.route_table import every_route
 
 MARK = "SECRET-9f8e7d6c5b4a3210"
-ROUTES = [("GET", "models"), ("GET", "models/x"), ("POST", "chat/completions"), ("GET", "api-models"),
-          ("POST", "api-models"), ("GET", "api-models/x"), ("PUT", "api-models/x"), ("DELETE", "api-models/x"),
-          ("POST", "api-models/test"), ("POST", "api-models/fetch-models"), ("GET", "aliases"), ("POST", "aliases"),
-          ("GET", "aliases/x"), ("PUT", "aliases/x"), ("DELETE", "aliases/x"), ("GET", "openapi.json")]
+ROUTES = every_route()
 
 
 async def _cookie_session(c: httpx.AsyncClient, base: str, token: str) -> str:

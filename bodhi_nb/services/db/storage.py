@@ -42,8 +42,12 @@ class LockedJSONStorage(Storage):
     def __init__(self, path: str | os.PathLike[str], lock_timeout: float = 30.0) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # thread_local=False: one lock object per storage; threads are serialised by _mutex.
+        # thread_local=False: one lock object per storage; threads are serialised by _writer.
         self._file_lock = FileLock(str(self.path) + ".lock", timeout=lock_timeout, thread_local=False)
+        # Two locks, so a reader never waits on another process: `_writer` serialises this
+        # process's writers around the (possibly long) file-lock wait; `_mutex` guards only
+        # the in-memory copy and is held for microseconds (docs/ARCHITECTURE.md, "Store").
+        self._writer = threading.RLock()
         self._mutex = threading.RLock()
         self._sig: _Sig | None = None
         self._raw: bytes | None = None
@@ -54,7 +58,7 @@ class LockedJSONStorage(Storage):
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """Hold the exclusive lock: reads inside see the latest file, writes are ours alone."""
-        with self._mutex:
+        with self._writer:
             try:
                 self._file_lock.acquire()
             except Timeout as exc:
@@ -71,13 +75,14 @@ class LockedJSONStorage(Storage):
     # -- Storage API ----------------------------------------------------------------------
 
     def read(self) -> dict[str, dict[str, Any]] | None:
+        self.refresh()
         with self._mutex:
-            self._refresh()
-            if self._raw is None:
-                return None
-            # A fresh object every time: TinyDB mutates what it reads before writing it.
-            data: dict[str, dict[str, Any]] = json.loads(self._raw)
-            return data
+            raw = self._raw
+        if raw is None:
+            return None
+        # A fresh object every time: TinyDB mutates what it reads before writing it.
+        data: dict[str, dict[str, Any]] = json.loads(raw)
+        return data
 
     def write(self, data: dict[str, dict[str, Any]]) -> None:
         raw = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
@@ -94,9 +99,20 @@ class LockedJSONStorage(Storage):
         return self.read() or {}
 
     def refresh(self) -> int:
-        """Reload if the file changed on disk; returns the generation after the check."""
+        """Reload if the file changed on disk; returns the generation after the check.
+
+        Never waits for another process: only a vanished file (restored from the last copy
+        read) takes the file lock.
+        """
         with self._mutex:
-            self._refresh()
+            vanished = self._refresh()
+        if vanished:
+            with self.transaction(), self._mutex:
+                if self._stat() is None and self._raw is not None:
+                    self._atomic_write(self._raw)
+                else:
+                    self._load()
+        with self._mutex:
             return self.generation
 
     def _stat(self) -> _Sig | None:
@@ -106,22 +122,20 @@ class LockedJSONStorage(Storage):
             return None
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
-    def _refresh(self) -> None:
+    def _refresh(self) -> bool:
+        """Reload a changed file (call with `_mutex`); True when it vanished and must be restored."""
         sig = self._stat()
         if sig is not None and sig == self._sig:
-            return
+            return False
         if sig is None:
             if self._raw is not None:
                 # Someone deleted the file under us: put back what we last saw rather than
                 # silently starting from an empty store.
                 log.warning("%s disappeared; restoring it from the last copy read", self.path)
-                with self.transaction():
-                    if self._stat() is None:
-                        self._atomic_write(self._raw)
-                    else:
-                        self._load()
-            return
+                return True
+            return False
         self._load()
+        return False
 
     def _load(self) -> None:
         try:
@@ -159,9 +173,10 @@ class LockedJSONStorage(Storage):
                 pass
             raise StoreError(f"Could not write {self.path}: {exc.strerror or exc}") from exc
         _fsync_dir(self.path.parent)
-        self._raw = raw
-        self._sig = self._stat()
-        self.generation += 1
+        with self._mutex:
+            self._raw = raw
+            self._sig = self._stat()
+            self.generation += 1
 
 
 def _fsync_dir(path: Path) -> None:
