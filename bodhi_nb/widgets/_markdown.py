@@ -36,9 +36,10 @@ _MAX_HIGHLIGHT = 20_000  # characters; longer blocks are shown plain (highlighti
 MARKDOWN_CSS = (
     "<style>.bodhi-md table{border-collapse:collapse;margin:4px 0}"
     ".bodhi-md th,.bodhi-md td{border:1px solid #d0d7de;padding:2px 8px;text-align:left}"
-    ".bodhi-md pre{background:#f6f8fa;padding:6px 8px;overflow-x:auto;white-space:pre}"
+    ".bodhi-md pre{background:#fff;border:1px solid #d0d7de;border-radius:4px;padding:6px 8px;"
+    "overflow-x:auto;white-space:pre;line-height:1.4}"
     ".bodhi-md code{font-family:var(--jp-code-font-family,monospace)}"
-    ".bodhi-md p{margin:2px 0}</style>"
+    ".bodhi-md p{margin:2px 0}.bodhi-msg{line-height:1.45}</style>"
 )
 
 
