@@ -23,6 +23,7 @@ import random
 import re
 import string
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -292,6 +293,8 @@ def run_map(b: Bodhi, model: str, inputs: Any, *, template: str | None = None, s
             concurrency: int = 8, max_retries: int = 4, cache: bool = True, response_format: Any = None,
             progress: bool = True, **params: Any) -> Any:
     """See `Bodhi.map`. An interrupt (Ctrl-C, the notebook's stop button) returns what finished."""
+    if threading.current_thread() is b._loop.thread:
+        raise RuntimeError("Bodhi.map cannot be called from bodhi_nb's own I/O thread; use `await b.amap(...)`.")
     job, rows = _prepare(b, model, inputs, template, system, concurrency, max_retries, cache, response_format, params)
     bar = _Progress(job, progress, model)
     fut = b._loop.submit(job.run())
