@@ -3,7 +3,7 @@ bodhi_nb extension, interleaved in one run.
 
 Run: .venv/bin/python benchmarks/bench_gateway.py [--n 400] [--chunks 2000] [--concurrency 50]
 Writes benchmarks/results/gateway.json and benchmarks/results/gateway.png.
-Targets (issue #8): overhead p50 <= 1.5 ms, p99 <= 5 ms; TTFT +<= 2 ms; relay >= 0.95x direct;
+Targets: overhead p50 <= 1.5 ms, p99 <= 5 ms; TTFT +<= 2 ms; relay >= 0.95x direct;
 0 errors at 50 concurrent streams.
 """
 

@@ -2,7 +2,7 @@
 directly (interleaved in one run), and the engine's cold start.
 
 Run: .venv/bin/python benchmarks/bench_local.py [--rounds 6] [--max-tokens 128] [--threads 2]
-Writes benchmarks/results/local.json. Target (issue #4): bodhi_nb >= 0.95x direct.
+Writes benchmarks/results/local.json. Target: bodhi_nb >= 0.95x direct.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Run: .venv/bin/python benchmarks/bench_store.py [--models 1000] [--per-model 20]
 Writes benchmarks/results/store.json and prints a table.
-Targets (issue #2): KDF <= 1 s once, >= 2,000 encrypt/s, lookup <= 50 us.
+Targets: KDF <= 1 s once, >= 2,000 encrypt/s, lookup <= 50 us.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from .errors import (
     UpstreamError,
     WrongMasterKeyError,
 )
-from .model_alias import ApiModelAliasEntry, DiscoveredModelAlias, ModelAlias, UserModelAlias
+from .model_alias import DiscoveredModelAlias, LocalModelAlias, UserModelAlias
 
 __all__ = [
     "ALIAS_NAME_PATTERN",
@@ -23,7 +23,6 @@ __all__ = [
     "AliasSource",
     "ApiFormat",
     "ApiModelAlias",
-    "ApiModelAliasEntry",
     "BodhiError",
     "ConflictError",
     "ContextParams",
@@ -31,7 +30,7 @@ __all__ = [
     "DiscoveredModelAlias",
     "InvalidRequestError",
     "LocalEngineUnavailable",
-    "ModelAlias",
+    "LocalModelAlias",
     "ModelNotFound",
     "NotFoundError",
     "RequestParams",

@@ -193,6 +193,3 @@ class ApiModelAlias(BaseModel):
             if self.forward_all_with_prefix and stripped:
                 return stripped
         return None
-
-    def can_serve(self, model: str) -> bool:
-        return self.upstream_model_for(model) is not None

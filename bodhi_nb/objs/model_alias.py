@@ -1,28 +1,25 @@
-"""ModelAlias: every servable name, tagged by where it comes from (`source`).
+"""The local variants of a servable name, tagged by where they come from (`source`).
 
-`{"source": "user", ...}` | `{"source": "model", ...}` | `{"source": "api", ...}`:
-the same JSON BodhiApp uses, so clients can switch on `source`.
+`{"source": "user", ...}` is a user alias (a YAML file), `{"source": "model", ...}` a GGUF
+file found in the Hugging Face cache: the same JSON BodhiApp uses, so clients can switch
+on `source`. The router resolves a local name to one of these (server_core/model_router.py).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic import BaseModel, ConfigDict
 
-from .alias import Alias, AliasSource
-from .api_model_alias import ApiModelAlias
+from .alias import Alias
 
-__all__ = ["UserModelAlias", "DiscoveredModelAlias", "ApiModelAliasEntry", "ModelAlias"]
+__all__ = ["UserModelAlias", "DiscoveredModelAlias", "LocalModelAlias"]
 
 
 class UserModelAlias(Alias):
-    """A user alias as a ModelAlias variant."""
+    """A user alias, tagged `source: user`."""
 
     source: Literal["user"] = "user"
-
-    def can_serve(self, model: str) -> bool:
-        return self.alias == model
 
 
 class DiscoveredModelAlias(BaseModel):
@@ -36,35 +33,5 @@ class DiscoveredModelAlias(BaseModel):
     filename: str
     snapshot: str = "main"
 
-    def can_serve(self, model: str) -> bool:
-        return self.alias == model
 
-
-class ApiModelAliasEntry(ApiModelAlias):
-    """An API model as a ModelAlias variant."""
-
-    source: Literal["api"] = "api"
-
-
-_Variant = Annotated[
-    Union[UserModelAlias, DiscoveredModelAlias, ApiModelAliasEntry], Field(discriminator="source")
-]
-
-
-class ModelAlias(RootModel[_Variant]):
-    """The tagged union; `.root` is the variant."""
-
-    @property
-    def source(self) -> AliasSource:
-        return AliasSource(self.root.source)
-
-    def can_serve(self, model: str) -> bool:
-        return self.root.can_serve(model)
-
-    @classmethod
-    def user(cls, alias: Alias) -> "ModelAlias":
-        return cls(UserModelAlias(**alias.model_dump()))
-
-    @classmethod
-    def api(cls, api: ApiModelAlias) -> "ModelAlias":
-        return cls(ApiModelAliasEntry(**api.model_dump()))
+LocalModelAlias = UserModelAlias | DiscoveredModelAlias

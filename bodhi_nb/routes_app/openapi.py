@@ -1,4 +1,4 @@
-"""The OpenAPI 3.1 document, built from the route table and the pydantic objects (seed 4.2).
+"""The OpenAPI 3.1 document, built from the route table and the pydantic objects.
 
 Paths come from each handler's `path` and `openapi` ops, schemas from the pydantic
 models they name: a route or field added in code appears here without a second edit.

@@ -1,6 +1,6 @@
 """ModelRouter: which provider answers a model name.
 
-Order (DESIGN §5; API models first, then local):
+Order (docs/ARCHITECTURE.md, "Routing"; API models first, then local):
 1. API models listing the name (prefix + upstream id); most recently updated wins a tie.
 2. API models with `forward_all_with_prefix` whose prefix starts the name.
 3. User aliases (exact), then discovered model aliases (exact).

@@ -1,4 +1,4 @@
-"""DESIGN §8: the key never appears in a response, header, log line or the store file."""
+"""The key never appears in a response, header, log line or the store file."""
 
 from __future__ import annotations
 
