@@ -40,7 +40,7 @@ def test_migrations_up_down_up(bodhi_home):
     data = st.snapshot()
     assert data["_meta"]["1"]["key_generation"] == 0
     assert "api_model_aliases" in data
-    assert data["_meta"]["1"]["unique_indexes"]["api_model_aliases"] == ["id", "prefix"]
+    assert "unique_indexes" not in data["_meta"]["1"]  # the maps live in memory, not in the file
     salt = data["_meta"]["1"]["kdf_salt"]
     assert migrations.migrate(st, 4) == 4
     assert "key_generation" not in st.snapshot()["_meta"]["1"]
