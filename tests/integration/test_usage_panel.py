@@ -86,8 +86,7 @@ def test_chart_has_a_cost_row_only_with_prices_and_the_usage_tab_is_in_the_panel
     rows[0]["cost_usd"] = 1.5
     with_cost = render_usage_chart(rows, 7, today="2026-01-31")
     assert no_cost.startswith(PNG) and with_cost.startswith(PNG)
-    height = lambda png: int.from_bytes(png[20:24], "big")  # noqa: E731 - PNG IHDR height
-    assert height(with_cost) > height(no_cost)
+    assert int.from_bytes(with_cost[20:24], "big") > int.from_bytes(no_cost[20:24], "big")  # PNG IHDR height
 
     async def build():
         return panel(bodhi)

@@ -347,25 +347,26 @@ def test_threads_of_one_process_lose_no_row(ledger):
 
 
 WRITER = textwrap.dedent("""
-    import sys, time
+    import sys
     from bodhi_nb.services.usage import Ledger, UsageRecord
     led = Ledger.open(sys.argv[1], batch_size=int(sys.argv[3]), flush_interval=0.001)
-    start = float(sys.argv[4])
-    while time.time() < start:
-        time.sleep(0.001)
+    print("ready", flush=True)
+    assert sys.stdin.readline() == "go\\n"
     for i in range(int(sys.argv[2])):
-        led.record(UsageRecord(model=sys.argv[5], prompt_tokens=i))
-        if i % 25 == 0:
-            time.sleep(0.001)
+        led.record(UsageRecord(model=sys.argv[4], prompt_tokens=i))
     led.close()
 """)
 
 
 def test_three_processes_writing_at_once_lose_no_row(tmp_path):
     Ledger.open(tmp_path).close()  # schema exists before the race (each would create it too)
-    start = time.time() + 1.5
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), "600", str(bs), str(start), f"p{n}"],
-                              cwd=ROOT) for n, bs in enumerate((1, 7, 50))]
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), "600", str(bs), f"p{n}"], cwd=ROOT,
+                              text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+             for n, bs in enumerate((1, 7, 50))]
+    assert [p.stdout.readline() for p in procs] == ["ready\n"] * 3  # all up before any writes
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
     assert [p.wait(120) for p in procs] == [0, 0, 0]
     with closing(connect(tmp_path / "usage.sqlite")) as conn:
         counts = dict(conn.execute("SELECT model, COUNT(DISTINCT prompt_tokens) FROM usage GROUP BY model"))
