@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["configure_jupyter_ai", "JupyterAiSetup"]
+__all__ = ["JupyterAiSetup", "configure_jupyter_ai"]
 
 KEY_ENV = "OPENAI_API_KEY"  # what LiteLLM's openai provider reads at request time
 _TAG = "(bodhi)"  # marks the Jupyternaut custom models we own, so a re-run replaces them

@@ -26,7 +26,7 @@ from IPython.display import JSON, Markdown, display
 from .objs.errors import BodhiError
 from .services.usage import using_surface
 
-__all__ = ["BodhiMagics", "load_ipython_extension", "interpolate"]
+__all__ = ["BodhiMagics", "interpolate", "load_ipython_extension"]
 
 FORMATS = ("markdown", "text", "json", "code")
 _UPDATE_EVERY = 0.05  # seconds between display updates while streaming (the frontend's pace, not ours)

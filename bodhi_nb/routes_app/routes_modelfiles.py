@@ -18,7 +18,7 @@ from tornado import web
 from .._handlers import BodhiHandler, Op
 from ..services.hub import HubService
 
-__all__ = ["PullRequest", "PullJobResponse", "ModelfilesPullHandler", "ModelfilesPullJobHandler"]
+__all__ = ["ModelfilesPullHandler", "ModelfilesPullJobHandler", "PullJobResponse", "PullRequest"]
 
 _TAGS = ("modelfiles",)
 _HUB_KEY = "bodhi_nb.hub"

@@ -27,7 +27,7 @@ from typing import Any, Literal
 from ..objs.errors import BodhiError, InvalidRequestError, NotFoundError, UpstreamError
 from .data_service import quant_of
 
-__all__ = ["HubService", "PullRef", "PullJob", "PullCancelled", "choose_file", "ProgressFn"]
+__all__ = ["HubService", "ProgressFn", "PullCancelled", "PullJob", "PullRef", "choose_file"]
 
 ProgressFn = Callable[[int, "int | None"], None]
 JobStatus = Literal["running", "done", "error", "cancelled"]
@@ -53,7 +53,7 @@ class PullRef:
     filename: str | None = None
 
     @classmethod
-    def parse(cls, ref: str) -> "PullRef":
+    def parse(cls, ref: str) -> PullRef:
         ref = (ref or "").strip()
         quant = filename = None
         parts = ref.split("/")
@@ -146,7 +146,7 @@ class HubService:
         self._lock = threading.Lock()
 
     @classmethod
-    def for_data(cls, data: Any) -> "HubService":
+    def for_data(cls, data: Any) -> HubService:
         """Pull into the cache `data` (a DataService) discovers, and drop its discovery cache if it keeps one."""
         return cls(lambda: data.hub_dir, on_pulled=getattr(data, "invalidate", None))
 
@@ -169,7 +169,7 @@ class HubService:
 
         try:
             info = HfApi(endpoint=self._endpoint(), token=self._token()).model_info(repo, revision=revision)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every hub failure becomes one readable BodhiError
             raise _hub_error(exc, repo) from None
         return [s.rfilename for s in info.siblings or []]
 
@@ -189,7 +189,7 @@ class HubService:
                                    tqdm_class=_progress_class(progress, show))
         except BodhiError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every hub failure becomes one readable BodhiError
             raise _hub_error(exc, repo, filename) from None
         if self._on_pulled is not None:
             self._on_pulled()
@@ -220,7 +220,7 @@ class HubService:
                 job.status, job.error = "cancelled", exc.to_envelope()["error"]
             except BodhiError as exc:
                 job.status, job.error = "error", exc.to_envelope()["error"]
-            except Exception as exc:  # reported in the job, never lost in a thread
+            except Exception as exc:  # noqa: BLE001 - reported in the job, never lost in a thread
                 job.status = "error"
                 job.error = UpstreamError(f"Pull failed: {type(exc).__name__}: {exc}").to_envelope()["error"]
             finally:
@@ -293,20 +293,20 @@ class _Silent:
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> "_Silent":
+    def __enter__(self) -> _Silent:  # noqa: PYI034 - a private stand-in, never subclassed
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
 def _progress_class(progress: ProgressFn | None, show: bool) -> type[Any]:
     """A tqdm-like class that reports (done, total) bytes to `progress`; draws a bar when `show`."""
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # type: ignore[import-untyped, unused-ignore]
 
     base: type[Any] = tqdm if show else _Silent
 
-    class _Bar(base):  # type: ignore[misc, valid-type]
+    class _Bar(base):  # type: ignore[misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs.pop("name", None)
             self._done = int(kwargs.get("initial") or 0)
@@ -319,6 +319,7 @@ def _progress_class(progress: ProgressFn | None, show: bool) -> type[Any]:
             self._done += int(n or 0)
             if progress is not None:
                 progress(self._done, self._total)  # may raise PullCancelled: the transfer stops here
-            return super().update(n)
+            shown: bool | None = super().update(n)
+            return shown
 
     return _Bar
