@@ -10,7 +10,6 @@ public `Bodhi` facade, one per shell, created at first use.
 
 from __future__ import annotations
 
-import inspect
 import json
 import shlex
 import string
@@ -78,7 +77,8 @@ def interpolate(template: str, namespace: Mapping[str, Any]) -> str:
 @argument("--temperature", type=float)
 @argument("--format", choices=FORMATS, default="markdown", help="how to show the reply (default: markdown)")
 @argument("--no-stream", action="store_true", dest="no_stream", help="wait for the whole reply")
-@argument("--cache", action="store_true", help="answer from the response cache when it holds this request")
+@argument("--cache", action="store_true",
+          help="answer from the response cache when it holds this request (the reply then arrives whole)")
 def _cell_args(line: str, cell: str) -> None:
     """%%bodhi MODEL: send the cell as the prompt."""
 
@@ -134,14 +134,11 @@ class BodhiMagics(Magics):
         if args.temperature is not None:
             params["temperature"] = args.temperature
         if args.cache:
-            if "cache" in inspect.signature(self.bodhi.completion).parameters:
-                params["cache"] = True
-            else:
-                print("bodhi: this version has no response cache; sending the request.", file=sys.stderr)
+            params["cache"] = True  # the cache keeps whole replies, so a cached request is not streamed
         show = _Shower(args.format)
         text = ""
         try:
-            if args.no_stream:
+            if args.no_stream or args.cache:
                 text = self.bodhi.chat(args.model, prompt, system=args.system, **params)
             else:
                 for delta in self.bodhi.chat(args.model, prompt, stream=True, system=args.system, **params):

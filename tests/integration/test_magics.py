@@ -66,6 +66,17 @@ def test_system_prompt_no_stream_and_text_format(shell, upstream):
     assert [p["data"] for p in shell.published] == [{"text/plain": "echo: hello"}]
 
 
+def test_cache_answers_a_repeat_without_the_upstream(shell, bodhi, upstream):
+    before = bodhi.cache.stats()["hits"]
+    shell.run_cell("%%bodhi fake/echo --cache\nremember me")
+    first = upstream.last()["body"]
+    shell.run_cell("%%bodhi fake/status-400 --no-stream\nsomething else")  # moves the upstream's last request on
+    shell.run_cell("%%bodhi fake/echo --cache\nremember me")
+    assert shell.user_ns["_bodhi"] == "echo: remember me" and not first.get("stream")
+    assert bodhi.cache.stats()["hits"] == before + 1
+    assert upstream.last()["body"]["model"] == "status-400"  # the repeat never reached the upstream
+
+
 def test_json_format_renders_json(shell):
     shell.run_cell('%%bodhi fake/echo --format json --no-stream\n{{"a": 1}}')
     # the echo reply is not JSON ("echo: {...}"), so it falls back to text with a one-line note
