@@ -1,12 +1,12 @@
 """A small Hugging Face Hub on 127.0.0.1 for tests (the hub edge), selected with HF_ENDPOINT.
 
-Run: python fake_hub.py --gguf PATH  -> prints "PORT <n>" once listening.
+Run: python fake_hub.py [--gguf PATH]  -> prints "PORT <n>" once listening.
 It serves what huggingface_hub calls for `model_info` and `hf_hub_download`:
   GET  /api/models/{repo}[/revision/{rev}]   id, sha, siblings (404 + X-Error-Code for unknown repos)
   HEAD /{repo}/resolve/{rev}/{file}          X-Repo-Commit, ETag (the sha256), Content-Length
   GET  /{repo}/resolve/{rev}/{file}          the bytes; honours `Range: bytes=N-` with 206
 Repos:
-  test/tiny-GGUF    tiny.Q4_1.gguf (the bytes of PATH), tiny.Q8_0.gguf (the same bytes), README.md
+  test/tiny-GGUF    tiny.Q4_1.gguf (the bytes of PATH, or a few bytes without it), tiny.Q8_0.gguf (the same), README.md
   test/twins-GGUF   a/model.Q4_K_M.gguf and b/model.Q4_K_M.gguf (an ambiguous quant)
 Test controls:
   POST /_control {"cut_after": N}    the next GET drops the connection after N bytes
@@ -32,9 +32,10 @@ CONTROL: dict = {}
 RELEASE = asyncio.Event()
 
 
-def build_repos(gguf: Path) -> dict[str, dict[str, Path | bytes]]:
+def build_repos(gguf: Path | None) -> dict[str, dict[str, Path | bytes]]:
+    data: Path | bytes = gguf if gguf is not None else b"GGUF-tiny"
     return {
-        "test/tiny-GGUF": {"tiny.Q4_1.gguf": gguf, "tiny.Q8_0.gguf": gguf, "README.md": b"# tiny\n"},
+        "test/tiny-GGUF": {"tiny.Q4_1.gguf": data, "tiny.Q8_0.gguf": data, "README.md": b"# tiny\n"},
         "test/twins-GGUF": {"a/model.Q4_K_M.gguf": b"GGUF-a", "b/model.Q4_K_M.gguf": b"GGUF-b"},
     }
 
@@ -144,9 +145,9 @@ class Log(tornado.web.RequestHandler):
         self.finish({"requests": LOG})
 
 
-def make_app(gguf: Path) -> tornado.web.Application:
+def make_app(gguf: Path | None) -> tornado.web.Application:
     repos = build_repos(gguf)
-    digests = {gguf: hashlib.sha256(gguf.read_bytes()).hexdigest()}
+    digests = {gguf: hashlib.sha256(gguf.read_bytes()).hexdigest()} if gguf is not None else {}
     repo = r"([^/]+/[^/]+)"
     return tornado.web.Application([
         (rf"/api/models/{repo}/revision/([^/]+)", ModelInfo),
@@ -159,7 +160,7 @@ def make_app(gguf: Path) -> tornado.web.Application:
 
 async def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--gguf", required=True, type=Path)
+    ap.add_argument("--gguf", type=Path)
     args = ap.parse_args()
     server = make_app(args.gguf).listen(0, address="127.0.0.1")
     port = next(iter(server._sockets.values())).getsockname()[1]
