@@ -10,6 +10,9 @@ import pytest
 # Never touch a developer's real keyring or home from the tests.
 os.environ["BODHI_NO_KEYRING"] = "1"
 os.environ.pop("BODHI_ENCRYPTION_KEY", None)
+# Nothing in the tests may reach the real Hugging Face Hub: a pull without a test's own fake
+# hub (tests/resources/fake_hub.py) meets a closed loopback port.
+os.environ.setdefault("HF_ENDPOINT", "http://127.0.0.1:9")
 
 TEST_KEY = "sk-bodhitest-SECRET-9f8e7d6c5b4a3210-ZZ"
 """A recognisable fake API key: leak tests grep for it (and for its distinctive middle)."""

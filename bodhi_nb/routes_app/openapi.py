@@ -83,7 +83,19 @@ def _operation(h: type[BodhiHandler], method: str, op: Op, params: list[str], er
         ok["content"] = {"application/json": {"schema": body}, "text/event-stream": {"schema": {"type": "string"}}}
     elif op.response is not None:
         ok["content"] = {"application/json": {"schema": _ref(op.response)}}
-    out["responses"] = {str(op.status): ok, **{str(s): error for s in op.errors}}
+    out["responses"] = {str(op.status): ok, **{str(s): error for s in sorted(_errors(op, params))}}
+    return out
+
+
+def _errors(op: Op, params: list[str]) -> set[int]:
+    """The op's own error statuses plus those every handler can give by construction: a body
+    that is not JSON (400) or fails its model (the model's validation status), and a path
+    parameter that cannot name anything (400)."""
+    out = set(op.errors)
+    if op.request is not None:
+        out |= {400, getattr(op.request, "validation_status", 422)}
+    if params:
+        out.add(400)
     return out
 
 
