@@ -145,7 +145,7 @@ def test_503_is_retried_then_succeeds(b, up):
     assert out[0].text == "echo: !503 flaky" and out[0].attempts == 2 and out[0].error is None
 
 
-@pytest.mark.parametrize("directive", ["!429:1", "!429date:2", "!429reset:1"])
+@pytest.mark.parametrize("directive", ["!429:2", "!429date:2", "!429reset:2"])
 def test_retry_after_is_honoured_and_slows_the_whole_batch(b, up, directive):
     limited = f"{directive} limited"
     rows = [limited] + [f"other {i}" for i in range(40)]
@@ -159,10 +159,10 @@ def test_retry_after_is_honoured_and_slows_the_whole_batch(b, up, directive):
         # an HTTP date has whole seconds: the retry comes no earlier than the instant it names
         not_before = email.utils.parsedate_to_datetime(first["retry_after"]).timestamp()
     else:
-        not_before = sent_at + 1.0
+        not_before = sent_at + 2.0
     assert retry["t"] >= not_before
     # A shared gate: once the client had seen the 429, no other row was sent until the wait was over.
-    during = [r for r in reqs if sent_at + 0.25 < r["t"] < not_before]
+    during = [r for r in reqs if sent_at + 0.5 < r["t"] < not_before]
     assert during == [], during
     assert sum(r["t"] >= not_before for r in reqs) > 20
 
