@@ -84,6 +84,13 @@ def test_json_format_renders_json(shell):
     assert shell.published[-1]["data"] == {"text/plain": 'echo: {"a": 1}'}
 
 
+def test_code_format_puts_the_code_into_the_next_cell(shell):
+    shell.rl_next_input = None
+    shell.run_cell("%%bodhi fake/echo --format code --no-stream\nSee:\n```python\nx = 41 + 1\n```")
+    assert shell.rl_next_input == "x = 41 + 1"  # the terminal's next input; a kernel makes it the next cell
+    assert shell.published[-1]["data"] == {"text/plain": "x = 41 + 1"}
+
+
 def test_errors_are_one_line(shell, capsys):
     shell.run_cell("%%bodhi no-such-model\nhi")
     err = capsys.readouterr().err
