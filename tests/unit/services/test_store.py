@@ -36,7 +36,7 @@ def make(id="openai", **kw) -> ApiModelAlias:
 
 def test_migrations_up_down_up(bodhi_home):
     st = LockedJSONStorage(bodhi_home / "m.json")
-    assert migrations.migrate(st) == migrations.LATEST == 5
+    assert migrations.migrate(st) == migrations.LATEST == 6
     data = st.snapshot()
     assert data["_meta"]["1"]["key_generation"] == 0
     assert "api_model_aliases" in data
@@ -48,7 +48,7 @@ def test_migrations_up_down_up(bodhi_home):
     assert "api_model_aliases" not in st.snapshot()
     assert migrations.migrate(st, 0) == 0
     assert "_meta" not in st.snapshot()
-    assert migrations.migrate(st) == 5
+    assert migrations.migrate(st) == 6
     assert st.snapshot()["_meta"]["1"]["kdf_salt"] != salt  # a fresh store gets a fresh salt
     with pytest.raises(StoreError, match="No schema level"):
         migrations.migrate(st, 9)

@@ -21,7 +21,8 @@ __all__ = ["LATEST", "MIGRATIONS", "Migration", "meta", "migrate", "schema_versi
 
 log = logging.getLogger(__name__)
 
-_MODULES = ["0001_meta", "0002_kdf_salt", "0003_key_check", "0004_api_models", "0005_key_generation"]
+_MODULES = ["0001_meta", "0002_kdf_salt", "0003_key_check", "0004_api_models", "0005_key_generation",
+            "0006_router_aliases"]
 META_TABLE = "_meta"
 META_DOC = "1"
 
