@@ -1,6 +1,7 @@
 """ModelRouter: which provider answers a model name.
 
 Order (docs/ARCHITECTURE.md, "Routing"; API models first, then local):
+0. Router aliases (a name made on purpose): `Router`, whose targets resolve by 1-3.
 1. API models listing the name (prefix + upstream id); most recently updated wins a tie.
 2. API models with `forward_all_with_prefix` whose prefix starts the name.
 3. User aliases (exact), then discovered model aliases (exact).
@@ -8,16 +9,21 @@ Order (docs/ARCHITECTURE.md, "Routing"; API models first, then local):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any, Literal
 
 from ..objs.api_model_alias import ApiModelAlias
 from ..objs.errors import ModelNotFound
 from ..objs.model_alias import DiscoveredModelAlias, UserModelAlias
+from ..objs.router_alias import RouterAlias
 from ..services.data_service import DataService
 from ..services.db import DbService
+from ..services.db.router_aliases import RouterAliasStore
+from ._cooldowns import Cooldowns
 
-__all__ = ["ModelRouter", "Remote", "Local", "Destination", "Candidate", "ModelEntry"]
+__all__ = ["ModelRouter", "Remote", "Local", "Router", "Destination", "Resolved", "Candidate", "ModelEntry",
+           "TargetState"]
 
 
 @dataclass(frozen=True)
@@ -39,15 +45,37 @@ Destination = Remote | Local
 
 
 @dataclass(frozen=True)
+class Router:
+    """A router alias: its targets are tried in order by the gateway, skipping cooling ones."""
+
+    router_alias: RouterAlias
+
+
+Resolved = Router | Remote | Local
+"""What a name resolves to; a router alias's targets are each a `Destination`."""
+
+
+@dataclass(frozen=True)
+class TargetState:
+    """One router-alias target as `explain` shows it: ready, cooling down, or not served."""
+
+    name: str
+    state: Literal["ready", "cooling", "unknown"]
+    cooling_until: datetime | None = None  # UTC, while cooling
+    served_by: str | None = None  # e.g. "api:openai" or "user:my-model"
+
+
+@dataclass(frozen=True)
 class Candidate:
     """One provider that could serve a name, whether it won, and why."""
 
-    source: Literal["api", "user", "model"]
+    source: Literal["router", "api", "user", "model"]
     name: str  # api model id or alias name
-    rule: str  # "exact", "prefix", "forward_all", "alias"
+    rule: str  # "router", "exact", "prefix", "forward_all", "alias"
     won: bool
     reason: str
     upstream_model: str | None = None
+    targets: tuple[TargetState, ...] = ()  # a router alias's targets, in order
 
 
 @dataclass(frozen=True)
@@ -55,7 +83,7 @@ class ModelEntry:
     """A name `/v1/models` lists, with who serves it."""
 
     id: str
-    source: Literal["api", "user", "model"]
+    source: Literal["router", "api", "user", "model"]
     owned_by: str
     created: int
 
@@ -63,9 +91,16 @@ class ModelEntry:
 class ModelRouter:
     """Resolves names against the store and the local aliases."""
 
-    def __init__(self, db: DbService, data: DataService) -> None:
+    def __init__(self, db: DbService, data: DataService, cooldowns: Cooldowns | None = None) -> None:
         self.db = db
         self.data = data
+        self.router_aliases = RouterAliasStore(db.storage)
+        # Which router-alias targets are cooling down (this process's memory; the gateway writes it).
+        self.cooldowns = cooldowns or Cooldowns()
+
+    def router_alias(self, model: str) -> RouterAlias | None:
+        """The router alias of this name, from the store's in-memory map (no disk scan)."""
+        return self.router_aliases.find(model)
 
     def resolve_api(self, model: str) -> Remote | None:
         """The API model serving `model`, from the store's in-memory index (no disk scan)."""
@@ -79,7 +114,15 @@ class ModelRouter:
                 return Remote(a, upstream)
         return None
 
-    def resolve(self, model: str) -> Destination:
+    def resolve(self, model: str) -> Resolved:
+        """Router aliases first, then `resolve_target`'s rules."""
+        ra = self.router_alias(model)
+        if ra is not None:
+            return Router(ra)
+        return self.resolve_target(model)
+
+    def resolve_target(self, model: str) -> Destination:
+        """A served model (API, then user alias, then discovered): what a router alias's targets name."""
         remote = self.resolve_api(model)
         if remote is not None:
             return remote
@@ -92,7 +135,33 @@ class ModelRouter:
         raise ModelNotFound(model)
 
     def explain(self, model: str) -> list[Candidate]:
-        """Every candidate for `model` in routing order; the first one is the one `resolve` picks."""
+        """Every candidate for `model` in routing order; the first one is the one `resolve` picks.
+        A router alias comes first, with the state of each of its targets."""
+        cands = self._explain_target(model)
+        ra = self.router_alias(model)
+        if ra is None:
+            return cands
+        states = tuple(self.target_state(t) for t in ra.targets)
+        summary = ", ".join(f"{s.name}: " + (f"cooling down until {s.cooling_until:%H:%M:%S} UTC"
+                                                if s.state == "cooling" and s.cooling_until else s.state)
+                            for s in states)
+        first = Candidate("router", ra.alias, "router", True,
+                          f"router alias; targets tried in order ({summary}), at most {ra.attempts} per request",
+                          targets=states)
+        return [first, *(replace(c, won=False, reason="a router alias with this name is routed first")
+                         for c in cands)]
+
+    def target_state(self, target: str) -> TargetState:
+        """Whether a router-alias target is ready, cooling down (until when), or served by nothing."""
+        try:
+            dest = self.resolve_target(target)
+        except ModelNotFound:
+            return TargetState(target, "unknown")
+        by = f"api:{dest.api_alias.id}" if isinstance(dest, Remote) else f"{dest.alias.source}:{dest.alias.alias}"
+        until = self.cooldowns.ready_at(target)
+        return TargetState(target, "ready" if until is None else "cooling", until, by)
+
+    def _explain_target(self, model: str) -> list[Candidate]:
         # (source, name, rule, why it would win, why it loses to an earlier one, upstream id)
         found: list[tuple[Any, str, str, str, str, str | None]] = []
         exact = self.db.find_by_served_name(model)
@@ -120,7 +189,7 @@ class ModelRouter:
                 for i, (src, name, rule, win, lose, up) in enumerate(found)]
 
     def list_models(self) -> list[ModelEntry]:
-        """Every name that resolves, once, in routing order (API, user, discovered)."""
+        """Every name that resolves, once, in routing order (router, API, user, discovered)."""
         seen: set[str] = set()
         out: list[ModelEntry] = []
 
@@ -129,6 +198,8 @@ class ModelRouter:
                 seen.add(e.id)
                 out.append(e)
 
+        for r in self.router_aliases.list():
+            push(ModelEntry(r.alias, "router", "router", int(r.created_at.timestamp())))
         for a in self.db.all():
             for name in a.served_names():
                 push(ModelEntry(name, "api", a.id, int(a.created_at.timestamp())))

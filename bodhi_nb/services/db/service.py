@@ -117,6 +117,11 @@ class DbService:
         return self._storage.path
 
     @property
+    def storage(self) -> LockedJSONStorage:
+        """The locked file storage, for the other tables of this file (router aliases)."""
+        return self._storage
+
+    @property
     def master_secret(self) -> MasterSecret:
         return self._keys.secret
 
