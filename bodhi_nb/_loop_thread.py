@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import logging
 import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -28,9 +30,11 @@ async def _aclose_when_idle(agen: Any) -> None:
 
 __all__ = ["LoopThread"]
 
+log = logging.getLogger(__name__)
+
 
 class LoopThread:
-    _instance: "LoopThread | None" = None
+    _instance: LoopThread | None = None
     _guard = threading.Lock()
 
     def __init__(self) -> None:
@@ -39,14 +43,14 @@ class LoopThread:
         self.thread.start()
 
     @classmethod
-    def get(cls) -> "LoopThread":
+    def get(cls) -> LoopThread:
         with cls._guard:
             if cls._instance is None or not cls._instance.thread.is_alive():
                 cls._instance = cls()
                 atexit.register(cls._instance.stop)
             return cls._instance
 
-    def submit(self, coro: Coroutine[Any, Any, T]) -> "Future[T]":
+    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
@@ -101,7 +105,7 @@ class LoopThread:
                 async for item in agen:
                     caller.call_soon_threadsafe(queue.put_nowait, ("item", item))
                 caller.call_soon_threadsafe(queue.put_nowait, ("end", None))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - handed to the consumer, re-raised there
                 caller.call_soon_threadsafe(queue.put_nowait, ("error", exc))
             finally:
                 aclose = getattr(agen, "aclose", None)
@@ -121,6 +125,30 @@ class LoopThread:
         finally:
             fut.cancel()
 
-    def stop(self) -> None:
-        if self.loop.is_running():
-            self.loop.call_soon_threadsafe(self.loop.stop)
+    def stop(self, timeout: float = 5.0) -> None:
+        """Cancel whatever still runs on the loop, let it unwind, then end the thread.
+
+        Called at interpreter exit: a task left pending on a loop that merely stops is
+        destroyed later by the garbage collector, which prints "Task was destroyed but it
+        is pending!" as the process exits.
+        """
+        if not self.thread.is_alive() or threading.current_thread() is self.thread:
+            return
+        try:
+            self.submit(_drain()).result(timeout)
+        except (FutureTimeout, CancelledError, RuntimeError):  # a task that will not unwind must not hang the exit
+            log.debug("bodhi_nb I/O loop: tasks still running at exit")
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+
+async def _drain() -> None:
+    """Cancel every other task on this loop and wait for them, then close async generators."""
+    me = asyncio.current_task()
+    tasks = [t for t in asyncio.all_tasks() if t is not me]
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.get_running_loop().shutdown_asyncgens()

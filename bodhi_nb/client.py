@@ -9,7 +9,6 @@ rule lives in `server_core/operations`.
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
@@ -149,9 +148,8 @@ class Bodhi:
         self.cache = self.services.gateway.cache
         # Prices per model or provider for the usage ledger's costs: `set`, `list`, `delete`.
         self.prices = Prices(self)
-        # The engine this kernel may start stops when idle and when the kernel exits,
-        # as the server extension does for its own.
-        self._reaper = self._loop.submit(_reap_idle_forever(self.services.engine))
+        # The local engine exits by itself when idle (even if this kernel is killed);
+        # one this kernel started also stops when the kernel exits.
         atexit.register(self.services.engine.stop, True)
 
     @property
@@ -281,19 +279,9 @@ class Bodhi:
             yield chunk
 
     def close(self) -> None:
-        self._reaper.cancel()
         self._loop.run(self.services.ai_api.aclose())
         if self.services.ledger is not None:
             self.services.ledger.flush()
-
-
-async def _reap_idle_forever(engine: Any, every: float = 60.0) -> None:
-    while True:
-        await asyncio.sleep(every)
-        try:
-            await asyncio.to_thread(engine.reap_idle)
-        except Exception:  # a failed check must not end the reaper
-            pass
 
 
 def _texts(chunks: Iterator[dict[str, Any]]) -> Iterator[str]:

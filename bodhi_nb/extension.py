@@ -11,7 +11,6 @@ import asyncio
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.extension.application import ExtensionApp
 from tornado import web
-from tornado.ioloop import PeriodicCallback
 from traitlets import Bool, Float, Int, Unicode
 
 from ._handlers import ROUTES_KEY, SERVICES_KEY, BodhiHandler
@@ -88,7 +87,6 @@ class BodhiExtension(ExtensionApp):
                          help="PBKDF2 iterations for the master key. Change only for tests.")
 
     services: AppServices | None = None
-    _reaper: PeriodicCallback | None = None
 
     def initialize_settings(self) -> None:
         self.services = AppServices.create(
@@ -101,8 +99,6 @@ class BodhiExtension(ExtensionApp):
             daily_budget_usd=self.daily_budget_usd)
         self.settings[SERVICES_KEY] = self.services
         self.settings[ROUTES_KEY] = ROUTES
-        self._reaper = PeriodicCallback(self._reap_idle_engine, 60_000)
-        self._reaper.start()
         self.log.info("bodhi_nb gateway at %s%s (store %s)", self.serverapp.base_url if self.serverapp else "/",
                       URL_PREFIX, self.services.db.path)
 
@@ -110,13 +106,7 @@ class BodhiExtension(ExtensionApp):
         self.handlers.extend((URL_PREFIX + h.path, h) for h in ROUTES)
         self.handlers.append((URL_PREFIX + UnknownRouteHandler.path, UnknownRouteHandler))  # always last
 
-    async def _reap_idle_engine(self) -> None:
-        if self.services is not None:
-            await asyncio.to_thread(self.services.engine.reap_idle)
-
     async def stop_extension(self) -> None:
-        if self._reaper is not None:
-            self._reaper.stop()
         if self.services is not None:
             await self.services.ai_api.aclose()
             await asyncio.to_thread(self.services.engine.stop, True)

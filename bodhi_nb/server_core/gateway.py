@@ -18,7 +18,7 @@ from ..objs.model_alias import DiscoveredModelAlias, UserModelAlias
 from ..services._sse import iter_sse_json
 from ..services.ai_api_service import AiApiService, ForwardTarget, UpstreamResponse
 from ..services.cache import ResponseCache, cache_key
-from ..services.local_engine import LOCAL_EXTRA_HINT
+from ..services.local_engine import LOCAL_EXTRA_HINT, EngineEndpoint
 from ..services.usage import Ledger
 from ._metering import Meter
 from .contract import ChatCompletionRequest, parse
@@ -28,8 +28,8 @@ __all__ = ["Gateway", "OpenChat", "LocalEngineProtocol", "cache_target"]
 
 
 class LocalEngineProtocol(Protocol):
-    async def ensure(self, alias: UserModelAlias | DiscoveredModelAlias) -> str:
-        """Start (or reuse) the engine for `alias`; return its OpenAI base URL."""
+    async def ensure(self, alias: UserModelAlias | DiscoveredModelAlias) -> EngineEndpoint:
+        """Start (or reuse) the engine for `alias`; return its OpenAI base URL and key."""
         ...
 
 
@@ -131,10 +131,11 @@ class Gateway:
             raise LocalEngineUnavailable(
                 f"'{dest.alias.alias}' is a local model, but the local engine is not available here. "
                 f"Install it with: {LOCAL_EXTRA_HINT}")
-        base_url = await self.engine.ensure(dest.alias)
+        engine = await self.engine.ensure(dest.alias)
         if isinstance(dest.alias, UserModelAlias):
             body = {**body, **dest.alias.request_params.defaults_for(body)}
-        return ForwardTarget(base_url, dest.alias.alias, None, "local engine"), _local_response_format(body)
+        target = ForwardTarget(engine.base_url, dest.alias.alias, engine.api_key, "local engine")
+        return target, _local_response_format(body)
 
 
 def _local_response_format(body: dict[str, Any]) -> dict[str, Any]:

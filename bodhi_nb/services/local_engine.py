@@ -3,8 +3,14 @@
 Like BodhiApp with llama-server, one model is loaded at a time; asking for another
 alias (or the same file with other context_params) restarts it. The engine is shared by
 every process using the same BODHI_HOME: its pid, port, alias and last use live in
-`$BODHI_HOME/engine.json` under a file lock, so a kernel and the Jupyter server reuse
-one process instead of loading the model twice.
+`$BODHI_HOME/engine.json` (mode 0600) under a file lock, so a kernel and the Jupyter
+server reuse one process instead of loading the model twice.
+
+The engine is llama_cpp.server's app run by `_engine_main`, which adds an idle timer: it
+exits by itself after `idle_timeout` seconds without requests, so a kernel killed with
+SIGKILL never leaves it running. It gets an allow-listed environment (no master secret,
+provider key or Jupyter token) and a random API key per start, which it requires on every
+request; `ensure` hands that key to the gateway in an `EngineEndpoint`.
 
 The work is blocking (process start, health polling), so the async `ensure` runs it in a
 worker thread and never blocks the event loop.
@@ -18,79 +24,128 @@ import importlib.util
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from filelock import FileLock
 
 from ..objs.errors import LocalEngineUnavailable
 from ..objs.model_alias import DiscoveredModelAlias, UserModelAlias
+from ._engine_main import HEALTH_PATH, IDLE_EXIT_MESSAGE
 from .data_service import DataService
 
-__all__ = ["LocalEngine", "EngineState", "local_extra_available", "LOCAL_EXTRA_HINT"]
+__all__ = [
+    "LOCAL_EXTRA_HINT",
+    "EngineEndpoint",
+    "EngineState",
+    "LocalEngine",
+    "Purpose",
+    "engine_env",
+    "local_extra_available",
+]
 
 log = logging.getLogger(__name__)
 
 LOCAL_EXTRA_HINT = "pip install 'bodhi_nb[local]'"
-_TOUCH_EVERY = 5.0  # seconds between last_use writes from one process
+ENGINE_MODULE = "bodhi_nb.services._engine_main"
+
+Purpose = Literal["chat", "embeddings"]
+
+# What llama.cpp and Python need, and nothing else: the parent may hold the master
+# secret, provider keys and the Jupyter token in its environment.
+_ENV_NAMES = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TMP", "TEMP",
+    "LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH", "PYTHONPATH", "PYTHONHOME", "PYTHONIOENCODING", "PYTHONUTF8",
+    "VIRTUAL_ENV", "SYSTEMROOT", "LLAMA_CPP_LIB_PATH"})
+_ENV_PREFIXES = ("LC_", "OPENBLAS_", "OMP_", "GOMP_", "KMP_", "MKL_", "GGML_", "CUDA_", "HIP_", "ROCR_")
+_SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSW", "CREDENTIAL", "AUTH")
 
 
 def local_extra_available() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None and importlib.util.find_spec("uvicorn") is not None
 
 
+def engine_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The engine's environment: an allow-list, minus any name that looks like a secret."""
+    src = os.environ if environ is None else environ
+    return {k: v for k, v in src.items()
+            if (k in _ENV_NAMES or k.startswith(_ENV_PREFIXES)) and not any(w in k.upper() for w in _SECRET_WORDS)}
+
+
+@dataclass(frozen=True)
+class EngineEndpoint:
+    """Where to send one local request: the engine's OpenAI base URL and its per-start key.
+
+    `{base_url}/chat/completions` and, for an endpoint from `ensure(alias, "embeddings")`,
+    `{base_url}/embeddings` (OpenAI shape, one mean-pooled vector per input) both need
+    `Authorization: Bearer {api_key}`.
+    """
+
+    base_url: str
+    api_key: str = field(repr=False)
+
+
 @dataclass
 class EngineState:
-    """What engine.json records about the running engine."""
+    """What engine.json (0600) records about the running engine."""
 
     pid: int
     port: int
     alias: str
-    config: str  # hash of model path + alias + context params
+    config: str  # hash of model path + alias + context params + embedding mode
     model_path: str
     args: list[str]
     log_file: str
     started_at: float
-    last_use: float
     owner_pid: int
+    embedding: bool = False
+    api_key: str = field(default="", repr=False)
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
+    @property
+    def endpoint(self) -> EngineEndpoint:
+        return EngineEndpoint(self.base_url, self.api_key)
+
 
 def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie (an exited child nobody has waited for yet)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    # A zombie child of ours counts as dead.
     try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        return done == 0
-    except ChildProcessError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc (macOS): the signal check is all there is
         return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
-def _is_our_engine(st: "EngineState") -> bool:
-    """The pid still runs *our* llama.cpp server (pids are reused; never signal a stranger)."""
+def _is_our_engine(st: EngineState) -> bool:
+    """The pid still runs *our* engine (pids are reused; never signal a stranger)."""
     try:
         cmdline = Path(f"/proc/{st.pid}/cmdline").read_bytes().split(b"\0")
     except FileNotFoundError:
         return False
     except OSError:  # no /proc (macOS): trust the recorded pid
         return _alive(st.pid)
-    return b"llama_cpp.server" in cmdline and str(st.port).encode() in cmdline
+    return ENGINE_MODULE.encode() in cmdline and str(st.port).encode() in cmdline and _alive(st.pid)
 
 
 def _free_port() -> int:
@@ -124,54 +179,61 @@ class LocalEngine:
         self.data = data
         self.idle_timeout = idle_timeout
         self.start_timeout = start_timeout
-        self.n_threads = n_threads or int(os.environ.get("BODHI_NB_THREADS", 0)) or os.cpu_count() or 2
+        self.n_threads = n_threads or int(os.environ.get("BODHI_NB_THREADS", "0")) or os.cpu_count() or 2
         self.python = python
         self.state_file = self.home / "engine.json"
         self.logs_dir = self.home / "logs"
         self._file_lock = FileLock(str(self.state_file) + ".lock", timeout=self.start_timeout + 60, thread_local=False)
         self._mutex = threading.Lock()
         self._known: EngineState | None = None
-        self._last_touch = 0.0
+        self._checked_at = 0.0  # monotonic time of our last health check of `_known`
         self._last_crash: str | None = None
 
     # -- public ---------------------------------------------------------------------------
 
-    async def ensure(self, alias: UserModelAlias | DiscoveredModelAlias) -> str:
-        """The base URL of an engine serving `alias`, starting or switching it if needed."""
-        known = self._known
-        if known is not None and known.config == self._config(alias)[0] and _is_our_engine(known):
-            self._touch()
-            return known.base_url
-        return await asyncio.to_thread(self.ensure_sync, alias)
+    async def ensure(self, alias: UserModelAlias | DiscoveredModelAlias, purpose: Purpose = "chat") -> EngineEndpoint:
+        """An engine serving `alias` for `purpose`, started or switched if needed.
 
-    def ensure_sync(self, alias: UserModelAlias | DiscoveredModelAlias) -> str:
+        Without a health check the known engine is trusted only for half the idle timeout
+        after our last one: that check was a request, so the engine cannot have idled out.
+        """
+        known = self._known
+        if (known is not None and self._serves(known, alias, purpose)
+                and time.monotonic() - self._checked_at < self.idle_timeout / 2 and _is_our_engine(known)):
+            return known.endpoint
+        return await asyncio.to_thread(self.ensure_sync, alias, purpose)
+
+    def ensure_sync(self, alias: UserModelAlias | DiscoveredModelAlias, purpose: Purpose = "chat") -> EngineEndpoint:
         if not local_extra_available():
             raise LocalEngineUnavailable(
                 f"'{alias.alias}' is a local model, but llama-cpp-python is not installed. Install it with: {LOCAL_EXTRA_HINT}")
-        config, model_path, args = self._config(alias)
         with self._mutex, self._file_lock:
             st = self._read_state()
-            if st is not None and st.config == config and _is_our_engine(st) and self._healthy(st, 2.0):
-                st.last_use = time.time()
-                self._write_state(st)
-                self._known = st
-                return st.base_url
+            if st is not None and self._serves(st, alias, purpose) and _is_our_engine(st) and self._healthy(st, 2.0):
+                self._known, self._checked_at = st, time.monotonic()
+                return st.endpoint
+            embedding = self._embedding_mode(st, alias, purpose)
+            config, model_path, args = self._config(alias, embedding)
             if st is not None:
-                if not _is_our_engine(st) and st.config == config:
-                    self._last_crash = _tail(Path(st.log_file), 8) or "the process exited"
-                    log.warning("local engine for %s had died; restarting", st.alias)
+                if st.config == config and not _is_our_engine(st):
+                    tail = _tail(Path(st.log_file), 8)
+                    if IDLE_EXIT_MESSAGE not in tail:
+                        self._last_crash = tail or "the process exited"
+                        log.warning("local engine for %s had died; restarting", st.alias)
                 self._stop_state(st)
-            st = self._start(alias, config, model_path, args)
+            st = self._start(alias, config, model_path, args, embedding)
             self._write_state(st)
-            self._known = st
+            self._known, self._checked_at = st, time.monotonic()
             self._last_crash = None
-            return st.base_url
+            return st.endpoint
 
     def status(self) -> dict[str, Any] | None:
+        """engine.json without the key, plus whether the process is alive."""
         st = self._read_state()
         if st is None:
             return None
-        return {**asdict(st), "alive": _is_our_engine(st), "base_url": st.base_url}
+        info = {k: v for k, v in asdict(st).items() if k != "api_key"}
+        return {**info, "alive": _is_our_engine(st), "base_url": st.base_url}
 
     def stop(self, only_if_owner: bool = False) -> bool:
         """Stop the engine (by default whoever started it); True when one was stopped."""
@@ -182,25 +244,26 @@ class LocalEngine:
             self._stop_state(st)
             return True
 
-    def reap_idle(self) -> bool:
-        """Stop the engine when no process has used it for `idle_timeout` seconds."""
-        st = self._read_state()
-        if st is None or time.time() - st.last_use < self.idle_timeout:
-            return False
-        with self._mutex, self._file_lock:
-            st = self._read_state()
-            if st is None or time.time() - st.last_use < self.idle_timeout:
-                return False
-            log.info("stopping idle local engine (%s)", st.alias)
-            self._stop_state(st)
-            return True
-
     # -- internals ------------------------------------------------------------------------
 
-    def _config(self, alias: UserModelAlias | DiscoveredModelAlias) -> tuple[str, Path, list[str]]:
+    def _serves(self, st: EngineState, alias: UserModelAlias | DiscoveredModelAlias, purpose: Purpose) -> bool:
+        """An engine loaded in embedding mode also serves chat; a chat-only one cannot embed."""
+        if purpose == "embeddings" and not st.embedding:
+            return False
+        return st.config == self._config(alias, st.embedding)[0]
+
+    @staticmethod
+    def _embedding_mode(st: EngineState | None, alias: UserModelAlias | DiscoveredModelAlias,
+                        purpose: Purpose) -> bool:
+        """Embedding mode once asked for, kept while the same alias is served (no back-and-forth)."""
+        return purpose == "embeddings" or (st is not None and st.embedding and st.alias == alias.alias)
+
+    def _config(self, alias: UserModelAlias | DiscoveredModelAlias, embedding: bool) -> tuple[str, Path, list[str]]:
         model_path = self.data.gguf_path(alias)
         ctx = alias.context_params.model_dump(exclude_none=True) if isinstance(alias, UserModelAlias) else {}
-        ctx.setdefault("n_threads", self.n_threads)
+        ctx.setdefault("n_threads", self.n_threads)  # explicit: the portable build guesses badly
+        if embedding:
+            ctx["embedding"] = "true"
         args = ["--model", str(model_path), "--model_alias", alias.alias]
         for k, v in sorted(ctx.items()):
             args += [f"--{k}", str(v)]
@@ -208,18 +271,30 @@ class LocalEngine:
         return digest, model_path, args
 
     def _start(self, alias: UserModelAlias | DiscoveredModelAlias, config: str, model_path: Path,
-               args: list[str]) -> EngineState:
-        self.logs_dir.mkdir(parents=True, exist_ok=True)
+               args: list[str], embedding: bool) -> EngineState:
+        self.logs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         port = _free_port()
         log_file = self.logs_dir / f"engine-{int(time.time())}-{port}.log"
-        cmd = [self.python, "-m", "llama_cpp.server", *args, "--host", "127.0.0.1", "--port", str(port)]
+        api_key = secrets.token_urlsafe(32)
+        cmd = [self.python, "-m", ENGINE_MODULE, *args, "--host", "127.0.0.1", "--port", str(port),
+               "--idle_timeout", f"{self.idle_timeout:g}", "--state_file", str(self.state_file)]
         log.info("starting local engine for %s on port %d", alias.alias, port)
-        with open(log_file, "wb") as out:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True, cwd=self.home)
-        now = time.time()
-        st = EngineState(proc.pid, port, alias.alias, config, str(model_path), args, str(log_file), now, now,
-                         os.getpid())
+        fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            os.fchmod(out.fileno(), 0o600)
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.PIPE,
+                                    env=engine_env(), start_new_session=True, cwd=self.home)
+        # The key goes on stdin: a command line or an environment is readable by others.
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(api_key.encode() + b"\n")
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # it died at once; the poll below reports the log
+        # Wait for it in the background so an engine that exits on its own leaves no zombie.
+        threading.Thread(target=proc.wait, name="bodhi_nb-engine-wait", daemon=True).start()
+        st = EngineState(proc.pid, port, alias.alias, config, str(model_path), args, str(log_file), time.time(),
+                         os.getpid(), embedding, api_key)
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             code = proc.poll()
@@ -242,7 +317,8 @@ class LocalEngine:
     @staticmethod
     def _healthy(st: EngineState, timeout: float) -> bool:
         try:
-            r = httpx.get(f"{st.base_url}/models", timeout=timeout, trust_env=False)
+            r = httpx.get(f"http://127.0.0.1:{st.port}{HEALTH_PATH}", timeout=timeout, trust_env=False,
+                          headers={"Authorization": f"Bearer {st.api_key}"})
             return r.status_code == 200
         except httpx.HTTPError:
             return False
@@ -267,32 +343,19 @@ class LocalEngine:
             pass
         self._known = None
 
-    def _touch(self) -> None:
-        now = time.time()
-        if now - self._last_touch < _TOUCH_EVERY:
-            return
-        self._last_touch = now
-        if not self._mutex.acquire(blocking=False):
-            return  # a start or stop is under way; it writes last_use itself
-        try:
-            with self._file_lock.acquire(timeout=0.5):
-                st = self._read_state()
-                if st is not None:
-                    st.last_use = now
-                    self._write_state(st)
-        except Exception:  # a busy lock only delays the idle clock
-            pass
-        finally:
-            self._mutex.release()
-
     def _read_state(self) -> EngineState | None:
         try:
-            return EngineState(**json.loads(self.state_file.read_text()))
-        except (FileNotFoundError, ValueError, TypeError):
+            raw = json.loads(self.state_file.read_text())
+            names = {f.name for f in fields(EngineState)}
+            return EngineState(**{k: v for k, v in raw.items() if k in names})
+        except (FileNotFoundError, ValueError, TypeError, AttributeError):
             return None
 
     def _write_state(self, st: EngineState) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         tmp = self.state_file.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(asdict(st)))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), 0o600)  # a leftover tmp file keeps its old mode otherwise
+            f.write(json.dumps(asdict(st)))
         os.replace(tmp, self.state_file)

@@ -13,6 +13,7 @@ from bodhi_nb.server_core.model_router import Local
 from bodhi_nb.services.data_service import BUILTIN_ALIAS, DataService
 from bodhi_nb.services.local_engine import LocalEngine, local_extra_available
 from tests.conftest import FAST_KDF, TEST_SECRET
+from tests.integration.test_engine_hygiene import process_gone, wait_for
 
 pytestmark = [pytest.mark.local_model,
               pytest.mark.skipif(not local_extra_available() or DataService.builtin_path() is None,
@@ -68,7 +69,7 @@ def test_engine_killed_externally_is_recovered(bodhi):
     bodhi.chat(BUILTIN_ALIAS, "Hi", max_tokens=2)
     old = bodhi.services.engine.status()
     os.killpg(old["pid"], signal.SIGKILL)
-    os.waitpid(old["pid"], 0)
+    wait_for(lambda: process_gone(old["pid"]), 10, "the killed engine to go")
     reply = bodhi.chat(BUILTIN_ALIAS, "Hi again", max_tokens=4)
     new = bodhi.services.engine.status()
     assert reply is not None and new["alive"] and new["pid"] != old["pid"]
@@ -78,21 +79,23 @@ def test_second_process_reuses_the_running_engine(bodhi, bodhi_home):
     bodhi.chat(BUILTIN_ALIAS, "Hi", max_tokens=2)
     pid = bodhi.services.engine.status()["pid"]
     other = LocalEngine(bodhi_home, DataService(bodhi_home), n_threads=THREADS)
-    url = other.ensure_sync(bodhi.services.data.get_model_alias(BUILTIN_ALIAS))
+    ep = other.ensure_sync(bodhi.services.data.get_model_alias(BUILTIN_ALIAS))
     assert other.status()["pid"] == pid
-    assert httpx.get(f"{url}/models", trust_env=False).status_code == 200
+    auth = {"Authorization": f"Bearer {ep.api_key}"}  # the key the first process started it with
+    assert httpx.get(f"{ep.base_url}/models", headers=auth, trust_env=False).status_code == 200
 
 
-def test_idle_engine_is_stopped(bodhi):
-    bodhi.chat(BUILTIN_ALIAS, "Hi", max_tokens=2)
-    eng = bodhi.services.engine
-    pid = eng.status()["pid"]
-    assert not eng.reap_idle()  # just used
-    eng.idle_timeout = 0
-    assert eng.reap_idle()
-    assert eng.status() is None
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
+def test_idle_engine_stops_by_itself(bodhi_home):
+    b = Bodhi(bodhi_home, master_secret=TEST_SECRET, kdf_iterations=FAST_KDF, n_threads=THREADS,
+              engine_idle_timeout=2)
+    try:
+        b.chat(BUILTIN_ALIAS, "Hi", max_tokens=2)
+        pid = b.services.engine.status()["pid"]
+        wait_for(lambda: process_gone(pid), 2 + 10, "the idle engine to exit")
+        assert b.services.engine.status() is None
+    finally:
+        b.services.engine.stop()
+        b.close()
 
 
 def test_start_failure_reports_the_log(bodhi_home, tmp_path):
@@ -121,8 +124,7 @@ def test_a_reused_pid_is_never_signalled(bodhi_home):
         (bodhi_home / "engine.json").write_text(json.dumps({
             "pid": stranger.pid, "port": 1, "alias": "x", "config": "c", "model_path": "m", "args": [],
             "log_file": "l", "started_at": now, "last_use": now - 10_000, "owner_pid": 1}))
-        eng.idle_timeout = 1
-        assert eng.reap_idle()  # the stale record is cleared...
+        assert eng.stop()  # the stale record is cleared...
         assert stranger.poll() is None  # ...but the stranger was not signalled
         assert eng.status() is None
     finally:
