@@ -1,8 +1,8 @@
 """AiApiService: the one HTTP client to OpenAI-compatible upstreams (remote and local).
 
-Both remote API models and the local llama.cpp engine are reached through
-`forward_chat_completion`, so there is one forwarding path. Upstream failures become
-`BodhiError`s with the status a caller expects; the API key only ever travels in the
+Both remote API models and the local llama.cpp engine are reached through `forward`
+(chat completions and embeddings alike), so there is one forwarding path. Upstream
+failures become `BodhiError`s with the status a caller expects; the API key only ever travels in the
 upstream `Authorization` header and appears in no message. What comes back passes
 through `KeyRedactor`, so a provider that quotes the key it received cannot leak it.
 """
@@ -467,19 +467,25 @@ class AiApiService:
             return TestPromptResult(False, error=f"The {label} answered with something that is not a chat completion.")
 
     async def forward_chat_completion(self, target: ForwardTarget, body: dict[str, Any], stream: bool) -> UpstreamResponse:
-        """POST the body (model rewritten) and return the open response, whatever its status.
+        """POST `{base_url}/chat/completions` (model rewritten, `stream` set); see `forward`."""
+        return await self.forward(target, "chat/completions", {**body, "stream": stream}, stream)
+
+    async def forward(self, target: ForwardTarget, endpoint: str, body: dict[str, Any],
+                      stream: bool = False) -> UpstreamResponse:
+        """POST the body to `{base_url}/{endpoint}` (only the model rewritten) and return the
+        open response, whatever its status. The one forwarding path: chat completions and
+        embeddings, remote providers and the local engine all come through here.
 
         Connection failures raise `UpstreamError` (nothing has been sent to the caller yet);
         an upstream error status is returned as is, for the caller to relay.
         """
         payload = dict(body)
         payload["model"] = target.model
-        payload["stream"] = stream
         client = self._client()
         timeout = (httpx.Timeout(None, connect=self.connect_timeout) if stream
                    else httpx.Timeout(self.timeout, connect=self.connect_timeout))
         req = client.build_request(
-            "POST", f"{checked_url(target.base_url, target.label)}/chat/completions",
+            "POST", f"{checked_url(target.base_url, target.label)}/{endpoint}",
             content=json.dumps(payload, separators=(",", ":")).encode(),
             headers=self._headers(target.api_key, stream), timeout=timeout,
         )
