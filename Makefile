@@ -10,7 +10,7 @@ export BODHI_NB_TEST_THREADS ?= 2
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
   -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
 
-.PHONY: test lab setup clean bench
+.PHONY: test lab setup clean bench lint
 
 setup: $(STAMP)
 
@@ -21,8 +21,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m bodhi_nb._selfcheck
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m ruff check bodhi_nb tests benchmarks
+	$(PY) -m mypy bodhi_nb
 
 lab: $(STAMP)
 	$(VENV)/bin/bodhi-nb lab $(LAB_ARGS)

@@ -10,6 +10,7 @@ rule lives in `server_core/operations`.
 from __future__ import annotations
 
 import atexit
+import builtins
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, Literal, TypeVar, overload
@@ -48,7 +49,7 @@ class ApiModels(_Section):
     def __repr__(self) -> str:
         return f"<ApiModels {self._run(self._ops.api_models.list(1, 1)).total} registered>"
 
-    def create(self, id: str, base_url: str, api_key: str | None = None, models: list[str] | None = None,
+    def create(self, id: str, base_url: str, api_key: str | None = None, models: builtins.list[str] | None = None,
                prefix: str | None = None, forward_all_with_prefix: bool = False) -> dict[str, Any]:
         req = _given(id=id, base_url=base_url, api_key=api_key, models=models, prefix=prefix,
                      forward_all_with_prefix=forward_all_with_prefix)
@@ -57,7 +58,7 @@ class ApiModels(_Section):
     def get(self, id: str) -> dict[str, Any]:
         return self._run(self._ops.api_models.get(id)).model_dump(mode="json")
 
-    def list(self, page: int = 1, page_size: int = 100) -> list[dict[str, Any]]:
+    def list(self, page: int = 1, page_size: int = 100) -> builtins.list[dict[str, Any]]:
         return [r.model_dump(mode="json") for r in self._run(self._ops.api_models.list(page, page_size)).data]
 
     def update(self, id: str, *, api_key: str | None = None, **changes: Any) -> dict[str, Any]:
@@ -80,12 +81,12 @@ class ApiModels(_Section):
         return (await self._arun(self._ops.api_models.test(req))).model_dump(mode="json")
 
     def fetch_models(self, id: str | None = None, *, base_url: str | None = None,
-                     api_key: str | None = None) -> list[str]:
+                     api_key: str | None = None) -> builtins.list[str]:
         req = _given(id=id, base_url=base_url, api_key=api_key)
         return self._run(self._ops.api_models.fetch_models(req)).models
 
     async def afetch_models(self, id: str | None = None, *, base_url: str | None = None,
-                            api_key: str | None = None) -> list[str]:
+                            api_key: str | None = None) -> builtins.list[str]:
         req = _given(id=id, base_url=base_url, api_key=api_key)
         return (await self._arun(self._ops.api_models.fetch_models(req))).models
 
@@ -96,14 +97,14 @@ class Aliases(_Section):
     def __repr__(self) -> str:
         return f"<Aliases {len(self.list())} user aliases>"
 
-    def list(self) -> list[dict[str, Any]]:
+    def list(self) -> builtins.list[dict[str, Any]]:
         return [a.model_dump(mode="json") for a in self._run(self._ops.aliases.list()).data]
 
-    def unreadable(self) -> list[dict[str, str]]:
+    def unreadable(self) -> builtins.list[dict[str, str]]:
         """Alias files that could not be read, with why (they never hide the others)."""
         return [e.model_dump() for e in self._run(self._ops.aliases.list()).errors]
 
-    def models(self) -> list[dict[str, Any]]:
+    def models(self) -> builtins.list[dict[str, Any]]:
         """Discovered GGUF models (Hugging Face cache and the bundled one)."""
         return self._run(self._ops.aliases.models())
 
@@ -161,18 +162,18 @@ class Bodhi:
 
     # -- routing --------------------------------------------------------------------------
 
-    def models(self) -> list[str]:
+    def models(self) -> builtins.list[str]:
         """Every model name the gateway serves (API models first, then local)."""
         return [m.id for m in self._loop.run(self.ops.models.list()).data]
 
-    def model_entries(self) -> list[ModelEntry]:
+    def model_entries(self) -> builtins.list[ModelEntry]:
         """Every served name with its source (`api`, `user`, `model`), for grouped pickers."""
         return self._loop.run(self.ops.models.entries())
 
     def route(self, model: str) -> Destination:
         return self._loop.run(self.ops.models.resolve(model))
 
-    def explain(self, model: str) -> list[Candidate]:
+    def explain(self, model: str) -> builtins.list[Candidate]:
         return self._loop.run(self.ops.models.explain(model))
 
     # -- chat -----------------------------------------------------------------------------
@@ -259,7 +260,7 @@ class Bodhi:
 
     # -- usage ----------------------------------------------------------------------------
 
-    def usage(self, since: Any = None, until: Any = None, by: str | list[str] | None = None, *,
+    def usage(self, since: Any = None, until: Any = None, by: str | builtins.list[str] | None = None, *,
               limit: int | None = None, **filters: str | None) -> Any:
         """The usage ledger as a pandas DataFrame: every request (newest first), or with `by`
         ("model", "provider", "surface", "day", "notebook", or several) the sums of tokens,

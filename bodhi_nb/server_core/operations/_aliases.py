@@ -7,6 +7,7 @@ thread so the server's event loop never waits on the disk.
 from __future__ import annotations
 
 import asyncio
+import builtins
 from typing import Any
 
 from ...objs.alias import Alias
@@ -55,7 +56,7 @@ class AliasOps:
     async def delete(self, name: str) -> None:
         await asyncio.to_thread(self._data.delete_user_alias, name)
 
-    async def models(self) -> list[dict[str, Any]]:
+    async def models(self) -> builtins.list[dict[str, Any]]:
         """Discovered GGUF models (Hugging Face cache and the bundled one)."""
         found = await asyncio.to_thread(self._data.list_model_aliases)
         return [m.model_dump(mode="json") for m in found]

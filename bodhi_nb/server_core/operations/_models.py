@@ -7,6 +7,7 @@ runs in a worker thread; no provider is contacted, so a dead provider never bloc
 from __future__ import annotations
 
 import asyncio
+import builtins
 
 from ...objs.errors import ModelNotFound
 from ..contract import OpenAIModel, OpenAIModelList
@@ -27,7 +28,7 @@ class ModelOps:
         entries = await asyncio.to_thread(self._router.list_models)
         return OpenAIModelList(data=[_obj(e) for e in entries])
 
-    async def entries(self) -> list[ModelEntry]:
+    async def entries(self) -> builtins.list[ModelEntry]:
         """Every servable name with where it is served (for pickers that group by source)."""
         return await asyncio.to_thread(self._router.list_models)
 
@@ -40,5 +41,5 @@ class ModelOps:
     async def resolve(self, name: str) -> Destination:
         return await asyncio.to_thread(self._router.resolve, name)
 
-    async def explain(self, name: str) -> list[Candidate]:
+    async def explain(self, name: str) -> builtins.list[Candidate]:
         return await asyncio.to_thread(self._router.explain, name)
