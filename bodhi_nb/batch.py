@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
 import random
-import re
 import string
 import sys
 import threading
@@ -29,7 +27,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .objs.errors import BodhiError, InvalidRequestError
+from .objs.errors import BodhiError, InvalidRequestError, StructuredOutputError
+from .server_core.operations import structured_format
 from .services.retry import RateGate, hinted_delay, retry_delay, retryable
 from .services.usage import set_surface
 
@@ -110,44 +109,10 @@ def _fill(template: str | None, value: Any) -> str:
     return str(value) if not template else template.format(value, input=value)
 
 
-_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
-
-
 def _response_format(rf: Any) -> tuple[dict[str, Any] | None, Callable[[str], Any] | None]:
-    """The request's `response_format` and the parser that fills `MapResult.parsed`."""
-    if rf is None:
-        return None, None
-    from pydantic import BaseModel
-
-    if isinstance(rf, type) and issubclass(rf, BaseModel):
-        model = rf
-        payload = {"type": "json_schema", "json_schema": {"name": model.__name__, "schema": model.model_json_schema()}}
-        return payload, lambda text: model.model_validate_json(_unfence(text))
-    if isinstance(rf, dict):
-        if rf.get("type") in ("json_schema", "json_object", "text"):
-            payload, schema = rf, (rf.get("json_schema") or {}).get("schema")
-        else:
-            payload = {"type": "json_schema", "json_schema": {"name": str(rf.get("title") or "response"), "schema": rf}}
-            schema = rf
-        if payload.get("type") == "text":
-            return payload, None
-
-        def parse(text: str) -> Any:
-            data = json.loads(_unfence(text))
-            if schema:
-                import jsonschema
-
-                jsonschema.validate(data, schema)
-            return data
-
-        return payload, parse
-    raise InvalidRequestError("response_format must be a pydantic model class or a JSON schema dict.",
-                              param="response_format")
-
-
-def _unfence(text: str) -> str:
-    m = _FENCE.match(text)
-    return m.group(1) if m else text
+    """The request's `response_format` and the parser that fills `MapResult.parsed` (the one
+    rule `Bodhi.chat` uses too)."""
+    return structured_format(rf)
 
 
 # -- the job ----------------------------------------------------------------------------------
@@ -237,6 +202,8 @@ class _Job:
         if self.parse is not None:
             try:
                 out.parsed = self.parse(text)
+            except StructuredOutputError as exc:
+                out.error = exc.message
             except Exception as exc:  # noqa: BLE001 - any parser error is this row's error
                 out.error = f"The reply does not match response_format: {str(exc).splitlines()[0][:300]}"
         return out

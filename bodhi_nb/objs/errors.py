@@ -182,3 +182,20 @@ class BudgetExceeded(BodhiError):
 
 
 __all__.append("BudgetExceeded")
+
+
+class StructuredOutputError(BodhiError):
+    """The reply does not match the requested `response_format` (not JSON, or not valid
+    against the schema). `.raw` holds the reply text as the model wrote it, so nothing
+    the model produced is lost; a retry or a larger `max_tokens` usually fixes it."""
+
+    status = 502
+    error_type = "upstream_error"
+    default_code = "structured_output_invalid"
+
+    def __init__(self, message: str, raw: str, *, param: str | None = "response_format") -> None:
+        super().__init__(message, param=param)
+        self.raw = raw
+
+
+__all__.append("StructuredOutputError")

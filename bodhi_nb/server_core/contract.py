@@ -12,11 +12,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, Strict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, Strict, ValidationError, field_validator
 
 from ..objs.alias import Alias
 from ..objs.api_model_alias import API_MODEL_ID_PATTERN, ApiFormat, check_api_model_id
 from ..objs.errors import InvalidRequestError
+from ..objs.router_alias import RouterAliasSpec
 from ..services.ai_api_service import MAX_TEST_PROMPT
 
 __all__ = [
@@ -25,7 +26,10 @@ __all__ = [
     "AliasRequest", "AliasResponse", "AliasListResponse", "AliasFileErrorObj",
     "OpenAIModel", "OpenAIModelList", "ChatCompletionRequest", "ChatMessage", "OpenAIErrorEnvelope",
     "OpenAIError", "ChatCompletionResponse", "ChatChoice", "Usage", "parse",
+    "EmbeddingRequest", "EmbeddingObj", "EmbeddingUsage", "EmbeddingResponse",
 ]
+__all__ += ["RouterAliasRequest", "RouterAliasUpdateRequest", "RouterAliasResponse", "RouterAliasListResponse",
+            "RouterTargetStateObj"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -199,6 +203,73 @@ class ChatCompletionResponse(BaseModel):
     usage: Usage | None = None
 
 
+MAX_EMBEDDING_INPUTS = 2048  # OpenAI's own limit per request
+
+
+class EmbeddingRequest(BaseModel):
+    """OpenAI embeddings request; unknown fields are forwarded untouched (as for chat).
+
+    `input` is one text or a list of texts (token arrays are accepted for API models;
+    the local engine embeds text only).
+    """
+
+    validation_status: ClassVar[int] = 400
+    model_config = ConfigDict(extra="allow")
+    model: Annotated[str, Strict()] = Field(min_length=1, pattern=r"\S")
+    input: (Annotated[str, Strict()] | Annotated[list[Annotated[str, Strict()]], Field(min_length=1, max_length=MAX_EMBEDDING_INPUTS)]
+            | Annotated[list[Annotated[int, Strict()]], Field(min_length=1)]
+            | Annotated[list[Annotated[list[Annotated[int, Strict()]], Field(min_length=1)]], Field(min_length=1)])
+    encoding_format: Literal["float", "base64"] | None = Field(
+        default=None, description="float (default) or base64: little-endian float32, base64-encoded.")
+    dimensions: Annotated[int, Strict()] | None = Field(default=None, ge=1)
+    user: str | None = None
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _input_shape(cls, v: Any) -> Any:
+        """One clear message per wrong shape (a union's own errors name its branches)."""
+        if isinstance(v, str):
+            return v
+        if not isinstance(v, list) or not v:
+            raise ValueError("must be a string or a non-empty list of strings")
+        if all(isinstance(x, str) for x in v):
+            if len(v) > MAX_EMBEDDING_INPUTS:
+                raise ValueError(f"at most {MAX_EMBEDDING_INPUTS} texts per request")
+            return v
+        if all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+            return v
+        if all(isinstance(x, list) and x and all(isinstance(t, int) and not isinstance(t, bool) for t in x)
+               for x in v):
+            if len(v) > MAX_EMBEDDING_INPUTS:
+                raise ValueError(f"at most {MAX_EMBEDDING_INPUTS} inputs per request")
+            return v
+        raise ValueError("must be a string, a list of strings, or token arrays (lists of integers)")
+
+
+class EmbeddingObj(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    object: str = "embedding"
+    embedding: list[float] | str = Field(description="The vector, or with encoding_format=base64 its float32 "
+                                                      "little-endian bytes in base64.")
+    index: int
+
+
+class EmbeddingUsage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    prompt_tokens: int | None = None
+    total_tokens: int | None = None
+
+
+class EmbeddingResponse(BaseModel):
+    """An embeddings response as the upstream sent it (extra fields kept)."""
+
+    model_config = ConfigDict(extra="allow")
+    object: str = "list"
+    data: list[EmbeddingObj]
+    model: str | None = None
+    usage: EmbeddingUsage | None = None
+
+
 class OpenAIError(BaseModel):
     message: str
     type: str
@@ -208,3 +279,45 @@ class OpenAIError(BaseModel):
 
 class OpenAIErrorEnvelope(BaseModel):
     error: OpenAIError
+
+
+# -- router aliases ---------------------------------------------------------------------------
+
+
+class RouterAliasRequest(RouterAliasSpec):
+    """A router alias as sent by a client: the domain object's own fields and rules."""
+
+
+class RouterAliasUpdateRequest(_Strict):
+    """Change the fields given; absent or null fields keep their values, except `max_attempts`,
+    where an explicit null means every target. The name cannot change."""
+
+    alias: str | None = Field(default=None, description="If given, must be the alias in the path.")
+    targets: list[str] | None = None
+    cooldown_seconds: float | None = None
+    max_attempts: int | None = None
+    honor_retry_after: bool | None = None
+
+
+class RouterTargetStateObj(BaseModel):
+    target: str
+    state: Literal["ready", "cooling", "unknown"] = Field(
+        description="ready; cooling (skipped until cooling_until, after a 429, 5xx or connection failure); "
+                    "unknown (no API model or local alias serves this name).")
+    cooling_until: datetime | None = None
+    served_by: str | None = Field(default=None, description="e.g. api:openai or user:my-model")
+
+
+class RouterAliasResponse(BaseModel):
+    alias: str
+    targets: list[str]
+    cooldown_seconds: float
+    max_attempts: int = Field(description="Targets tried per request at most.")
+    honor_retry_after: bool
+    created_at: datetime
+    updated_at: datetime
+    state: list[RouterTargetStateObj] = Field(description="Each target's state in the process that answered.")
+
+
+class RouterAliasListResponse(BaseModel):
+    data: list[RouterAliasResponse]

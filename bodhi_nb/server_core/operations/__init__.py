@@ -18,12 +18,12 @@ from ..gateway import Gateway
 from ..model_router import ModelRouter
 from ._aliases import AliasOps
 from ._api_models import ApiModelOps
-from ._chat import ChatOps, Messages, build_messages, delta_text, reply_text
+from ._chat import ChatOps, Messages, build_messages, delta_text, reply_text, structured_format
 from ._models import ModelOps
 from ._usage import UsageOps, UsagePage
 
 __all__ = ["Operations", "ApiModelOps", "AliasOps", "ChatOps", "ModelOps", "Messages", "build_messages",
-           "delta_text", "reply_text", "UsageOps", "UsagePage"]
+           "delta_text", "reply_text", "UsageOps", "UsagePage", "structured_format"]
 
 
 @dataclass(frozen=True)
