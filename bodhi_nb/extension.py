@@ -20,6 +20,7 @@ from .routes_app.openapi import OpenApiHandler
 from .routes_app.routes_aliases import AliasesHandler, AliasHandler
 from .routes_app.routes_api_models import ApiModelHandler, ApiModelsHandler, FetchModelsHandler, TestPromptHandler
 from .routes_app.routes_modelfiles import ModelfilesPullHandler, ModelfilesPullJobHandler
+from .routes_app.routes_router_aliases import RouterAliasesHandler, RouterAliasHandler
 from .routes_app.routes_usage import BudgetHandler, PriceHandler, PricesHandler, UsageHandler
 from .routes_oai.routes_chat import ChatCompletionsHandler
 from .routes_oai.routes_models import ModelHandler, ModelsHandler
@@ -36,6 +37,7 @@ ROUTES: list[type[BodhiHandler]] = [
     TestPromptHandler, FetchModelsHandler, ApiModelsHandler, ApiModelHandler,
     AliasesHandler, AliasHandler, ModelfilesPullHandler, ModelfilesPullJobHandler, OpenApiHandler,
     UsageHandler, PricesHandler, PriceHandler, BudgetHandler,
+    RouterAliasesHandler, RouterAliasHandler,
 ]
 
 
@@ -83,8 +85,9 @@ class BodhiExtension(ExtensionApp):
                              help="Daily spending limit in USD (UTC day) over priced models; above it they answer "
                                   "429 budget_exceeded. A budget set with Bodhi().budget() applies too (the "
                                   "stricter wins).")
-    kdf_iterations = Int(PBKDF2_ITERATIONS, config=True,
-                         help="PBKDF2 iterations for the master key. Change only for tests.")
+    kdf_iterations = Int(None, allow_none=True, config=True,
+                         help=f"PBKDF2 iterations for a new store's master key (default {PBKDF2_ITERATIONS:,}; an "
+                              "existing store keeps its own). Change only for tests.")
 
     services: AppServices | None = None
 

@@ -15,7 +15,6 @@ from ..services.ai_api_service import AiApiService
 from ..services.cache import DEFAULT_MAX_BYTES, ResponseCache
 from ..services.data_service import DataService
 from ..services.db import DbService
-from ..services.db._encryption import PBKDF2_ITERATIONS
 from ..services.home import bodhi_home
 from ..services.local_engine import LocalEngine
 from ..services.usage import DEFAULT_RETENTION_DAYS, Ledger
@@ -45,7 +44,7 @@ class AppServices:
         home: str | Path | None = None,
         *,
         master_secret: str | None = None,
-        kdf_iterations: int = PBKDF2_ITERATIONS,
+        kdf_iterations: int | None = None,
         timeout: float = 600.0,
         connect_timeout: float = 10.0,
         first_byte_timeout: float = 120.0,

@@ -1,30 +1,44 @@
 """Gateway: the one chat path. Validate, route, pick the target, forward.
 
 Remote API models and local aliases differ only in the `ForwardTarget` they produce;
-the request then goes through `AiApiService.forward_chat_completion` either way.
+the request then goes through `AiApiService.forward_chat_completion` either way. A router
+alias tries its targets in that same way, one after another, until one answers
+(docs/ARCHITECTURE.md, "Router aliases").
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
 
-from ..objs.errors import LocalEngineUnavailable, UpstreamError
+from ..objs.errors import (
+    BodhiError,
+    BudgetExceeded,
+    LocalEngineUnavailable,
+    ModelNotFound,
+    NotFoundError,
+    UpstreamError,
+)
 from ..objs.model_alias import DiscoveredModelAlias, UserModelAlias
+from ..objs.router_alias import RouterAlias, TargetsCoolingDown
 from ..services._sse import iter_sse_json
 from ..services.ai_api_service import AiApiService, ForwardTarget, UpstreamResponse
 from ..services.cache import ResponseCache, cache_key
 from ..services.local_engine import LOCAL_EXTRA_HINT, EngineEndpoint
+from ..services.retry import hinted_delay
 from ..services.usage import Ledger
 from ._metering import Meter
 from .contract import ChatCompletionRequest, parse
 from .model_router import Destination, Local, ModelRouter, Remote
 
-__all__ = ["Gateway", "OpenChat", "LocalEngineProtocol", "cache_target"]
+__all__ = ["Gateway", "OpenChat", "LocalEngineProtocol", "cache_target", "RoutedCompletion", "TARGET_HEADER"]
+
+TARGET_HEADER = "x-bodhi-target"  # on every response of a router alias: the target that answered
 
 
 class LocalEngineProtocol(Protocol):
@@ -41,6 +55,13 @@ class OpenChat:
     destination: Destination
     stream: bool
     cached: bool = False  # answered from the response cache, no upstream request
+    target: str | None = None  # the router-alias target that answered (None: not a router alias)
+
+
+class RoutedCompletion(dict[str, Any]):
+    """A completion dict that also says which router-alias target answered (`.target`)."""
+
+    target: str | None = None
 
 
 class Gateway:
@@ -75,11 +96,15 @@ class Gateway:
         assert isinstance(body, dict)
         req: dict[str, Any] = body
         stream = req.get("stream") is True
+        routed = self.router.router_alias(req["model"])  # router aliases first (in-memory map)
+        if routed is not None:
+            use_cache = self.cache is not None and not stream and (self.cache_by_default if cache is None else cache)
+            return await self._open_routed(routed, req, stream, use_cache, meter)
         # API names resolve from the store's in-memory index; local ones read alias files
         # and the Hugging Face cache, so that lookup runs off the event loop.
         dest: Destination | None = self.router.resolve_api(req["model"])
         if dest is None:
-            dest = await asyncio.to_thread(self.router.resolve, req["model"])
+            dest = await asyncio.to_thread(self.router.resolve_target, req["model"])
         key = None
         if self.cache is not None and not stream and (self.cache_by_default if cache is None else cache):
             key = cache_key(cache_target(dest), _with_alias_defaults(dest, req))
@@ -103,7 +128,11 @@ class Gateway:
         oc = await self.open_chat({**body, "stream": False}, cache=cache)
         if not oc.response.ok:
             raise await oc.response.error()
-        return (await oc.response.aread_json())[1]
+        data = (await oc.response.aread_json())[1]
+        if oc.target is not None and isinstance(data, dict):
+            data = RoutedCompletion(data)
+            data.target = oc.target
+        return data
 
     async def stream_chunks(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """`chat.completion.chunk` dicts as they arrive; closing the iterator closes the upstream."""
@@ -121,10 +150,85 @@ class Gateway:
         finally:
             await resp.aclose()
 
+    async def _open_routed(self, ra: RouterAlias, req: dict[str, Any], stream: bool, use_cache: bool,
+                           meter: Meter | None) -> OpenChat:
+        """Try a router alias's targets in order. A 429, a 5xx or no connection moves on to the
+        next target and cools the failed one down (its Retry-After when given and honoured),
+        and cooling targets get no request. Other 4xx are the caller's: they are answered as
+        they are. A stream falls back only here, before its first byte reaches the caller."""
+        legs: list[tuple[str, Destination]] = []
+        for name in ra.targets:
+            leg: Destination | None = self.router.resolve_api(name)
+            if leg is None:
+                try:
+                    leg = await asyncio.to_thread(self.router.resolve_target, name)
+                except ModelNotFound:
+                    continue  # not served (any more); explain() shows it as "unknown"
+            legs.append((name, leg))
+        if not legs:
+            raise NotFoundError(f"No target of router alias '{ra.alias}' is served by an API model or local alias "
+                                f"({', '.join(ra.targets)}).", param="model", code="model_not_found")
+        keys: dict[str, str] = {}
+        if use_cache and self.cache is not None:  # any target's earlier answer: a re-run sends nothing
+            for name, leg in legs:
+                keys[name] = cache_key(cache_target(leg), _with_alias_defaults(leg, req))
+                hit = await self.cache.aget(keys[name])
+                if hit is not None:
+                    headers = {"content-type": "application/json", "x-bodhi-cache": "hit", TARGET_HEADER: name}
+                    return OpenChat(_replay(200, headers, hit, _label(leg)), leg, False, cached=True, target=name)
+        cooldowns = self.router.cooldowns
+        failed: list[str] = []
+        last: BodhiError | None = None
+        tried = 0
+        for name, leg in legs:
+            if tried >= ra.attempts:
+                break
+            if cooldowns.remaining(name) > 0:
+                continue
+            try:
+                body = req
+                if meter is not None:
+                    meter.strip = False  # set again by routed() for this leg
+                    body = meter.routed(leg, req)  # budget check; remote streams asked for usage
+            except BudgetExceeded as exc:  # today's budget, not this target's health: no cooldown
+                last = exc
+                continue
+            tried += 1
+            try:
+                target, body = await self._target(leg, body)
+                resp = await self.ai_api.forward_chat_completion(target, body, stream)
+            except BodhiError as exc:
+                if not _falls_back(exc.status):
+                    raise
+                cooldowns.cool(name, ra.cooldown_for(hinted_delay(exc.headers)))
+                failed.append(f"{name}: {exc.status}")
+                last = exc
+                continue
+            if _falls_back(resp.status):
+                last = await resp.error()  # reads and closes it
+                cooldowns.cool(name, ra.cooldown_for(hinted_delay(resp.headers)))
+                failed.append(f"{name}: {resp.status}")
+                continue
+            cooldowns.ready(name)
+            resp.headers[TARGET_HEADER] = name
+            key = keys.get(name)
+            if key is not None and self.cache is not None and resp.ok:
+                raw, data = await resp.aread_json()
+                if isinstance(data, dict) and isinstance(data.get("choices"), list):
+                    self.cache.put_later(key, raw)
+                resp = _replay(resp.status, resp.headers, raw, resp.label, resp.upstream_seconds)
+            return OpenChat(resp, leg, stream, target=name)
+        waits = [cooldowns.remaining(name) for name, _ in legs]
+        if all(w > 0 for w in waits):
+            raise TargetsCoolingDown(ra.alias, max(1, math.ceil(min(waits))), ", ".join(failed))
+        assert last is not None  # a ready target is tried unless max_attempts were used up by failures
+        raise last
+
     async def _target(self, dest: Destination, body: dict[str, Any]) -> tuple[ForwardTarget, dict[str, Any]]:
         if isinstance(dest, Remote):
             a = dest.api_alias
-            key = self.router.db.get_api_key(a.id)
+            db = self.router.db
+            key = db.get_api_key(a.id) if db.key_ready() else await asyncio.to_thread(db.get_api_key, a.id)
             return ForwardTarget(a.base_url, dest.upstream_model, key, f"API model '{a.id}'"), body
         assert isinstance(dest, Local)
         if self.engine is None:
@@ -136,6 +240,11 @@ class Gateway:
             body = {**body, **dest.alias.request_params.defaults_for(body)}
         target = ForwardTarget(engine.base_url, dest.alias.alias, engine.api_key, "local engine")
         return target, _local_response_format(body)
+
+
+def _falls_back(status: int) -> bool:
+    """Worth the next router-alias target: rate limited, the provider failed, or unreachable (502/504)."""
+    return status == 429 or status >= 500
 
 
 def _local_response_format(body: dict[str, Any]) -> dict[str, Any]:

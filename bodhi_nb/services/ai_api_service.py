@@ -433,7 +433,7 @@ class AiApiService:
 
     async def fetch_models(self, creds: Credentials) -> list[str]:
         """Upstream model ids in the order the upstream lists them."""
-        base_url, key, label = self._resolve(creds)
+        base_url, key, label = await asyncio.to_thread(self._resolve, creds)  # may read the store
         try:
             r = await self._client().get(f"{base_url}/models", headers=self._headers(key))
         except httpx.HTTPError as exc:
@@ -452,7 +452,7 @@ class AiApiService:
         """Send a short prompt; upstream failures come back as `success=False`, never raised."""
         if not model:
             raise InvalidRequestError("A model is needed for the test prompt.", param="model")
-        base_url, key, label = self._resolve(creds)
+        base_url, key, label = await asyncio.to_thread(self._resolve, creds)  # may read the store
         body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 50,
                 "stream": False}
         try:

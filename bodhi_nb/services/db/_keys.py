@@ -127,6 +127,10 @@ class KeyState:
 
     # -- per access ---------------------------------------------------------------------
 
+    def is_ready(self, km: KeyMeta) -> bool:
+        """Whether `cipher_for(km)` is a dictionary lookup (no secret reload, no key derivation)."""
+        return km.generation in self._ciphers
+
     def cipher_for(self, km: KeyMeta) -> RecordCipher:
         """The cipher for a snapshot at key generation `km.generation`.
 

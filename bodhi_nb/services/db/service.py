@@ -216,6 +216,13 @@ class DbService:
         idx = self._current()
         return [idx.by_id[i] for i in idx.forward_all]
 
+    def key_ready(self) -> bool:
+        """Whether decrypting a key now is cheap: False right after another process rotated
+        the master key, when the next access reloads the secret and derives its key (~0.3 s),
+        work an event loop must hand to a thread (server_core/gateway.py)."""
+        idx = self._current()
+        return idx.keys is not None and self._keys.is_ready(idx.keys)
+
     def get_api_key(self, id: str) -> str | None:
         """The decrypted key (for the upstream Authorization header only)."""
         idx = self._current()
