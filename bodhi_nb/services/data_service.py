@@ -15,6 +15,7 @@ import errno
 import importlib.util
 import os
 import re
+import threading
 import string
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,28 @@ def alias_not_found(name: str) -> NotFoundError:
     if not shown.isprintable():
         shown = repr(shown)[1:-1]
     return NotFoundError(f"User alias '{shown}' not found.", param="alias")
+
+
+def _hub_signature(hub: Path) -> tuple[tuple[str, int], ...]:
+    """The mtimes of the cache's directories down to one level inside each snapshot: a new
+    repo, snapshot or file (huggingface_hub links files into snapshot dirs) changes one."""
+    out: list[tuple[str, int]] = []
+
+    def add(path: str) -> list[os.DirEntry[str]]:
+        try:
+            out.append((path, os.stat(path).st_mtime_ns))
+            with os.scandir(path) as it:
+                return [e for e in it if e.is_dir()]
+        except OSError:
+            return []
+
+    for repo in add(str(hub)):
+        if repo.name.startswith("models--"):
+            add(repo.path)
+            for snap in add(os.path.join(repo.path, "snapshots")):
+                for sub in add(snap.path):
+                    add(sub.path)
+    return tuple(out)
 
 
 def quant_of(filename: str) -> str:
@@ -111,6 +134,8 @@ class DataService:
         self.home = Path(home)
         self.aliases_dir = self.home / "aliases"
         self._hub_dir = hub_dir
+        self._discovery_lock = threading.Lock()
+        self._discovered: tuple[tuple[tuple[str, int], ...], dict[str, DiscoveredModelAlias]] | None = None
 
     @property
     def hub_dir(self) -> Path:
@@ -256,12 +281,33 @@ class DataService:
     # -- discovered models ----------------------------------------------------------------
 
     def list_model_aliases(self) -> list[DiscoveredModelAlias]:
-        """The built-in model (when installed) and every GGUF in the HF hub cache."""
+        """The built-in model (when installed) and every GGUF in the HF hub cache.
+
+        The scan is cached and redone only when a directory of the cache changed (its
+        mtime), or after `invalidate()` (a pull): a local request never rescans the disk.
+        """
+        hub = self.hub_dir
+        sig = _hub_signature(hub)
+        with self._discovery_lock:
+            if self._discovered is None or self._discovered[0] != sig:
+                self._discovered = (sig, self._scan(hub))
+            return list(self._discovered[1].values())
+
+    def invalidate(self) -> None:
+        """Forget the cached discovery (called after a pull wrote into the cache)."""
+        with self._discovery_lock:
+            self._discovered = None
+
+    def get_model_alias(self, name: str) -> DiscoveredModelAlias | None:
+        self.list_model_aliases()
+        with self._discovery_lock:
+            return self._discovered[1].get(name) if self._discovered is not None else None
+
+    def _scan(self, hub: Path) -> dict[str, DiscoveredModelAlias]:
         out: dict[str, DiscoveredModelAlias] = {}
         if self.builtin_path() is not None:
             out[BUILTIN_ALIAS] = DiscoveredModelAlias(
                 alias=BUILTIN_ALIAS, repo=_BUILTIN_REPO, filename=_BUILTIN_FILE, snapshot=_BUILTIN_SNAPSHOT)
-        hub = self.hub_dir
         if hub.is_dir():
             for repo_dir in sorted(hub.glob("models--*")):
                 parts = repo_dir.name.split("--")[1:]
@@ -274,10 +320,7 @@ class DataService:
                         name = f"{repo}:{quant_of(gguf.name)}"
                         out.setdefault(name, DiscoveredModelAlias(alias=name, repo=repo, filename=rel,
                                                                   snapshot=snap.name))
-        return list(out.values())
-
-    def get_model_alias(self, name: str) -> DiscoveredModelAlias | None:
-        return next((m for m in self.list_model_aliases() if m.alias == name), None)
+        return out
 
     # -- files ----------------------------------------------------------------------------
 
