@@ -120,6 +120,20 @@ def cmd_aliases(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_router_aliases(args: argparse.Namespace) -> int:
+    b = _bodhi(args)
+    ra = b.router_aliases
+    if args.action == "list":
+        _print(ra.list())
+    elif args.action == "create":
+        _print(ra.create(args.alias, args.targets, cooldown_seconds=args.cooldown_seconds,
+                         max_attempts=args.max_attempts, honor_retry_after=args.honor_retry_after))
+    elif args.action == "delete":
+        ra.delete(args.alias)
+        print(f"deleted {args.alias}")
+    return 0
+
+
 def cmd_route(args: argparse.Namespace) -> int:
     b = _bodhi(args)
     cands = b.explain(args.model)
@@ -130,6 +144,9 @@ def cmd_route(args: argparse.Namespace) -> int:
         mark = "->" if c.won else "  "
         up = f" (upstream '{c.upstream_model}')" if c.upstream_model else ""
         print(f"{mark} {c.source}:{c.name} [{c.rule}]{up}: {c.reason}")
+        for t in c.targets:  # a router alias's targets, in the order they are tried
+            when = f" until {t.cooling_until:%Y-%m-%d %H:%M:%S} UTC" if t.cooling_until else ""
+            print(f"     {t.name}: {t.state}{when}" + (f" ({t.served_by})" if t.served_by else ""))
     return 0
 
 
@@ -245,6 +262,20 @@ def build_parser() -> argparse.ArgumentParser:
     d = al_sub.add_parser("delete")
     d.add_argument("alias")
     al.set_defaults(fn=cmd_aliases)
+
+    ro = sub.add_parser("router-aliases", help="manage router aliases (one name, ordered fallback targets)")
+    ro_sub = ro.add_subparsers(dest="action", required=True)
+    ro_sub.add_parser("list")
+    c = ro_sub.add_parser("create")
+    c.add_argument("alias")
+    c.add_argument("targets", nargs="+", help="model names, tried in this order")
+    c.add_argument("--cooldown-seconds", type=float, help="skip a failed target this long (default 60)")
+    c.add_argument("--max-attempts", type=int, help="targets tried per request at most (default: all)")
+    c.add_argument("--honor-retry-after", action=argparse.BooleanOptionalAction, default=None,
+                   help="cool a target down for the Retry-After it sent (default: yes)")
+    d = ro_sub.add_parser("delete")
+    d.add_argument("alias")
+    ro.set_defaults(fn=cmd_router_aliases)
 
     r = sub.add_parser("route", help="explain which provider serves a model name")
     r.add_argument("model")

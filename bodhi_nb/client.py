@@ -21,7 +21,7 @@ from .server_core.app_services import AppServices
 from .server_core.model_router import Candidate, Destination, ModelEntry
 from .server_core.operations import Messages, Operations, build_messages, delta_text, reply_text
 
-__all__ = ["Bodhi", "ApiModels", "Aliases"]
+__all__ = ["Bodhi", "ApiModels", "Aliases", "RouterAliases"]
 
 T = TypeVar("T")
 
@@ -136,6 +136,35 @@ class Aliases(_Section):
         return HubService.for_data(self._b.services.data).pull(ref, revision, progress=progress, show=show)
 
 
+class RouterAliases(_Section):
+    """Router aliases: one name over ordered fallback targets (`b.chat("my-router", ...)`)."""
+
+    def __repr__(self) -> str:
+        return f"<RouterAliases {len(self.list())} defined>"
+
+    def create(self, alias: str, targets: list[str], *, cooldown_seconds: float | None = None,
+               max_attempts: int | None = None, honor_retry_after: bool | None = None) -> dict[str, Any]:
+        """Targets are model names tried in order; a 429, 5xx or unreachable target is skipped for its
+        Retry-After (or `cooldown_seconds`, default 60); `max_attempts` defaults to every target."""
+        req = _given(alias=alias, targets=targets, cooldown_seconds=cooldown_seconds, max_attempts=max_attempts,
+                     honor_retry_after=honor_retry_after)
+        return self._run(self._ops.router_aliases.create(req)).model_dump(mode="json")
+
+    def list(self) -> list[dict[str, Any]]:
+        """Every router alias, with each target's state (ready, cooling, unknown) in this kernel."""
+        return [r.model_dump(mode="json") for r in self._run(self._ops.router_aliases.list()).data]
+
+    def get(self, alias: str) -> dict[str, Any]:
+        return self._run(self._ops.router_aliases.get(alias)).model_dump(mode="json")
+
+    def update(self, alias: str, **changes: Any) -> dict[str, Any]:
+        """Change the given fields (targets, cooldown_seconds, max_attempts, honor_retry_after)."""
+        return self._run(self._ops.router_aliases.update(alias, changes)).model_dump(mode="json")
+
+    def delete(self, alias: str) -> None:
+        self._run(self._ops.router_aliases.delete(alias))
+
+
 class Bodhi:
     """Every model by name from a notebook: `Bodhi().chat("smollm2:135m", "Hi")`."""
 
@@ -145,6 +174,7 @@ class Bodhi:
         self._loop = LoopThread.get()
         self.api_models = ApiModels(self)
         self.aliases = Aliases(self)
+        self.router_aliases = RouterAliases(self)
         # The response cache shared with the server and other kernels: `stats()`, `clear()`.
         self.cache = self.services.gateway.cache
         # Prices per model or provider for the usage ledger's costs: `set`, `list`, `delete`.

@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, St
 from ..objs.alias import Alias
 from ..objs.api_model_alias import API_MODEL_ID_PATTERN, ApiFormat, check_api_model_id
 from ..objs.errors import InvalidRequestError
+from ..objs.router_alias import RouterAliasSpec
 from ..services.ai_api_service import MAX_TEST_PROMPT
 
 __all__ = [
@@ -27,6 +28,8 @@ __all__ = [
     "OpenAIError", "ChatCompletionResponse", "ChatChoice", "Usage", "parse",
     "EmbeddingRequest", "EmbeddingObj", "EmbeddingUsage", "EmbeddingResponse",
 ]
+__all__ += ["RouterAliasRequest", "RouterAliasUpdateRequest", "RouterAliasResponse", "RouterAliasListResponse",
+            "RouterTargetStateObj"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -276,3 +279,45 @@ class OpenAIError(BaseModel):
 
 class OpenAIErrorEnvelope(BaseModel):
     error: OpenAIError
+
+
+# -- router aliases ---------------------------------------------------------------------------
+
+
+class RouterAliasRequest(RouterAliasSpec):
+    """A router alias as sent by a client: the domain object's own fields and rules."""
+
+
+class RouterAliasUpdateRequest(_Strict):
+    """Change the fields given; absent or null fields keep their values, except `max_attempts`,
+    where an explicit null means every target. The name cannot change."""
+
+    alias: str | None = Field(default=None, description="If given, must be the alias in the path.")
+    targets: list[str] | None = None
+    cooldown_seconds: float | None = None
+    max_attempts: int | None = None
+    honor_retry_after: bool | None = None
+
+
+class RouterTargetStateObj(BaseModel):
+    target: str
+    state: Literal["ready", "cooling", "unknown"] = Field(
+        description="ready; cooling (skipped until cooling_until, after a 429, 5xx or connection failure); "
+                    "unknown (no API model or local alias serves this name).")
+    cooling_until: datetime | None = None
+    served_by: str | None = Field(default=None, description="e.g. api:openai or user:my-model")
+
+
+class RouterAliasResponse(BaseModel):
+    alias: str
+    targets: list[str]
+    cooldown_seconds: float
+    max_attempts: int = Field(description="Targets tried per request at most.")
+    honor_retry_after: bool
+    created_at: datetime
+    updated_at: datetime
+    state: list[RouterTargetStateObj] = Field(description="Each target's state in the process that answered.")
+
+
+class RouterAliasListResponse(BaseModel):
+    data: list[RouterAliasResponse]

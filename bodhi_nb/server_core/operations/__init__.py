@@ -20,10 +20,11 @@ from ._aliases import AliasOps
 from ._api_models import ApiModelOps
 from ._chat import ChatOps, Messages, build_messages, delta_text, reply_text, structured_format
 from ._models import ModelOps
+from ._router_aliases import RouterAliasOps
 from ._usage import UsageOps, UsagePage
 
 __all__ = ["Operations", "ApiModelOps", "AliasOps", "ChatOps", "ModelOps", "Messages", "build_messages",
-           "delta_text", "reply_text", "UsageOps", "UsagePage", "structured_format"]
+           "delta_text", "reply_text", "UsageOps", "UsagePage", "RouterAliasOps", "structured_format"]
 
 
 @dataclass(frozen=True)
@@ -35,9 +36,10 @@ class Operations:
     models: ModelOps
     chat: ChatOps
     usage: UsageOps
+    router_aliases: RouterAliasOps
 
     @classmethod
     def create(cls, db: DbService, data: DataService, ai_api: AiApiService, router: ModelRouter,
                gateway: Gateway) -> Operations:
         return cls(ApiModelOps(db, ai_api), AliasOps(data), ModelOps(router), ChatOps(gateway),
-                   UsageOps(gateway.ledger))
+                   UsageOps(gateway.ledger), router_aliases=RouterAliasOps(router))
