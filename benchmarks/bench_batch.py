@@ -2,7 +2,7 @@
 LiteLLM's `batch_completion` and LangChain's `ChatOpenAI.batch` at the same concurrency.
 
 Run: .venv/bin/python benchmarks/bench_batch.py [--rows 1000] [--latency-ms 100] [--concurrency 32]
-     [--memory-rows 1000 10000] [--skip-others]
+     [--rounds 3] [--memory-rows 1000 10000] [--skip-others]
 Writes benchmarks/results/batch.json.
 
 Targets: wall clock <= 1.2x the ideal (rows / concurrency x latency); memory flat from
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -60,15 +61,23 @@ def bodhi(home: Path, up: Upstream):
     return b
 
 
+def _cpu() -> float:
+    """CPU seconds of this process, all threads (the client's cost, whatever the machine's load)."""
+    t = os.times()
+    return t.user + t.system
+
+
 def bench_bodhi(up: Upstream, tmp: Path, rows: int, latency_ms: int, concurrency: int) -> dict:
     b = bodhi(tmp / "bodhi", up)
     inputs = [f"row {i}" for i in range(rows)]
     model = f"up/lat-{latency_ms}"
     b.map(model, ["warm-up"], progress=False)  # the first request opens the connection pool
     up.reset()
-    t = time.perf_counter()
+    load = os.getloadavg()[0]
+    c0, t = _cpu(), time.perf_counter()
     out = b.map(model, inputs, concurrency=concurrency, progress=False)
     wall = time.perf_counter() - t
+    cpu_ms = (_cpu() - c0) / rows * 1000
     miss = up.stats()
     assert all(r.error is None for r in out), [r.error for r in out if r.error][:3]
     up.reset()
@@ -84,6 +93,7 @@ def bench_bodhi(up: Upstream, tmp: Path, rows: int, latency_ms: int, concurrency
     b.close()
     return {"rows": rows, "concurrency": concurrency, "latency_ms": latency_ms, "ideal_s": round(ideal, 3),
             "wall_s": round(wall, 3), "ratio": round(wall / ideal, 3), "upstream": miss,
+            "client_cpu_ms_per_row": round(cpu_ms, 3), "load_avg_1min_before": round(load, 2),
             "cache_hit_wall_s": round(hit_wall, 3), "cache_hit_ms_per_row": round(hit_wall / rows * 1000, 3),
             "cache_hit_with_progress_bar_ms_per_row": round(bar_wall / rows * 1000, 3),
             "interrupt_to_return_s": stop_s}
@@ -148,7 +158,10 @@ def bench_memory(up: Upstream, tmp: Path, sizes: list[int], concurrency: int) ->
 
 
 OTHERS_SCRIPT = textwrap.dedent("""
-    import json, sys, time
+    import json, os, sys, time
+    def cpu():
+        t = os.times()
+        return t.user + t.system
     which, base_url, key, rows, latency, conc = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], int(sys.argv[6])
     msgs = [f"row {i}" for i in range(rows)]
     if which == "litellm":
@@ -156,7 +169,7 @@ OTHERS_SCRIPT = textwrap.dedent("""
         litellm.suppress_debug_info = True
         kw = dict(model=f"openai/lat-{latency}", api_base=base_url, api_key=key, max_retries=0)
         litellm.completion(messages=[{"role": "user", "content": "warm-up"}], **kw)
-        t = time.perf_counter()
+        c0, t = cpu(), time.perf_counter()
         res = litellm.batch_completion(messages=[[{"role": "user", "content": m}] for m in msgs], max_workers=conc, **kw)
         wall = time.perf_counter() - t
         ok = sum(1 for r in res if not isinstance(r, Exception) and r.choices[0].message.content)
@@ -164,13 +177,14 @@ OTHERS_SCRIPT = textwrap.dedent("""
         from langchain_openai import ChatOpenAI
         llm = ChatOpenAI(model=f"lat-{latency}", base_url=base_url, api_key=key, max_retries=0)
         llm.invoke("warm-up")
-        t = time.perf_counter()
+        c0, t = cpu(), time.perf_counter()
         res = llm.batch(msgs, config={"max_concurrency": conc}, return_exceptions=True)
         wall = time.perf_counter() - t
         ok = sum(1 for r in res if not isinstance(r, Exception) and r.content)
     import importlib.metadata as md
     version = md.version("litellm" if which == "litellm" else "langchain-openai")
-    print(json.dumps({"wall_s": round(wall, 3), "ok": ok, "version": version}))
+    print(json.dumps({"wall_s": round(wall, 3), "ok": ok, "version": version,
+                      "client_cpu_ms_per_row": round((cpu() - c0) / rows * 1000, 3)}))
 """)
 
 
@@ -205,7 +219,8 @@ def bench_others(up: Upstream, venv: Path, rows: int, latency_ms: int, concurren
             continue
         res = json.loads(r.stdout.strip().splitlines()[-1])
         ideal = rows / concurrency * latency_ms / 1000
-        out[which] = {**res, "ratio": round(res["wall_s"] / ideal, 3), "upstream": up.stats()}
+        out[which] = {**res, "ratio": round(res["wall_s"] / ideal, 3), "upstream": up.stats(),
+                      "load_avg_1min_after": round(os.getloadavg()[0], 2)}
     return out
 
 
@@ -216,19 +231,28 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--memory-rows", type=int, nargs="*", default=[1000, 10000])
     ap.add_argument("--skip-others", action="store_true")
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--venv", default=str(Path(tempfile.gettempdir()) / "bodhi-bench-others-venv"))
     args = ap.parse_args()
     up = Upstream()
     try:
         with tempfile.TemporaryDirectory() as d:
             tmp = Path(d)
-            result = {"bodhi": bench_bodhi(up, tmp, args.rows, args.latency_ms, args.concurrency)}
-            print(json.dumps(result["bodhi"], indent=1), flush=True)
+            result: dict = {"rounds": []}
+            for i in range(args.rounds):  # alternate the tools, so each sees the same machine load
+                rnd = {"bodhi": bench_bodhi(up, tmp / f"round{i}", args.rows, args.latency_ms, args.concurrency)}
+                if not args.skip_others:
+                    rnd.update(bench_others(up, Path(args.venv), args.rows, args.latency_ms, args.concurrency))
+                print(json.dumps(rnd, indent=1), flush=True)
+                result["rounds"].append(rnd)
+            result["median_ratio"] = {k: statistics.median(r[k]["ratio"] for r in result["rounds"])
+                                      for k in result["rounds"][0] if "ratio" in result["rounds"][0][k]}
+            result["median_client_cpu_ms_per_row"] = {
+                k: statistics.median(r[k]["client_cpu_ms_per_row"] for r in result["rounds"])
+                for k in result["rounds"][0] if "client_cpu_ms_per_row" in result["rounds"][0][k]}
+            print(json.dumps({k: result[k] for k in ("median_ratio", "median_client_cpu_ms_per_row")}), flush=True)
             result["memory"] = bench_memory(up, tmp, args.memory_rows, args.concurrency)
             print(json.dumps(result["memory"], indent=1), flush=True)
-            if not args.skip_others:
-                result["others"] = bench_others(up, Path(args.venv), args.rows, args.latency_ms, args.concurrency)
-                print(json.dumps(result["others"], indent=1), flush=True)
     finally:
         up.stop()
     RESULTS.mkdir(exist_ok=True)
