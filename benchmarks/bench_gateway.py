@@ -60,23 +60,29 @@ def wait_ready(url: str, headers: dict[str, str], proc: subprocess.Popen, timeou
     raise SystemExit(f"{url} not ready")
 
 
-def start(tmp: Path) -> tuple[list[subprocess.Popen], str, str, dict[str, str]]:
-    up = subprocess.Popen([sys.executable, str(UPSTREAM)], stdout=subprocess.PIPE, text=True)
-    up_url = f"http://127.0.0.1:{int(up.stdout.readline().split()[1])}/v1"
+def start(tmp: Path, up_url: str | None = None, extra: tuple[str, ...] = ()
+          ) -> tuple[list[subprocess.Popen], str, str, dict[str, str]]:
+    """A fake upstream (unless `up_url` names one) and a Jupyter server with the extension (`extra` options)."""
+    procs = []
+    if up_url is None:
+        up = subprocess.Popen([sys.executable, str(UPSTREAM)], stdout=subprocess.PIPE, text=True)
+        up_url = f"http://127.0.0.1:{int(up.stdout.readline().split()[1])}/v1"
+        procs.append(up)
     port, token = _free_port(), secrets.token_hex(16)
     env = {**os.environ, "BODHI_HOME": str(tmp / "bodhi"), "BODHI_ENCRYPTION_KEY": "benchmark-master-secret-xyz",
            "JUPYTER_RUNTIME_DIR": str(tmp / "rt"), "HF_HOME": str(tmp / "hf")}
     srv = subprocess.Popen([sys.executable, "-m", "jupyter_server", f"--port={port}", "--ip=127.0.0.1",
                             "--ServerApp.open_browser=False", f"--IdentityProvider.token={token}",
                             "--ServerApp.jpserver_extensions={'bodhi_nb': True}", "--allow-root",
-                            "--log-level=WARN"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            "--log-level=WARN", *extra], env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
     gw = f"http://127.0.0.1:{port}/bodhi/v1"
     headers = {"Authorization": f"Bearer {token}"}
     wait_ready(f"{gw}/models", headers, srv)
     r = httpx.post(f"{gw}/api-models", headers=headers, trust_env=False,
                    json={"id": "fast", "base_url": up_url, "models": ["echo", "slow-stream"], "prefix": "fast/"})
     assert r.status_code == 201, r.text
-    return [up, srv], up_url, gw, headers
+    return [*procs, srv], up_url, gw, headers
 
 
 def bench_non_stream(up: str, gw: str, headers: dict[str, str], n: int) -> dict:
@@ -198,6 +204,41 @@ async def bench_concurrent(gw: str, headers: dict[str, str], concurrency: int, c
             "wall_s": round(wall, 3)}
 
 
+def bench_ledger_ab(up: str, on: tuple[str, dict[str, str]], off: tuple[str, dict[str, str]], n: int) -> dict:
+    """The usage ledger's cost: the same requests through a server with the ledger and one
+    without (`--BodhiExtension.usage_ledger=False`), alternating, in one run."""
+    lat: dict[str, list[float]] = {"on": [], "off": []}
+    rep: dict[str, list[float]] = {"on": [], "off": []}
+    done: dict[str, list[float]] = {"on": [], "off": []}
+    body = {"model": "fast/echo", "messages": MSG}
+    with httpx.Client(trust_env=False, timeout=60) as c:
+        for _ in range(20):
+            for gw, h in (on, off):
+                c.post(f"{gw}/chat/completions", json=body, headers=h)
+        for i in range(n):
+            order = (("on", on), ("off", off)) if i % 2 else (("off", off), ("on", on))
+            for name, (gw, h) in order:
+                t = time.perf_counter()
+                r = c.post(f"{gw}/chat/completions", json=body, headers=h)
+                lat[name].append((time.perf_counter() - t) * 1000)
+                r.raise_for_status()
+                rep[name].append(float(r.headers["x-bodhi-overhead-ms"]))
+        for i in range(max(50, n // 4)):  # streams: the gateway asks for usage and strips it back out
+            order = (("on", on), ("off", off)) if i % 2 else (("off", off), ("on", on))
+            for name, (gw, h) in order:
+                c.headers.update(h)
+                t = time.perf_counter()
+                _stream(c, f"{gw}/chat/completions", "fast/slow-stream", 200)
+                done[name].append((time.perf_counter() - t) * 1000)
+    def delta(d: dict[str, list[float]]) -> float:
+        return round(pct(d["on"], 50) - pct(d["off"], 50), 3)
+
+    return {"non_stream_ms": {k: summary(v) for k, v in lat.items()},
+            "reported_overhead_ms": {k: summary(v) for k, v in rep.items()},
+            "stream_200_chunks_ms": {k: summary(v) for k, v in done.items()},
+            "ledger_overhead_ms_p50": {"end_to_end": delta(lat), "reported": delta(rep), "stream_200": delta(done)}}
+
+
 def chart(res: dict, path: Path) -> None:
     import matplotlib
 
@@ -226,14 +267,21 @@ def main() -> None:
     ap.add_argument("--chunks", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=50)
     ap.add_argument("--rate", type=float, default=2000, help="paced upstream chunks/s for the relay test")
+    ap.add_argument("--ledger-ab", action="store_true",
+                    help="also measure the usage ledger's overhead against a second server without it")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         procs, up, gw, headers = start(Path(tmp))
         try:
+            ab = {}
+            if args.ledger_ab:  # first, while both servers are fresh
+                more, _, gw_off, h_off = start(Path(tmp) / "off", up, ("--BodhiExtension.usage_ledger=False",))
+                procs += more
+                ab["ledger_ab"] = bench_ledger_ab(up, (gw, headers), (gw_off, h_off), args.n)
             res = {"jupyter_hop": bench_hop(up, gw, headers, args.n),
                    "non_stream": bench_non_stream(up, gw, headers, args.n),
                    "stream": bench_stream(up, gw, headers, max(50, args.n // 4), args.chunks, args.rate),
-                   "concurrent": asyncio.run(bench_concurrent(gw, headers, args.concurrency, 200))}
+                   "concurrent": asyncio.run(bench_concurrent(gw, headers, args.concurrency, 200)), **ab}
         finally:
             for p in procs:
                 p.terminate()
@@ -250,7 +298,9 @@ def main() -> None:
                      ("overhead p99 <= 5 ms", ns["overhead_ms"]["p99"] <= 5),
                      ("TTFT + <= 2 ms", st["ttft_overhead_ms_p50"] <= 2),
                      ("relay >= 0.95x direct", st["relay_chunks_per_s"]["ratio"] >= 0.95),
-                     ("0 errors at 50 streams", cc["errors"] == 0)]:
+                     ("0 errors at 50 streams", cc["errors"] == 0),
+                     *([("usage ledger + <= 0.1 ms p50 (in the gateway)",
+                         clean["ledger_ab"]["ledger_overhead_ms_p50"]["reported"] <= 0.1)] if args.ledger_ab else [])]:
         print(f"{'PASS' if ok else 'MISS'}  {name}")
 
 

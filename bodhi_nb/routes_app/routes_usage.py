@@ -146,10 +146,10 @@ class UsageHandler(BodhiHandler):
             arg("since", None), arg("until", None), by, page=self.int_arg("page", 1),
             page_size=self.int_arg("page_size", 100), model=arg("model", None), provider=arg("provider", None),
             surface=arg("surface", None), notebook=arg("notebook", None))
-        item = UsageGroup if by else UsageRow
-        self.send_json(PaginatedUsageResponse(data=[item.model_validate(d) for d in page.data], total=page.total,
-                                              page=page.page, page_size=page.page_size).model_dump(
-                                                  mode="json", exclude_unset=bool(by)))
+        data: list[UsageRow] | list[UsageGroup] = (
+            [UsageGroup.model_validate(d) for d in page.data] if by else [UsageRow.model_validate(d) for d in page.data])
+        out = PaginatedUsageResponse(data=data, total=page.total, page=page.page, page_size=page.page_size)
+        self.send_json(out.model_dump(mode="json", exclude_unset=bool(by)))  # groups show only their own keys
 
 
 class PricesHandler(BodhiHandler):

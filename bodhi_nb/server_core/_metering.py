@@ -51,6 +51,7 @@ class Meter:
         "strip",
         "surface",
         "t0",
+        "target",
         "ts",
         "upstream_model",
     )
@@ -64,6 +65,7 @@ class Meter:
         self.model: str | None = model if isinstance(model, str) else None
         self.provider: str | None = None
         self.upstream_model: str | None = None
+        self.target: str | None = None  # the router-alias target that answered
         self.strip = False  # the gateway added include_usage: take the usage event out again
         self.local = False
         self.messages = body.get("messages") if ledger.log_content and isinstance(body, dict) else None
@@ -87,6 +89,7 @@ class Meter:
         """Wrap the opened response so reading it completes the row."""
         if self.provider is None:  # answered from the cache: routed() never ran
             self._where(oc.destination)
+        self.target = getattr(oc, "target", None)
         oc.response = MeteredResponse(oc.response, self, oc.cached)
         return oc
 
@@ -111,7 +114,7 @@ class Meter:
             content = json.dumps({"messages": self.messages, "reply": reply}, ensure_ascii=False, default=str)
         self.ledger.record(UsageRecord(
             model=self.model, surface=self.surface, provider=self.provider, upstream_model=self.upstream_model,
-            status=status, error_code=error_code,
+            target=self.target, status=status, error_code=error_code,
             prompt_tokens=usage.prompt_tokens if usage else None,
             completion_tokens=usage.completion_tokens if usage else None,
             total_tokens=usage.total_tokens if usage else None,
@@ -185,7 +188,7 @@ class MeteredResponse(UpstreamResponse):
         if tap is not None and tap.error is not None:
             self._meter.finish(502, tap.error, self._usage(), ttft=first)
         elif completed or (tap is not None and tap.done):
-            reply = "".join(tap.text) if self._meter.messages is not None else None
+            reply = "".join(tap.text) if tap is not None and self._meter.messages is not None else None
             self._meter.finish(self.status, None, self._usage(), ttft=first, cached=self._cached, reply=reply)
         else:
             self._meter.finish(CLIENT_CLOSED, "client_closed", self._usage(), ttft=first)

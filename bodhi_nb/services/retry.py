@@ -84,5 +84,5 @@ class RateGate:
         self.until = max(self.until, time.monotonic() + seconds)
 
     async def wait(self) -> None:
-        while (left := self.until - time.monotonic()) > 0:
+        while (left := self.until - time.monotonic()) > 0:  # noqa: ASYNC110 - sleeps to a deadline that a later 429 may extend
             await asyncio.sleep(left)

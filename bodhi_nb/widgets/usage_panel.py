@@ -72,11 +72,11 @@ def render_usage_chart(per_day: list[dict[str, Any]], days: int, today: str | No
     FigureCanvasAgg(fig)
     axes = fig.subplots(2 if has_cost else 1, 1, sharex=True, squeeze=False)[:, 0]
     x = list(range(days))
-    for ax, data, title in zip(axes, (tokens, cost), ("Tokens per day (UTC)", "Cost per day (USD)")):
+    for ax, data, title in zip(axes, (tokens, cost), ("Tokens per day (UTC)", "Cost per day (USD)"), strict=False):  # cost only when priced
         bottom = [0.0] * days
         for m in series:
             ax.bar(x, data[m], bottom=bottom, label=m, width=0.8)
-            bottom = [b + v for b, v in zip(bottom, data[m])]
+            bottom = [b + v for b, v in zip(bottom, data[m], strict=True)]
         ax.set_title(title, fontsize=10, loc="left")
         ax.tick_params(labelsize=8)
     if not series:

@@ -1,9 +1,11 @@
 """The usage ledger: one row per chat or embeddings request, in `$BODHI_HOME/usage.sqlite`.
 
-`record` only puts the row on a queue: the request path never waits for a file. One
-background thread per process writes the queue in batches (short transactions, so the
-server and several kernels share the file), prices each row when a price is known,
-and keeps a cached view of today's spend so the budget check is a comparison in memory.
+`record` only appends the row to an in-memory buffer: the request path never waits for a
+file, and it wakes the writer at most once per batch (a thread woken per request would
+compete with the event loop for the GIL on every request). One background thread per
+process writes the buffer in batches (short transactions, so the server and several
+kernels share the file), prices each row when a price is known, and keeps a cached view
+of today's spend so the budget check is a comparison in memory.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ from __future__ import annotations
 import atexit
 import logging
 import math
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,8 +32,6 @@ log = logging.getLogger(__name__)
 DEFAULT_RETENTION_DAYS = 90
 Scope = Literal["model", "provider"]
 _BUDGET_KEY = "daily_budget_usd"
-_STOP = object()
-_REFRESH = object()
 _PRUNE_EVERY_S = 3600.0
 
 
@@ -139,7 +139,11 @@ class Ledger:
         self._prices: dict[tuple[str, str], Price] = {}
         self._budget = self._read_budget()
         self._refresh_pending = False
-        self._q: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._buf: deque[UsageRecord] = deque()
+        self._flushers: deque[threading.Event] = deque()
+        self._wake = threading.Event()  # there is work: rows, a flush, a refresh, or stopping
+        self._urgent = threading.Event()  # end the batching window now
+        self._stopping = False
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="bodhi_nb-ledger", daemon=True)
         self._thread.start()
@@ -155,29 +159,38 @@ class Ledger:
     # -- writing ---------------------------------------------------------------------------
 
     def record(self, rec: UsageRecord) -> None:
-        """Queue one row; returns at once (the writer thread stores it within `flush_interval`)."""
+        """Buffer one row; returns at once (the writer stores it within `flush_interval`)."""
         if not self.log_content:
             rec.content = None
         if self._closed:  # after shutdown (atexit): write it here rather than lose it
             self._write([rec])
             return
-        self._q.put(rec)
+        buf = self._buf
+        buf.append(rec)
+        if not self._wake.is_set():
+            self._wake.set()
+        if len(buf) >= self.batch_size:
+            self._urgent.set()
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until every row recorded so far by this process is in the file."""
         if self._closed or not self._thread.is_alive():
             return
         done = threading.Event()
-        self._q.put(done)
+        self._flushers.append(done)
+        self._urgent.set()
+        self._wake.set()
         done.wait(timeout)
 
     def close(self) -> None:
-        """Write what is queued and stop the writer (idempotent; also runs at exit)."""
+        """Write what is buffered and stop the writer (idempotent; also runs at exit)."""
         if self._closed:
             return
         self._closed = True
         atexit.unregister(self.close)
-        self._q.put(_STOP)
+        self._stopping = True
+        self._urgent.set()
+        self._wake.set()
         self._thread.join(30)
 
     def prune(self) -> int:
@@ -190,35 +203,30 @@ class Ledger:
             return conn.execute("DELETE FROM usage WHERE time < ?", (cutoff,)).rowcount
 
     def _run(self) -> None:
-        batch: list[UsageRecord] = []
-        due: float | None = None
+        buf = self._buf
         while True:
-            try:
-                wait = None if due is None else max(due - time.monotonic(), 0.0)
-                item = self._q.get(timeout=wait) if wait != 0.0 else self._q.get_nowait()
-            except queue.Empty:
-                item = None
-            if isinstance(item, UsageRecord):
-                batch.append(item)
-                if due is None:
-                    due = time.monotonic() + self.flush_interval
-                if len(batch) < self.batch_size:
-                    continue
-            elif item is _REFRESH:
+            self._wake.wait()
+            self._wake.clear()
+            if buf and not self._flushers and not self._stopping:
+                self._urgent.wait(self.flush_interval)  # let a batch gather
+            self._urgent.clear()
+            waiters = [self._flushers.popleft() for _ in range(len(self._flushers))]
+            rows = [buf.popleft() for _ in range(len(buf))]  # every row recorded before these waiters
+            ok = not rows or self._write(rows)
+            if not ok and not self._stopping:
+                buf.extendleft(reversed(rows))  # the file stayed locked: keep the rows, retry soon
+                self._wake.set()
+                self._urgent.wait(1.0)
+            for w in waiters:
+                w.set()
+            if self._refresh_pending:
                 self._refresh_budget()
-                continue
-            if batch:  # size reached, interval over, flush asked, or stopping
-                if self._write(batch):
-                    batch, due = [], None
-                else:
-                    due = time.monotonic() + 1.0  # the file stayed locked: keep the rows, retry
-            if isinstance(item, threading.Event):
-                item.set()
-            elif item is _STOP:
+            if self._stopping:
+                rest = ([] if ok else rows) + [buf.popleft() for _ in range(len(buf))]
                 for _ in range(3):
-                    if not batch or self._write(batch):
+                    if not rest or self._write(rest):
                         return
-                log.warning("bodhi_nb usage ledger: %d rows could not be written to %s", len(batch), self.path)
+                log.warning("bodhi_nb usage ledger: %d rows could not be written to %s", len(rest), self.path)
                 return
 
     def _write(self, batch: Sequence[UsageRecord]) -> bool:
@@ -305,7 +313,7 @@ class Ledger:
         st = self._budget
         if time.time() - st.checked_at > self.budget_refresh and not self._refresh_pending and not self._closed:
             self._refresh_pending = True
-            self._q.put(_REFRESH)
+            self._wake.set()
         if not st.exceeded or st.day != _today():
             return
         if _price_for(self._prices, model, upstream_model, provider) is None:

@@ -125,7 +125,7 @@ def select_rows(path: Path, f: UsageFilter, page: int = 1, page_size: int = 100)
 
 
 def _row(cur: sqlite3.Cursor, values: tuple[Any, ...]) -> dict[str, Any]:
-    row = dict(zip([d[0] for d in cur.description], values))
+    row = dict(zip([d[0] for d in cur.description], values, strict=True))
     row["cached"] = bool(row["cached"])
     return row
 
@@ -155,7 +155,7 @@ def select_groups(path: Path, f: UsageFilter, by: tuple[str, ...], page: int = 1
         names = [d[0] for d in cur.description]
         out = []
         for values in cur.fetchall():
-            g = dict(zip(names, values))
+            g = dict(zip(names, values, strict=True))
             g["error_rate"] = round(g["errors"] / g["requests"], 6) if g["requests"] else 0.0
             if g["cost_usd"] is not None and not math.isfinite(g["cost_usd"]):
                 g["cost_usd"] = None

@@ -19,7 +19,7 @@ __all__ = ["StreamTap", "TokenUsage", "usage_from_body", "wants_usage", "with_in
 _EVENT = re.compile(rb".*?\r?\n\r?\n", re.DOTALL)
 _USAGE = b'"usage"'
 _NULL_USAGE = (b'"usage":null', b'"usage": null')
-_ERROR = b'"error"'
+_ERROR = b'{"error"'
 _TEXT = (b'"content":"', b'"content": "')
 _EMPTY = (b'"content":""', b'"content": ""')
 
@@ -108,13 +108,16 @@ class StreamTap:
 
     def feed(self, chunk: bytes) -> bytes:
         buf = self._pending + chunk if self._pending else chunk
-        end = _last_boundary(buf)
-        complete, self._pending = buf[:end], buf[end:]
+        if buf.endswith(b"\n\n"):  # the usual case: whole events, nothing held back
+            complete, self._pending = buf, b""
+        else:
+            end = _last_boundary(buf)
+            complete, self._pending = buf[:end], buf[end:]
         if self.count:
             self.content_events += sum(complete.count(t) for t in _TEXT) - sum(complete.count(t) for t in _EMPTY)
         if self.collect:
             self._collect(complete)
-        if b"[DONE]" in complete:
+        if b"[DONE]" in complete[-16:]:  # always the last event
             self.done = True
         if _ERROR in complete:
             self._find_error(complete)

@@ -374,3 +374,15 @@ def test_three_processes_writing_at_once_lose_no_row(tmp_path):
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     with write_tx(tmp_path / "usage.sqlite"):
         pass  # no lock left behind
+
+
+def test_tap_notes_the_end_and_an_upstream_error_event():
+    tap = StreamTap()
+    tap.feed(stream_bytes(False))
+    assert tap.done and tap.error is None
+    tap = StreamTap()
+    tap.feed(sse(CONTENT[0]) + sse({"error": {"message": "overloaded", "code": "server_busy"}}))
+    assert not tap.done and tap.error == "server_busy"
+    tap = StreamTap()
+    tap.feed(sse({"error": "plain text"}))
+    assert tap.error == "upstream_error"
