@@ -15,15 +15,27 @@ from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, Literal, TypeVar, overload
 
+from pydantic import BaseModel
+
 from ._loop_thread import LoopThread
 from ._usage_facade import UNSET, Prices, budget, usage_frame
 from .server_core.app_services import AppServices
 from .server_core.model_router import Candidate, Destination, ModelEntry
-from .server_core.operations import Messages, Operations, build_messages, delta_text, reply_text
+from .server_core.operations import (
+    DEFAULT_BATCH_SIZE,
+    Messages,
+    Operations,
+    as_texts,
+    build_messages,
+    delta_text,
+    reply_text,
+    structured_format,
+)
 
 __all__ = ["Bodhi", "ApiModels", "Aliases", "RouterAliases"]
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 
 def _given(**fields: Any) -> dict[str, Any]:
@@ -234,6 +246,10 @@ class Bodhi:
 
     @overload
     def chat(self, model: str, messages: Messages, stream: Literal[False] = False, *, system: str | None = None,
+             cache: bool = False, response_format: type[M], **params: Any) -> M: ...
+
+    @overload
+    def chat(self, model: str, messages: Messages, stream: Literal[False] = False, *, system: str | None = None,
              cache: bool = False, **params: Any) -> str: ...
 
     @overload
@@ -241,11 +257,24 @@ class Bodhi:
              cache: bool = False, **params: Any) -> Iterator[str]: ...
 
     def chat(self, model: str, messages: Messages, stream: bool = False, *, system: str | None = None,
-             cache: bool = False, **params: Any) -> str | Iterator[str]:
-        """The reply text, or with `stream=True` an iterator of text deltas (streams are never cached)."""
+             cache: bool = False, response_format: Any = None, **params: Any) -> Any:
+        """The reply text, or with `stream=True` an iterator of text deltas (streams are never cached).
+
+        `response_format=SomePydanticModel` returns a validated instance: the model's JSON schema
+        is sent as a strict `json_schema` (local models get it as grammar-constrained JSON), and
+        a reply that does not match raises `StructuredOutputError` with the reply in `.raw`. A
+        dict is sent as given and the reply's JSON value is returned (text for `{"type": "text"}`).
+        """
         if stream:
-            return _texts(self.stream(model, messages, system=system, **params))
+            return _texts(self.stream(model, messages, system=system, **_format(params, response_format)))
+        if response_format is not None:
+            body = {**params, "model": model, "messages": build_messages(messages, system)}
+            return self._loop.run(self.ops.chat.structured(body, response_format, cache=cache))
         return reply_text(self.completion(model, messages, system=system, cache=cache, **params))
+
+    @overload
+    async def achat(self, model: str, messages: Messages, stream: Literal[False] = False, *,
+                    system: str | None = None, cache: bool = False, response_format: type[M], **params: Any) -> M: ...
 
     @overload
     async def achat(self, model: str, messages: Messages, stream: Literal[False] = False, *,
@@ -256,10 +285,35 @@ class Bodhi:
                     cache: bool = False, **params: Any) -> AsyncIterator[str]: ...
 
     async def achat(self, model: str, messages: Messages, stream: bool = False, *, system: str | None = None,
-                    cache: bool = False, **params: Any) -> str | AsyncIterator[str]:
+                    cache: bool = False, response_format: Any = None, **params: Any) -> Any:
+        """`chat` for async code (`response_format` as there)."""
         if stream:
-            return _atexts(self.astream(model, messages, system=system, **params))
+            return _atexts(self.astream(model, messages, system=system, **_format(params, response_format)))
+        if response_format is not None:
+            body = {**params, "model": model, "messages": build_messages(messages, system)}
+            return await self._loop.arun(self.ops.chat.structured(body, response_format, cache=cache))
         return reply_text(await self.acompletion(model, messages, system=system, cache=cache, **params))
+
+    # -- embeddings -----------------------------------------------------------------------
+
+    def embed(self, texts: Any, model: str, *, batch_size: int = DEFAULT_BATCH_SIZE, concurrency: int = 4,
+              progress: bool = True, **params: Any) -> builtins.list[builtins.list[float]]:
+        """One float vector per text, in input order: `texts` is a str, a list of str or a pandas
+        Series. Sent `batch_size` texts per request (a progress bar when there is more than one
+        request); every local and API model name works, as for chat."""
+        items = as_texts(texts)
+        with _EmbedBar(len(items), batch_size, progress, model) as bar:
+            return self._loop.run(self.ops.embeddings.embed(model, items, batch_size=batch_size,
+                                                            concurrency=concurrency, on_batch=bar.update, **params))
+
+    async def aembed(self, texts: Any, model: str, *, batch_size: int = DEFAULT_BATCH_SIZE, concurrency: int = 4,
+                     progress: bool = True, **params: Any) -> builtins.list[builtins.list[float]]:
+        """`embed` for async code."""
+        items = as_texts(texts)
+        with _EmbedBar(len(items), batch_size, progress, model) as bar:
+            return await self._loop.arun(self.ops.embeddings.embed(model, items, batch_size=batch_size,
+                                                                   concurrency=concurrency, on_batch=bar.update,
+                                                                   **params))
 
     # -- batch ----------------------------------------------------------------------------
 
@@ -313,6 +367,35 @@ class Bodhi:
         self._loop.run(self.services.ai_api.aclose())
         if self.services.ledger is not None:
             self.services.ledger.flush()
+
+
+def _format(params: dict[str, Any], response_format: Any) -> dict[str, Any]:
+    """A stream's params with `response_format` as the request carries it (nothing to validate)."""
+    return params if response_format is None else {**params, "response_format": structured_format(response_format)[0]}
+
+
+class _EmbedBar:
+    """tqdm's notebook-aware bar for `embed`, shown only when there is more than one request.
+    Created in the caller's thread (so it is drawn in the running cell); `update` may be
+    called from bodhi_nb's I/O thread (tqdm locks its own state)."""
+
+    def __init__(self, total: int, batch_size: int, enabled: bool, model: str) -> None:
+        self.bar: Any = None
+        if enabled and total > batch_size:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=f"embed {model}", unit="text", dynamic_ncols=True)
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def __enter__(self) -> _EmbedBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _texts(chunks: Iterator[dict[str, Any]]) -> Iterator[str]:

@@ -23,6 +23,7 @@ from .routes_app.routes_modelfiles import ModelfilesPullHandler, ModelfilesPullJ
 from .routes_app.routes_router_aliases import RouterAliasesHandler, RouterAliasHandler
 from .routes_app.routes_usage import BudgetHandler, PriceHandler, PricesHandler, UsageHandler
 from .routes_oai.routes_chat import ChatCompletionsHandler
+from .routes_oai.routes_embeddings import EmbeddingsHandler
 from .routes_oai.routes_models import ModelHandler, ModelsHandler
 from .server_core.app_services import AppServices
 from .services.db._encryption import PBKDF2_ITERATIONS
@@ -33,7 +34,7 @@ URL_PREFIX = API_PREFIX
 
 # Order matters: literal paths before the `{id}` patterns that would also match them.
 ROUTES: list[type[BodhiHandler]] = [
-    ChatCompletionsHandler, ModelsHandler, ModelHandler,
+    ChatCompletionsHandler, EmbeddingsHandler, ModelsHandler, ModelHandler,
     TestPromptHandler, FetchModelsHandler, ApiModelsHandler, ApiModelHandler,
     AliasesHandler, AliasHandler, ModelfilesPullHandler, ModelfilesPullJobHandler, OpenApiHandler,
     UsageHandler, PricesHandler, PriceHandler, BudgetHandler,

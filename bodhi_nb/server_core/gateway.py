@@ -1,7 +1,9 @@
-"""Gateway: the one chat path. Validate, route, pick the target, forward.
+"""Gateway: the one path for chat completions and embeddings. Validate, route, pick the
+target, forward.
 
 Remote API models and local aliases differ only in the `ForwardTarget` they produce;
-the request then goes through `AiApiService.forward_chat_completion` either way. A router
+the request then goes through `AiApiService.forward` either way (for the local engine,
+adapted by `_local_adapter`, since llama.cpp does not read every OpenAI field). A router
 alias tries its targets in that same way, one after another, until one answers
 (docs/ARCHITECTURE.md, "Router aliases").
 """
@@ -29,11 +31,12 @@ from ..objs.router_alias import RouterAlias, TargetsCoolingDown
 from ..services._sse import iter_sse_json
 from ..services.ai_api_service import AiApiService, ForwardTarget, UpstreamResponse
 from ..services.cache import ResponseCache, cache_key
-from ..services.local_engine import LOCAL_EXTRA_HINT, EngineEndpoint
+from ..services.local_engine import LOCAL_EXTRA_HINT, EngineEndpoint, Purpose
 from ..services.retry import hinted_delay
 from ..services.usage import Ledger
+from ._local_adapter import CHAT, EMBEDDINGS, adapt, forward_local, local_response_format
 from ._metering import Meter
-from .contract import ChatCompletionRequest, parse
+from .contract import ChatCompletionRequest, EmbeddingRequest, parse
 from .model_router import Destination, Local, ModelRouter, Remote
 
 __all__ = ["Gateway", "OpenChat", "LocalEngineProtocol", "cache_target", "RoutedCompletion", "TARGET_HEADER"]
@@ -42,8 +45,9 @@ TARGET_HEADER = "x-bodhi-target"  # on every response of a router alias: the tar
 
 
 class LocalEngineProtocol(Protocol):
-    async def ensure(self, alias: UserModelAlias | DiscoveredModelAlias) -> EngineEndpoint:
-        """Start (or reuse) the engine for `alias`; return its OpenAI base URL and key."""
+    async def ensure(self, alias: UserModelAlias | DiscoveredModelAlias, purpose: Purpose = "chat") -> EngineEndpoint:
+        """Start (or reuse) the engine for `alias` (able to embed for "embeddings"); return
+        its OpenAI base URL and key."""
         ...
 
 
@@ -78,28 +82,35 @@ class Gateway:
         self.cache_by_default = cache_by_default
         self.ledger = ledger  # one usage row per request (None: not recorded)
 
-    async def open_chat(self, body: object, *, cache: bool | None = None, surface: str | None = None) -> OpenChat:
+    async def open_chat(self, body: object, *, cache: bool | None = None, surface: str | None = None,
+                        endpoint: str = CHAT) -> OpenChat:
         """Route and open the upstream response; `cache` (default: the server option) lets a
         non-streamed request be answered from, and stored in, the response cache. The ledger
-        row (`surface`: default from the caller's context) completes as the response is read."""
+        row (`surface`: default from the caller's context) completes as the response is read.
+        `endpoint` is chat/completions or embeddings: the same routing, forwarding and ledger."""
         if self.ledger is None:
-            return await self._open_chat(body, cache, None)
+            return await self._open_chat(body, cache, None, endpoint)
         meter = Meter(self.ledger, body, surface)
         try:
-            return meter.attach(await self._open_chat(body, cache, meter))
+            return meter.attach(await self._open_chat(body, cache, meter, endpoint))
         except BaseException as exc:
             meter.failed(exc)
             raise
 
-    async def _open_chat(self, body: object, cache: bool | None, meter: Meter | None) -> OpenChat:
-        parse(ChatCompletionRequest, body)  # validates; the raw body is what is forwarded
+    async def open_embeddings(self, body: object, *, surface: str | None = None) -> OpenChat:
+        """Route and open an embeddings response (never from the response cache)."""
+        return await self.open_chat(body, cache=False, surface=surface, endpoint=EMBEDDINGS)
+
+    async def _open_chat(self, body: object, cache: bool | None, meter: Meter | None,
+                         endpoint: str = CHAT) -> OpenChat:
+        parse(ChatCompletionRequest if endpoint == CHAT else EmbeddingRequest, body)  # the raw body is forwarded
         assert isinstance(body, dict)
         req: dict[str, Any] = body
-        stream = req.get("stream") is True
+        stream = endpoint == CHAT and req.get("stream") is True
         routed = self.router.router_alias(req["model"])  # router aliases first (in-memory map)
         if routed is not None:
             use_cache = self.cache is not None and not stream and (self.cache_by_default if cache is None else cache)
-            return await self._open_routed(routed, req, stream, use_cache, meter)
+            return await self._open_routed(routed, req, stream, use_cache, meter, endpoint)
         # API names resolve from the store's in-memory index; local ones read alias files
         # and the Hugging Face cache, so that lookup runs off the event loop.
         dest: Destination | None = self.router.resolve_api(req["model"])
@@ -114,8 +125,7 @@ class Gateway:
                                         _label(dest)), dest, False, cached=True)
         if meter is not None:
             req = meter.routed(dest, req)  # budget check; remote streams asked for usage
-        target, req = await self._target(dest, req)
-        resp = await self.ai_api.forward_chat_completion(target, req, stream)
+        resp = await self._forward(dest, endpoint, req, stream, meter)
         if key is not None and self.cache is not None and resp.ok:
             raw, data = await resp.aread_json()
             if isinstance(data, dict) and isinstance(data.get("choices"), list):
@@ -151,7 +161,7 @@ class Gateway:
             await resp.aclose()
 
     async def _open_routed(self, ra: RouterAlias, req: dict[str, Any], stream: bool, use_cache: bool,
-                           meter: Meter | None) -> OpenChat:
+                           meter: Meter | None, endpoint: str = CHAT) -> OpenChat:
         """Try a router alias's targets in order. A 429, a 5xx or no connection moves on to the
         next target and cools the failed one down (its Retry-After when given and honoured),
         and cooling targets get no request. Other 4xx are the caller's: they are answered as
@@ -195,8 +205,7 @@ class Gateway:
                 continue
             tried += 1
             try:
-                target, body = await self._target(leg, body)
-                resp = await self.ai_api.forward_chat_completion(target, body, stream)
+                resp = await self._forward(leg, endpoint, body, stream, meter)
             except BodhiError as exc:
                 if not _falls_back(exc.status):
                     raise
@@ -224,7 +233,24 @@ class Gateway:
         assert last is not None  # a ready target is tried unless max_attempts were used up by failures
         raise last
 
-    async def _target(self, dest: Destination, body: dict[str, Any]) -> tuple[ForwardTarget, dict[str, Any]]:
+    async def _forward(self, dest: Destination, endpoint: str, body: dict[str, Any], stream: bool,
+                       meter: Meter | None) -> UpstreamResponse:
+        """Open one destination's response. API models get the body as it is (model renamed);
+        the local engine gets it adapted by `_local_adapter` (and its answer with it)."""
+        target, body = await self._target(dest, body, endpoint)
+        if isinstance(dest, Local):
+            fmt = dest.alias.context_params.chat_format if isinstance(dest.alias, UserModelAlias) else None
+            plan = adapt(endpoint, body, model=dest.alias.alias, stream=stream, chat_format=fmt,
+                         keep_usage=meter is not None)
+            if meter is not None and plan.stream and not plan.usage_asked:
+                meter.strip = True  # the ledger reads the engine's usage chunk, then drops it
+            return await forward_local(self.ai_api, target, plan)
+        if endpoint == CHAT:
+            return await self.ai_api.forward_chat_completion(target, body, stream)
+        return await self.ai_api.forward(target, endpoint, body)
+
+    async def _target(self, dest: Destination, body: dict[str, Any],
+                      endpoint: str = CHAT) -> tuple[ForwardTarget, dict[str, Any]]:
         if isinstance(dest, Remote):
             a = dest.api_alias
             db = self.router.db
@@ -235,11 +261,11 @@ class Gateway:
             raise LocalEngineUnavailable(
                 f"'{dest.alias.alias}' is a local model, but the local engine is not available here. "
                 f"Install it with: {LOCAL_EXTRA_HINT}")
-        engine = await self.engine.ensure(dest.alias)
-        if isinstance(dest.alias, UserModelAlias):
+        engine = await self.engine.ensure(dest.alias, "embeddings" if endpoint == EMBEDDINGS else "chat")
+        if isinstance(dest.alias, UserModelAlias) and endpoint == CHAT:
             body = {**body, **dest.alias.request_params.defaults_for(body)}
         target = ForwardTarget(engine.base_url, dest.alias.alias, engine.api_key, "local engine")
-        return target, _local_response_format(body)
+        return target, body
 
 
 def _falls_back(status: int) -> bool:
@@ -247,15 +273,7 @@ def _falls_back(status: int) -> bool:
     return status == 429 or status >= 500
 
 
-def _local_response_format(body: dict[str, Any]) -> dict[str, Any]:
-    """llama.cpp's server takes a JSON schema as `{"type": "json_object", "schema": ...}`, not
-    OpenAI's `{"type": "json_schema", "json_schema": {"schema": ...}}`; structured output
-    then works the same for local and remote models."""
-    rf = body.get("response_format")
-    if isinstance(rf, dict) and rf.get("type") == "json_schema" and isinstance(rf.get("json_schema"), dict):
-        schema = rf["json_schema"].get("schema")
-        return {**body, "response_format": {"type": "json_object", **({"schema": schema} if schema else {})}}
-    return body
+_local_response_format = local_response_format  # where tests and older callers look for it
 
 
 def cache_target(dest: Destination) -> str:

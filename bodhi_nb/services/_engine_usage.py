@@ -54,7 +54,7 @@ def install() -> None:
         counts = _Counts()
         self._bodhi_counts = counts
         try:
-            chunks = chat(self, *args, **kwargs)
+            chunks: Any = chat(self, *args, **kwargs)
         except BaseException:
             self._bodhi_counts = None
             raise

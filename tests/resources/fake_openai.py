@@ -16,6 +16,10 @@ Under the path prefix /echo-key/v1, GET models and POST chat/completions both an
 GET /v1/models lists: echo, echo-2, slow-stream, forever, cut.
 GET /_last returns the last chat request's headers and body (for assertions).
 GET /_counts returns chat requests received per model name ({model: n}); POST /_counts clears it.
+  structured     replies with JSON that matches response_format.json_schema.schema (a minimal instance)
+POST /v1/embeddings: one 8-dimensional vector per input text, derived from the text's SHA-256
+(the same text always gets the same vector); encoding_format "base64" is float32
+little-endian as OpenAI sends it; models status-NNN and echo-key fail as for chat.
 With --key, every /v1 request needs "Authorization: Bearer KEY" (else 401).
 """
 
@@ -23,7 +27,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import hashlib
 import json
+import struct
 import time
 
 import tornado.iostream
@@ -84,6 +91,61 @@ class Counts(tornado.web.RequestHandler):
         self.finish({})
 
 
+def example(schema: dict, defs: dict | None = None) -> object:
+    """A minimal JSON value valid against `schema` (the subset pydantic models produce)."""
+    defs = schema.get("$defs", {}) if defs is None else defs
+    if "$ref" in schema:
+        return example(defs[schema["$ref"].rsplit("/", 1)[-1]], defs)
+    if "enum" in schema:
+        return schema["enum"][0]
+    if "const" in schema:
+        return schema["const"]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if key in schema:
+            options = [o for o in schema[key] if o.get("type") != "null"] or schema[key]
+            return example(options[0], defs)
+    kind = schema.get("type")
+    if kind == "object":
+        return {k: example(v, defs) for k, v in schema.get("properties", {}).items()}
+    return {"string": "text", "integer": 1, "number": 1.5, "boolean": True, "array": [], "null": None}.get(kind, "x")
+
+
+def embedding(text: str) -> list[float]:
+    digest = hashlib.sha256(text.encode()).digest()
+    return [round((b - 127.5) / 127.5, 4) for b in digest[:8]]
+
+
+class Embeddings(Base):
+    def post(self) -> None:
+        body = json.loads(self.request.body)
+        LAST.clear()
+        LAST.update(headers=dict(self.request.headers), body=body)
+        if not self.check_key():
+            return
+        model = str(body.get("model", ""))
+        if model == "echo-key":
+            echo_key_401(self)
+            return
+        if model.startswith("status-"):
+            code = int(model.split("-")[1])
+            self.set_status(code)
+            self.finish({"error": {"message": f"fake upstream says {code}", "type": "server_error", "param": None,
+                                   "code": None}})
+            return
+        inp = body.get("input")
+        texts = [inp] if isinstance(inp, str) else [str(t) for t in inp]
+        data = []
+        for i, t in enumerate(texts):
+            vec = embedding(t)
+            if body.get("encoding_format") == "base64":
+                vec = base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode()
+            data.append({"object": "embedding", "embedding": vec, "index": i})
+        data.reverse()  # listed out of order on purpose: clients must sort by index
+        tokens = sum(len(t.split()) for t in texts)
+        self.finish({"object": "list", "data": data, "model": model,
+                     "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+
 class Last(tornado.web.RequestHandler):
     def get(self) -> None:
         self.finish({**LAST, "open_streams": OPEN_STREAMS["n"]})
@@ -135,6 +197,9 @@ class Chat(Base):
             await asyncio.sleep(30)
         user = [m for m in body.get("messages", []) if m.get("role") == "user"]
         text = "echo: " + (user[-1].get("content", "") if user else "")
+        if model == "structured":
+            rf = body.get("response_format") or {}
+            text = json.dumps(example((rf.get("json_schema") or {}).get("schema") or {"type": "object"}))
         words = text.split(" ")
         if model == "slow-stream":
             words = [f"w{i}" for i in range(int(body.get("max_tokens") or 2000))]
@@ -190,7 +255,8 @@ class Chat(Base):
 def make_app(api_key: str | None) -> tornado.web.Application:
     return tornado.web.Application(
         [(r"/v1/models", Models), (r"/v1/chat/completions", Chat), (r"/echo-key/v1/(.*)", EchoKey),
-         (r"/_last", Last), (r"/_counts", Counts)], api_key=api_key)
+         (r"/_last", Last), (r"/_counts", Counts),
+         (r"/v1/embeddings", Embeddings)], api_key=api_key)
 
 
 async def main() -> None:

@@ -19,12 +19,14 @@ from ..model_router import ModelRouter
 from ._aliases import AliasOps
 from ._api_models import ApiModelOps
 from ._chat import ChatOps, Messages, build_messages, delta_text, reply_text, structured_format
+from ._embeddings import DEFAULT_BATCH_SIZE, EmbeddingOps, as_texts
 from ._models import ModelOps
 from ._router_aliases import RouterAliasOps
 from ._usage import UsageOps, UsagePage
 
 __all__ = ["Operations", "ApiModelOps", "AliasOps", "ChatOps", "ModelOps", "Messages", "build_messages",
-           "delta_text", "reply_text", "UsageOps", "UsagePage", "RouterAliasOps", "structured_format"]
+           "delta_text", "reply_text", "UsageOps", "UsagePage", "RouterAliasOps", "structured_format",
+           "EmbeddingOps", "DEFAULT_BATCH_SIZE", "as_texts"]
 
 
 @dataclass(frozen=True)
@@ -37,9 +39,11 @@ class Operations:
     chat: ChatOps
     usage: UsageOps
     router_aliases: RouterAliasOps
+    embeddings: EmbeddingOps
 
     @classmethod
     def create(cls, db: DbService, data: DataService, ai_api: AiApiService, router: ModelRouter,
                gateway: Gateway) -> Operations:
         return cls(ApiModelOps(db, ai_api), AliasOps(data), ModelOps(router), ChatOps(gateway),
-                   UsageOps(gateway.ledger), router_aliases=RouterAliasOps(router))
+                   UsageOps(gateway.ledger), router_aliases=RouterAliasOps(router),
+                   embeddings=EmbeddingOps(gateway))
