@@ -51,6 +51,15 @@ def test_completion_and_stream_are_rows_with_the_upstream_tokens(bodhi, upstream
         bodhi.usage(by="colour")
 
 
+def test_a_router_alias_row_names_the_target_that_answered(bodhi):
+    bodhi.router_aliases.create("smart", ["fake/missing-model", "fake/echo"])
+    assert bodhi.chat("smart", "hi there") == "echo: hi there"
+    row = bodhi.usage().iloc[0]
+    assert (row["model"], row["target"], row["provider"], row["upstream_model"]) == (
+        "smart", "fake/echo", "fake", "echo")
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (3, 3)
+
+
 def test_prices_and_budget_from_python(bodhi):
     bodhi.prices.set(provider="fake", input=1_000_000, output=1_000_000)  # $1 a token
     bodhi.prices.set("fake/echo", input=2_000_000, output=0)
