@@ -263,6 +263,7 @@ def run_map(b: Bodhi, model: str, inputs: Any, *, template: str | None = None, s
     if threading.current_thread() is b._loop.thread:
         raise RuntimeError("Bodhi.map cannot be called from bodhi_nb's own I/O thread; use `await b.amap(...)`.")
     job, rows = _prepare(b, model, inputs, template, system, concurrency, max_retries, cache, response_format, params)
+    b.route(model)  # a name nothing serves fails once, here, not once per row
     bar = _Progress(job, progress, model)
     fut = b._loop.submit(job.run())
     interrupted = False
@@ -287,6 +288,7 @@ async def arun_map(b: Bodhi, model: str, inputs: Any, *, template: str | None = 
                    progress: bool = True, **params: Any) -> Any:
     """See `Bodhi.amap`. Cancelling the awaiting task stops in-flight requests and returns what finished."""
     job, rows = _prepare(b, model, inputs, template, system, concurrency, max_retries, cache, response_format, params)
+    await b._loop.arun(b.ops.models.resolve(model))  # a name nothing serves fails once, not once per row
     bar = _Progress(job, progress, model)
     fut = b._loop.submit(job.run())
     waiter = asyncio.wrap_future(fut)

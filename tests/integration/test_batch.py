@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from bodhi_nb.batch import CANCELLED, MapResult
 from bodhi_nb.client import Bodhi
-from bodhi_nb.objs import InvalidRequestError, UpstreamError
+from bodhi_nb.objs import InvalidRequestError, ModelNotFound, UpstreamError
 from bodhi_nb.server_core.app_services import AppServices
 from bodhi_nb.server_core.gateway import _local_response_format
 from bodhi_nb.services.retry import hinted_delay, retry_delay, retryable
@@ -136,8 +136,11 @@ def test_unknown_models_are_per_row_errors_and_never_retried(b, up):
     out = b.map("up/no-such-model", ["a", "b"], progress=False)
     assert all("404" in r.error and r.attempts == 1 for r in out)
     assert len(up.requests()) == 2
-    out = b.map("nothing-serves-this", ["a"], progress=False)
-    assert "does not exist" in out[0].error and len(up.requests()) == 2  # never left bodhi
+    with pytest.raises(ModelNotFound):  # nothing serves the name: one error up front, not one per row
+        b.map("nothing-serves-this", ["a", "b"], progress=False)
+    with pytest.raises(ModelNotFound):
+        asyncio.run(b.amap("nothing-serves-this", ["a"], progress=False))
+    assert len(up.requests()) == 2
 
 
 def test_503_is_retried_then_succeeds(b, up):
