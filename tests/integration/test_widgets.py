@@ -12,7 +12,7 @@ import ipywidgets as W
 import pytest
 
 from bodhi_nb.client import Bodhi
-from bodhi_nb.widgets import AliasesPanel, ApiModelsPanel, ChatPanel, UsagePanel, panel
+from bodhi_nb.widgets import AliasesPanel, ApiModelsPanel, ChatPanel, RouterAliasesPanel, UsagePanel, panel
 from tests.conftest import FAST_KDF, TEST_KEY, TEST_SECRET
 
 
@@ -188,7 +188,7 @@ def test_aliases_panel_crud(bodhi):
     assert bodhi.aliases.list() == [] and "Deleted" in p.status.value
 
 
-def test_panel_is_a_tab_of_four(bodhi):
+def test_panel_is_a_tab_of_every_panel(bodhi):
     t = panel(bodhi)
-    assert [t.get_title(i) for i in range(4)] == ["Chat", "API models", "Local aliases", "Usage"]
-    assert [type(c) for c in t.children] == [ChatPanel, ApiModelsPanel, AliasesPanel, UsagePanel]
+    assert [t.get_title(i) for i in range(5)] == ["Chat", "API models", "Local aliases", "Usage", "Router aliases"]
+    assert [type(c) for c in t.children] == [ChatPanel, ApiModelsPanel, AliasesPanel, UsagePanel, RouterAliasesPanel]
