@@ -135,23 +135,26 @@ save("05_batch_over_a_dataframe.ipynb", [
          "reviews = pd.DataFrame({\"review\": [\n"
          "    \"I loved this film, wonderful acting.\", \"Terrible. I want my money back.\",\n"
          "    \"Great food and friendly staff.\", \"The battery died after a day.\",\n"
-         "    \"Best purchase this year!\", \"Boring and far too long.\"]})\nreviews"),
+         "    \"Best purchase this year!\", \"Boring and far too long.\"]})\n"
+         "TEMPLATE = \"Classify the sentiment of this review as positive or negative.\\nReview: {review}\\nSentiment:\"\n"
+         "SYSTEM = \"You are a sentiment classifier. Reply with exactly one word: positive or negative.\"\nreviews"),
     md("A `str.format` template over the columns makes each row's prompt. The progress bar shows rows done and failed "
        "and tokens used. The result is a **new** DataFrame (the input columns plus `reply` and `error`); `reviews` "
-       "itself is not modified."),
-    code("# NBVAL_CHECK_OUTPUT\nout = b.map(\"smollm2:135m\", reviews, template=\"Review: {review}\\nSentiment:\",\n"
-         "            system=\"Answer with one word: positive or negative.\", max_tokens=3, temperature=0, concurrency=2)\n"
+       "itself is not modified. (A 135M-parameter model is a weak judge of sentiment; point `model` at an "
+       "API model for real work: nothing else changes.)"),
+    code("# NBVAL_CHECK_OUTPUT\nout = b.map(\"smollm2:135m\", reviews, template=TEMPLATE, system=SYSTEM,\n"
+         "            max_tokens=3, temperature=0, concurrency=2)\n"
          "assert list(out.columns) == [\"review\", \"reply\", \"error\"] and list(reviews.columns) == [\"review\"]\n"
          "print(list(out.columns), out[\"error\"].isna().all(), list(reviews.columns))"),
     code("out"),
     md("## Re-run from the cache\n\nThe same call again is answered from the cache (`$BODHI_HOME/cache.sqlite`, shared "
        "by the server and every kernel): no model call, the same replies. An interrupted job resumes the same way."),
-    code("# NBVAL_CHECK_OUTPUT\nagain = b.map(\"smollm2:135m\", reviews, template=\"Review: {review}\\nSentiment:\",\n"
-         "              system=\"Answer with one word: positive or negative.\", max_tokens=3, temperature=0, concurrency=2)\n"
+    code("# NBVAL_CHECK_OUTPUT\nagain = b.map(\"smollm2:135m\", reviews, template=TEMPLATE, system=SYSTEM,\n"
+         "              max_tokens=3, temperature=0, concurrency=2)\n"
          "assert (again[\"reply\"] == out[\"reply\"]).all()\nprint((again[\"reply\"] == out[\"reply\"]).all())"),
     md("A list in gives a list of `MapResult`s, in input order, each saying whether it came from the cache:"),
-    code("# NBVAL_CHECK_OUTPUT\nprompts = [f\"Review: {r}\\nSentiment:\" for r in reviews[\"review\"]]\n"
-         "results = b.map(\"smollm2:135m\", prompts, system=\"Answer with one word: positive or negative.\",\n"
+    code("# NBVAL_CHECK_OUTPUT\nprompts = [TEMPLATE.format(review=r) for r in reviews[\"review\"]]\n"
+         "results = b.map(\"smollm2:135m\", prompts, system=SYSTEM,\n"
          "                max_tokens=3, temperature=0, concurrency=2, progress=False)\n"
          "assert all(r.cached for r in results)\nprint([r.cached for r in results], all(r.error is None for r in results))"),
     md("## Structured output\n\nWith a pydantic model as `response_format`, its JSON schema is sent with each request "
