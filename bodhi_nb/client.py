@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from ._loop_thread import LoopThread
 from ._usage_facade import UNSET, Prices, budget, usage_frame
 from .server_core.app_services import AppServices
-from .server_core.model_router import Candidate, Destination, ModelEntry
+from .server_core.model_router import Candidate, ModelEntry, Resolved
 from .server_core.operations import (
     DEFAULT_BATCH_SIZE,
     Messages,
@@ -212,7 +212,7 @@ class Bodhi:
         """Every served name with its source (`api`, `user`, `model`), for grouped pickers."""
         return self._loop.run(self.ops.models.entries())
 
-    def route(self, model: str) -> Destination:
+    def route(self, model: str) -> Resolved:
         return self._loop.run(self.ops.models.resolve(model))
 
     def explain(self, model: str) -> builtins.list[Candidate]:

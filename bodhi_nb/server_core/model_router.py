@@ -165,7 +165,7 @@ class ModelRouter:
         # (source, name, rule, why it would win, why it loses to an earlier one, upstream id)
         found: list[tuple[Any, str, str, str, str, str | None]] = []
         exact = self.db.find_by_served_name(model)
-        for i, a in enumerate(exact):
+        for a in exact:
             up = a.upstream_model_for(model)
             found.append(("api", a.id, "prefix" if a.prefix else "exact",
                           f"lists '{up}'" + (f" under prefix '{a.prefix}'" if a.prefix else "")

@@ -25,8 +25,7 @@ from bodhi_nb.objs import ConflictError, InvalidRequestError, NotFoundError, Ups
 from bodhi_nb.objs.router_alias import TargetsCoolingDown
 from bodhi_nb.server_core._cooldowns import Cooldowns
 from bodhi_nb.server_core.model_router import Router
-from bodhi_nb.services.db import DbService
-from bodhi_nb.services.db import migrations
+from bodhi_nb.services.db import DbService, migrations
 from tests.conftest import FAST_KDF, TEST_KEY, TEST_SECRET, FakeUpstream
 
 P1_MODELS = ["status-429", "status-503", "status-404", "cut", "echo"]

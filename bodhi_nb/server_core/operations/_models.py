@@ -11,7 +11,7 @@ import builtins
 
 from ...objs.errors import ModelNotFound
 from ..contract import OpenAIModel, OpenAIModelList
-from ..model_router import Candidate, Destination, ModelEntry, ModelRouter
+from ..model_router import Candidate, ModelEntry, ModelRouter, Resolved
 
 __all__ = ["ModelOps"]
 
@@ -38,7 +38,7 @@ class ModelOps:
                 return _obj(e)
         raise ModelNotFound(name)
 
-    async def resolve(self, name: str) -> Destination:
+    async def resolve(self, name: str) -> Resolved:
         return await asyncio.to_thread(self._router.resolve, name)
 
     async def explain(self, name: str) -> builtins.list[Candidate]:
