@@ -228,10 +228,9 @@ class Gateway:
                 resp = _replay(resp.status, resp.headers, raw, resp.label, resp.upstream_seconds)
             return OpenChat(resp, leg, stream, target=name)
         waits = [cooldowns.remaining(name) for name, _ in legs]
-        if all(w > 0 for w in waits):
+        if last is None or all(w > 0 for w in waits):  # (None: one cooled off while we looked)
             raise TargetsCoolingDown(ra.alias, max(1, math.ceil(min(waits))), ", ".join(failed))
-        assert last is not None  # a ready target is tried unless max_attempts were used up by failures
-        raise last
+        raise last  # max_attempts used up by failures, or today's budget
 
     async def _forward(self, dest: Destination, endpoint: str, body: dict[str, Any], stream: bool,
                        meter: Meter | None) -> UpstreamResponse:
