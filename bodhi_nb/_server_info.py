@@ -54,5 +54,10 @@ def openai_client(server: ServerInfo | None = None, **kwargs: Any) -> Any:
     """`openai.OpenAI` pointed at the gateway, authenticated with the Jupyter token."""
     import openai
 
+    from .services.usage import origin_headers
+
     info = server or find_server()
-    return openai.OpenAI(base_url=info.gateway_url, api_key=info.token or "none", **kwargs)
+    # The kernel and notebook ride along as labels, so the usage ledger can say where requests came from.
+    headers = {**origin_headers(), **kwargs.pop("default_headers", {})}
+    return openai.OpenAI(base_url=info.gateway_url, api_key=info.token or "none", default_headers=headers or None,
+                         **kwargs)

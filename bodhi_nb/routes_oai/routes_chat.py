@@ -20,7 +20,7 @@ from .._handlers import BodhiHandler, Op
 from ..objs.errors import BodhiError
 from ..routes_app.objs import ChatCompletionRequest, ChatCompletionResponse
 from ..services.ai_api_service import UpstreamResponse, openai_error, upstream_status_error
-from ..services.usage import set_surface
+from ..services.usage import set_http_origin
 
 __all__ = ["ChatCompletionsHandler"]
 
@@ -39,7 +39,7 @@ class ChatCompletionsHandler(BodhiHandler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        set_surface("http")  # this request's own context: its ledger row says "http"
+        set_http_origin(self.request.headers)  # this request's context: its ledger row says "http" (+ kernel)
         opened = await self.ops.chat.open(self.json_body())
         resp = opened.response
         if not resp.ok:

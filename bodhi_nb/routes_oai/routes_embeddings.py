@@ -16,7 +16,7 @@ from tornado import web
 from .._handlers import BodhiHandler, Op
 from ..routes_app.objs import EmbeddingRequest, EmbeddingResponse
 from ..services.ai_api_service import UpstreamResponse, openai_error, upstream_status_error
-from ..services.usage import set_surface
+from ..services.usage import set_http_origin
 
 __all__ = ["EmbeddingsHandler"]
 
@@ -30,7 +30,7 @@ class EmbeddingsHandler(BodhiHandler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        set_surface("http")  # this request's own context: its ledger row says "http"
+        set_http_origin(self.request.headers)  # this request's context: its ledger row says "http" (+ kernel)
         resp = (await self.ops.embeddings.open(self.json_body())).response
         if not resp.ok:
             body = await resp.aread()

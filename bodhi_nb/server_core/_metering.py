@@ -23,8 +23,8 @@ from ..services.usage import (
     StreamTap,
     TokenUsage,
     UsageRecord,
+    current_origin,
     current_surface,
-    kernel_identity,
     usage_from_body,
     with_include_usage,
 )
@@ -43,10 +43,12 @@ class Meter:
 
     __slots__ = (
         "done",
+        "kernel_id",
         "ledger",
         "local",
         "messages",
         "model",
+        "notebook",
         "provider",
         "strip",
         "surface",
@@ -61,6 +63,7 @@ class Meter:
         self.t0 = time.perf_counter()
         self.ts = time.time()
         self.surface = surface or current_surface()
+        self.kernel_id, self.notebook = current_origin()
         model = body.get("model") if isinstance(body, dict) else None
         self.model: str | None = model if isinstance(model, str) else None
         self.provider: str | None = None
@@ -108,7 +111,6 @@ class Meter:
             return
         self.done = True
         now = time.perf_counter()
-        kernel_id, notebook = kernel_identity() if self.surface != "http" else (None, None)
         content = None
         if self.messages is not None:
             content = json.dumps({"messages": self.messages, "reply": reply}, ensure_ascii=False, default=str)
@@ -120,7 +122,7 @@ class Meter:
             total_tokens=usage.total_tokens if usage else None,
             cached=cached, latency_ms=round((now - self.t0) * 1000, 3),
             ttft_ms=None if ttft is None else round((ttft - self.t0) * 1000, 3),
-            cost_usd=0.0 if cached else None, kernel_id=kernel_id, notebook=notebook, content=content,
+            cost_usd=0.0 if cached else None, kernel_id=self.kernel_id, notebook=self.notebook, content=content,
             ts=self.ts))
 
 

@@ -52,6 +52,30 @@ async def test_non_stream_is_counted_with_the_upstream_usage(api, upstream):
     assert row["latency_ms"] > 0 and row["time"].endswith("Z")
 
 
+async def test_a_kernel_client_names_its_kernel_and_notebook(api, upstream, monkeypatch):
+    from bodhi_nb import openai_client
+    from bodhi_nb._server_info import ServerInfo
+    from bodhi_nb.services.usage import context
+
+    monkeypatch.setenv("JPY_SESSION_NAME", "work/report.ipynb")
+    context.kernel_identity.cache_clear()
+    try:
+        client = openai_client(ServerInfo("http://127.0.0.1:1/", "t"))
+        sent = {k.lower(): v for k, v in client.default_headers.items()}
+        assert sent["x-bodhi-notebook"] == "work/report.ipynb" and "x-bodhi-kernel-id" not in sent
+    finally:
+        context.kernel_identity.cache_clear()
+    await _create(api, upstream)
+    headers = {"x-bodhi-kernel-id": "k-123", "x-bodhi-notebook": "work/report.ipynb"}
+    code, _, _ = await api("POST", "chat/completions", {"model": "fake/echo", "messages": MSG}, headers=headers)
+    assert code == 200
+    row = (await _rows(api))["data"][0]
+    assert (row["surface"], row["kernel_id"], row["notebook"]) == ("http", "k-123", "work/report.ipynb")
+    groups = await _rows(api, "by=notebook")
+    assert groups["data"] == [{"notebook": "work/report.ipynb", "requests": 1, "errors": 0, "error_rate": 0.0,
+                               "prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6, "cost_usd": None}]
+
+
 async def test_stream_that_did_not_ask_gets_no_usage_chunk_but_is_counted(api, upstream):
     await _create(api, upstream)
     body = {"model": "fake/slow-stream", "messages": MSG, "stream": True, "max_tokens": 5}

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 from ._sqlite import ROW_FIELDS
 from .context import (
+    ORIGIN_HEADERS,
     SURFACES,
+    current_origin,
     current_surface,
     kernel_identity,
+    origin_headers,
+    set_http_origin,
     set_surface,
     using_surface,
 )
@@ -44,10 +48,14 @@ __all__ = [
     "UsageFilter",
     "UsageRecord",
     "cost_usd",
+    "ORIGIN_HEADERS",
+    "current_origin",
     "current_surface",
     "kernel_identity",
+    "origin_headers",
     "parse_by",
     "parse_when",
+    "set_http_origin",
     "set_surface",
     "usage_from_body",
     "using_surface",

@@ -11,16 +11,22 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 
-__all__ = ["SURFACES", "current_surface", "kernel_identity", "set_surface", "using_surface"]
+__all__ = ["ORIGIN_HEADERS", "SURFACES", "current_origin", "current_surface", "kernel_identity", "origin_headers",
+           "set_http_origin", "set_surface", "using_surface"]
 
 SURFACES = ("http", "python", "widget", "map", "magic")
 
 _surface: ContextVar[str] = ContextVar("bodhi_nb_surface", default="python")
+_origin: ContextVar[tuple[str | None, str | None]] = ContextVar("bodhi_nb_origin", default=(None, None))
+
+# Headers a kernel's OpenAI client sends so the server's row names the kernel and notebook.
+ORIGIN_HEADERS = ("x-bodhi-kernel-id", "x-bodhi-notebook")
+_MAX_LABEL = 500
 
 
 def current_surface() -> str:
@@ -64,3 +70,26 @@ def kernel_identity() -> tuple[str | None, str | None]:
         except Exception:  # noqa: BLE001 - identity is a nicety, never a failure
             kernel_id = None
     return kernel_id, os.environ.get("JPY_SESSION_NAME") or None
+
+
+def origin_headers() -> dict[str, str]:
+    """This kernel's id and notebook as request headers (empty outside a kernel)."""
+    return {h: v for h, v in zip(ORIGIN_HEADERS, kernel_identity(), strict=True) if v}
+
+
+def _label(value: str | None) -> str | None:
+    return value[:_MAX_LABEL] if value else None
+
+
+def set_http_origin(headers: Mapping[str, str]) -> None:
+    """For an HTTP request's own context: its rows say "http", with the kernel and notebook
+    its client named (labels only, as the authenticated user sent them)."""
+    _surface.set("http")
+    _origin.set((_label(headers.get(ORIGIN_HEADERS[0])), _label(headers.get(ORIGIN_HEADERS[1]))))
+
+
+def current_origin() -> tuple[str | None, str | None]:
+    """(kernel id, notebook) of the current request: this kernel's own, or what an HTTP client said."""
+    if _surface.get() == "http":
+        return _origin.get()
+    return kernel_identity()
