@@ -236,14 +236,16 @@ class Gateway:
                        meter: Meter | None) -> UpstreamResponse:
         """Open one destination's response. API models get the body as it is (model renamed);
         the local engine gets it adapted by `_local_adapter` (and its answer with it)."""
-        target, body = await self._target(dest, body, endpoint)
         if isinstance(dest, Local):
             fmt = dest.alias.context_params.chat_format if isinstance(dest.alias, UserModelAlias) else None
-            plan = adapt(endpoint, body, model=dest.alias.alias, stream=stream, chat_format=fmt,
-                         keep_usage=meter is not None)
+            defaults = _with_alias_defaults(dest, body) if endpoint == CHAT else body
+            plan = adapt(endpoint, defaults, model=dest.alias.alias, stream=stream, chat_format=fmt,
+                         keep_usage=meter is not None)  # a 400 here comes before any engine start
+            target, _ = await self._target(dest, body, endpoint)
             if meter is not None and plan.stream and not plan.usage_asked:
                 meter.strip = True  # the ledger reads the engine's usage chunk, then drops it
             return await forward_local(self.ai_api, target, plan)
+        target, body = await self._target(dest, body, endpoint)
         if endpoint == CHAT:
             return await self.ai_api.forward_chat_completion(target, body, stream)
         return await self.ai_api.forward(target, endpoint, body)

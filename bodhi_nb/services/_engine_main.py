@@ -165,9 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     server_settings.api_key = api_key
     model_settings = ModelSettings(**{k: v for k, v in given.items() if k in ModelSettings.model_fields})
     _embedding_pooling(model_settings)
-    from ._engine_usage import install as install_stream_usage
+    from ._engine_fidelity import install as install_fidelity
 
-    install_stream_usage()  # streams end with a usage chunk counted by the engine
+    install_fidelity()  # unit-length embeddings; streams end with a usage chunk counted by the engine
     app = create_app(server_settings=server_settings, model_settings=[model_settings])
     _add_health_route(app)
     clock = IdleClock(app)

@@ -1,4 +1,8 @@
-"""Private, engine process only: a streamed chat completion ends with an OpenAI usage chunk.
+"""Private, engine process only: the two answers llama_cpp.server gives differently from OpenAI.
+
+1. Embeddings are unit length, as OpenAI's are (so a dot product is the cosine similarity);
+   llama-cpp-python returns the raw mean-pooled vector.
+2. A streamed chat completion ends with an OpenAI usage chunk.
 
 llama_cpp.server never reports usage in a stream, so a streamed local request would have
 no token counts (`stream_options.include_usage` asks for them). The counts here are the
@@ -32,13 +36,17 @@ class _Counts:
 
 
 def install() -> None:
-    """Wrap `Llama.generate` and `Llama.create_chat_completion` (idempotent)."""
+    """Wrap `Llama.embed`, `Llama.generate` and `Llama.create_chat_completion` (idempotent)."""
     import llama_cpp
     from llama_cpp import Llama
 
     if getattr(Llama, "_bodhi_stream_usage", False):
         return
-    generate, chat = Llama.generate, Llama.create_chat_completion
+    embed, generate, chat = Llama.embed, Llama.generate, Llama.create_chat_completion
+
+    def normalized(self: Any, input: Any, normalize: bool = True, truncate: bool = True,
+                   return_count: bool = False) -> Any:
+        return embed(self, input, normalize=normalize, truncate=truncate, return_count=return_count)
 
     def counted(self: Any, tokens: Any, *args: Any, **kwargs: Any) -> Any:
         counts: _Counts | None = getattr(self, "_bodhi_counts", None)
@@ -60,6 +68,7 @@ def install() -> None:
             raise
         return _then_usage(self, chunks, counts)
 
+    Llama.embed = normalized  # type: ignore[method-assign]
     Llama.generate = counted  # type: ignore[method-assign]
     Llama.create_chat_completion = chat_with_usage  # type: ignore[method-assign]
     Llama._bodhi_stream_usage = True  # type: ignore[attr-defined]
