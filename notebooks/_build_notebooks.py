@@ -168,8 +168,20 @@ save("05_batch_over_a_dataframe.ipynb", [
     md("## The cache\n\n`b.cache.stats()` counts entries and bytes (bounded, least recently used entries evicted first; "
        "512 MB by default); `b.cache.clear()` empties it. Chat calls use it only when asked: `b.chat(..., cache=True)`."),
     code("# NBVAL_CHECK_OUTPUT\nstats = b.cache.stats()\nprint(stats[\"entries\"] >= 8, stats[\"hits\"] >= 12)"),
-    md("## Router aliases\n\n*To come:* `map` over a router alias (ordered targets with cooldowns) spreads a long job "
-       "across providers; that cell is added with router aliases."),
+    md("## Router aliases\n\nA router alias is one name over an ordered list of models. A request tries them in order; "
+       "one that answers 429, 5xx or cannot be reached is skipped and cools down (for its `Retry-After`, else "
+       "`cooldown_seconds`), so a long `map` keeps going on the next provider instead of failing. Here the first "
+       "target is an API model whose server is down (nothing listens on that port), the second the bundled model."),
+    code("# NBVAL_CHECK_OUTPUT\nb.api_models.create(\"down\", \"http://127.0.0.1:9/v1\", models=[\"big-model\"])\n"
+         "b.router_aliases.create(\"sentiment\", [\"big-model\", \"smollm2:135m\"], cooldown_seconds=300)\n"
+         "routed = b.map(\"sentiment\", reviews, template=TEMPLATE, system=SYSTEM,\n"
+         "               max_tokens=2, temperature=0, concurrency=2)\n"
+         "print(routed[\"error\"].isna().all())\n"
+         "for t in b.explain(\"sentiment\")[0].targets:  # big-model cools down; no request goes to it until then\n"
+         "    print(t.name, t.state)"),
+    md("Each answer says which target gave it (`.target` here, the `x-bodhi-target` header over HTTP):"),
+    code("# NBVAL_CHECK_OUTPUT\nprint(b.completion(\"sentiment\", \"Hi\", max_tokens=2).target)\n"
+         "b.router_aliases.delete(\"sentiment\")\nb.api_models.delete(\"down\")"),
 ])
 
 save("06_magic_and_models.ipynb", [
