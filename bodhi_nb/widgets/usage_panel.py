@@ -133,6 +133,7 @@ class UsagePanel(W.VBox):
             self.prices_table, W.HBox([self.price_name, self.price_scope]), W.HBox([self.price_in, self.price_out]),
             W.HBox([self.price_set_btn, self.price_delete_btn]), self.status,
         ])
+        self.add_class("bodhi-usage")
         try:  # first view at once, like the other panels; later refreshes run as tasks
             self._show(self.bodhi._loop.run(self._collect(self.days.value)))
         except BodhiError as exc:

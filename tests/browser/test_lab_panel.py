@@ -160,6 +160,17 @@ def test_markdown_reply_renders_inert_and_code_goes_into_a_cell(lab):
                                 full_page=True)
             page.get_by_role("tab", name="API models").click()
             expect(page.locator(".bodhi-table").get_by_role("cell", name="fake", exact=True)).to_be_visible()
+
+            # the Usage tab: the chats above are in the ledger, with a chart drawn as a PNG image
+            page.get_by_role("tab", name="Usage").click()
+            usage = page.locator(".bodhi-usage")
+            usage.locator("button", has_text="Refresh").click()
+            expect(usage.locator(".bodhi-status", has_text="Updated at")).to_be_visible(timeout=60_000)
+            chart = usage.locator("img.widget-image")
+            expect(chart).to_be_visible()
+            assert chart.evaluate("img => img.complete && img.naturalWidth > 300 && img.naturalHeight > 100")
+            expect(usage.locator(".bodhi-table").get_by_role("cell", name="fake/echo", exact=True)).to_be_visible()
+            page.screenshot(path=str(ARTIFACTS / "08_tab_usage.png"), full_page=True)
         finally:
             page.screenshot(path=str(ARTIFACTS / "last_markdown.png"))
             b.browser.close()
