@@ -417,3 +417,13 @@ async def test_http_fallback_header_stream_and_all_cooling(api, up, server_clock
     assert counts(up) == {"status-429": 1, "echo-2": 2, "status-503": 1}
     code, data, headers = await api("POST", "chat/completions", {**chat, "model": "p2/echo-2"})
     assert code == 200 and "x-bodhi-target" not in headers  # only router-alias responses carry it
+    # a stream whose first target cannot be reached: the fallback happens before the first byte is sent
+    dead = {"id": "dead", "base_url": f"http://127.0.0.1:{closed_port()}/v1", "api_key": TEST_KEY, "models": ["gone"]}
+    assert (await api("POST", "api-models", dead))[0] == 201
+    await api("POST", "router-aliases", {"alias": "rs", "targets": ["gone", "p2/echo-2"]})
+    code, raw, headers = await api("POST", "chat/completions", {**chat, "model": "rs", "stream": True})
+    assert code == 200 and headers["x-bodhi-target"] == "p2/echo-2"
+    assert headers["Content-Type"].startswith("text/event-stream") and '"echo: "' in raw and raw.endswith("[DONE]\n\n")
+    code, data, _ = await api("GET", "router-aliases/rs")
+    assert data["state"][0] == {"target": "gone", "state": "cooling", "served_by": "api:dead",
+                                "cooling_until": data["state"][0]["cooling_until"]} and data["state"][0]["cooling_until"]
