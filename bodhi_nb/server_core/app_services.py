@@ -70,8 +70,8 @@ class AppServices:
         # `response_cache` makes it the default for requests that do not say (the HTTP gateway).
         cache = ResponseCache(h / "cache.sqlite", cache_max_bytes)
         # The usage ledger ($BODHI_HOME/usage.sqlite); off only to measure what it costs.
-        ledger = Ledger.open(h, log_content=log_content, retention_days=usage_retention_days,
-                             daily_budget_usd=daily_budget_usd) if usage_ledger else None
+        ledger = Ledger.try_open(h, log_content=log_content, retention_days=usage_retention_days,
+                                 daily_budget_usd=daily_budget_usd) if usage_ledger else None
         gateway = Gateway(router, ai_api, engine, cache=cache, cache_by_default=response_cache, ledger=ledger)
         return cls(h, db, data, ai_api, engine, router, gateway, ledger)
 

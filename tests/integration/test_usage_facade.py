@@ -14,7 +14,7 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 from bodhi_nb.client import Bodhi
-from bodhi_nb.objs.errors import BudgetExceeded, InvalidRequestError
+from bodhi_nb.objs.errors import BodhiError, BudgetExceeded, InvalidRequestError
 from bodhi_nb.services.usage import Ledger, UsageRecord
 from bodhi_nb.widgets import ChatPanel
 from tests.conftest import FAST_KDF, TEST_KEY, TEST_SECRET
@@ -136,3 +136,16 @@ def test_cli_prints_a_table(tmp_path):
     assert r.returncode == 0 and r.stdout.strip() == "No usage recorded in this period."
     r = cli("--by", "colour")
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "'by' must be" in r.stderr
+
+
+def test_a_broken_ledger_file_never_breaks_chat(bodhi_home, upstream):
+    (bodhi_home / "usage.sqlite").write_bytes(b"garbage" * 1000)
+    b = Bodhi(bodhi_home, master_secret=TEST_SECRET, kdf_iterations=FAST_KDF)
+    try:
+        b.api_models.create("fake", upstream.base_url, api_key=TEST_KEY, models=["echo"], prefix="fake/")
+        assert b.chat("fake/echo", "still works") == "echo: still works"
+        with pytest.raises(BodhiError) as e:
+            b.usage()
+        assert e.value.status == 503 and e.value.code == "usage_ledger_off" and "usage.sqlite" in e.value.message
+    finally:
+        b.close()

@@ -35,8 +35,9 @@ class UsageOps:
     @property
     def ledger(self) -> Ledger:
         if self._ledger is None:
-            raise BodhiError("The usage ledger is turned off in this process (usage_ledger=False).", status=503,
-                             code="usage_ledger_off")
+            raise BodhiError("The usage ledger is not available in this process: it is turned off "
+                             "(usage_ledger=False) or $BODHI_HOME/usage.sqlite could not be opened (see the log).",
+                             status=503, code="usage_ledger_off")
         return self._ledger
 
     async def query(self, since: object = None, until: object = None, by: str | Sequence[str] | None = None, *,

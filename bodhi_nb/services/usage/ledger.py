@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import logging
 import math
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -152,6 +153,17 @@ class Ledger:
     @classmethod
     def open(cls, home: str | Path, **options: Any) -> Ledger:
         return cls(Path(home) / "usage.sqlite", **options)
+
+    @classmethod
+    def try_open(cls, home: str | Path, **options: Any) -> Ledger | None:
+        """`open`, or None with a warning when the file cannot be used (unwritable, not a
+        database): requests then go unrecorded rather than fail."""
+        try:
+            return cls.open(home, **options)
+        except (sqlite3.Error, OSError) as exc:
+            log.warning("bodhi_nb usage ledger: %s cannot be used (%s); requests are not recorded.",
+                        Path(home) / "usage.sqlite", exc)
+            return None
 
     def __repr__(self) -> str:
         return f"Ledger({str(self.path)!r})"

@@ -386,3 +386,11 @@ def test_tap_notes_the_end_and_an_upstream_error_event():
     tap = StreamTap()
     tap.feed(sse({"error": "plain text"}))
     assert tap.error == "upstream_error"
+
+
+def test_an_unusable_file_means_no_ledger_not_a_failure(tmp_path, caplog):
+    (tmp_path / "usage.sqlite").write_bytes(b"this is not a database" * 100)
+    assert Ledger.try_open(tmp_path) is None
+    assert "cannot be used" in caplog.text and "not recorded" in caplog.text
+    with pytest.raises(InvalidRequestError):
+        Ledger.try_open(tmp_path / "fresh", daily_budget_usd=-1)  # a wrong option is still an error
