@@ -22,7 +22,8 @@ T = TypeVar("T")
 
 async def _aclose_when_idle(agen: Any) -> None:
     """Close an async generator once a cancelled step has finished unwinding."""
-    while getattr(agen, "ag_running", False):
+    # No event to wait on: yield to the loop until the cancelled step has unwound.
+    while getattr(agen, "ag_running", False):  # noqa: ASYNC110
         await asyncio.sleep(0)
     aclose = getattr(agen, "aclose", None)
     if aclose is not None:

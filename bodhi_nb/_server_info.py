@@ -7,11 +7,11 @@ preferring the server that started this kernel (our parent process), then the ne
 
 from __future__ import annotations
 
-from ._urls import API_PREFIX, gateway_url
-
 import os
 from dataclasses import dataclass, field
 from typing import Any
+
+from ._urls import API_PREFIX, gateway_url
 
 __all__ = ["ServerInfo", "find_server", "openai_client"]
 

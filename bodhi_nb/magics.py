@@ -110,7 +110,7 @@ class BodhiMagics(Magics):
     def bodhi(self, value: Any) -> None:
         self._bodhi = value
 
-    @line_cell_magic("bodhi")
+    @line_cell_magic("bodhi")  # type: ignore[arg-type]  # IPython types the decorator loosely
     def bodhi_magic(self, line: str, cell: str | None = None) -> Any:
         try:
             if cell is None:
@@ -257,6 +257,6 @@ def load_ipython_extension(ipython: Any) -> None:
     ipython.register_magics(BodhiMagics(ipython))
 
 
-BodhiMagics.bodhi_magic.__doc__ = (
-    "Ask any model the gateway serves from a cell.\n\n"
-    + (_cell_args.__doc__ or "") + "\n\n" + (_line_args.__doc__ or ""))
+_DOC = ("Ask any model the gateway serves from a cell.\n\n"
+        + (_cell_args.__doc__ or "") + "\n\n" + (_line_args.__doc__ or ""))
+BodhiMagics.bodhi_magic.__doc__ = _DOC  # type: ignore[assignment]  # IPython types the magic as Never

@@ -165,7 +165,7 @@ class ApiModelAlias(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _check_forwarding(self) -> "ApiModelAlias":
+    def _check_forwarding(self) -> ApiModelAlias:
         if self.forward_all_with_prefix and not self.prefix:
             raise ValueError("forward_all_with_prefix needs a prefix")
         if not self.models and not self.forward_all_with_prefix:

@@ -57,7 +57,7 @@ class AppServices:
         log_content: bool = False,
         usage_retention_days: float = DEFAULT_RETENTION_DAYS,
         daily_budget_usd: float | None = None,
-    ) -> "AppServices":
+    ) -> AppServices:
         h = bodhi_home(home)
         db = DbService(h, master_secret, kdf_iterations=kdf_iterations)
         data = DataService(h)

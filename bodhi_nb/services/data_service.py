@@ -15,8 +15,8 @@ import errno
 import importlib.util
 import os
 import re
-import threading
 import string
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -7,9 +7,8 @@ import json
 import httpx
 import pytest
 
-from tests.route_table import every_route
-
 from tests.conftest import TEST_KEY
+from tests.route_table import every_route
 
 
 def _key_free(*things) -> None:
@@ -161,7 +160,7 @@ async def test_stream_cut_midway_becomes_an_sse_error_event(jp_serverapp, jp_htt
     async with httpx.AsyncClient(trust_env=False) as c:
         r = await c.post(url, json={"model": "fake/cut", "messages": [{"role": "user", "content": "x"}], "stream": True},
                          headers={"Authorization": f"Bearer {token}"})
-    events = [l[6:] for l in r.text.splitlines() if l.startswith("data: ")]
+    events = [ln[6:] for ln in r.text.splitlines() if ln.startswith("data: ")]
     assert r.status_code == 200 and len(events) == 3
     assert json.loads(events[-1])["error"]["type"] == "upstream_error"
 

@@ -146,7 +146,7 @@ async def test_sse_cut_mid_stream(gw, upstream):
     async with httpx.AsyncClient(trust_env=False, timeout=30) as c:
         r = await c.post(f"{url}/chat/completions", headers=headers,
                          json={"model": "cut", "messages": MSG, "stream": True})
-        events = [l[6:] for l in r.text.splitlines() if l.startswith("data: ")]
+        events = [ln[6:] for ln in r.text.splitlines() if ln.startswith("data: ")]
         assert r.status_code == 200 and json.loads(events[-1])["error"]["code"] == "upstream_error"
         await _no_open_streams(upstream)
         await _next_request_works(c, url, headers)

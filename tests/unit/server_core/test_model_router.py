@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from bodhi_nb.objs import Alias, ApiModelAlias, ModelNotFound
