@@ -163,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     given = {k: v for k, v in vars(args).items() if v is not None}
     server_settings = ServerSettings(**{k: v for k, v in given.items() if k in ServerSettings.model_fields})
     server_settings.api_key = api_key
+    # One model serves every process on this BODHI_HOME: a second request waits its turn
+    # instead of cutting the reply in progress short (llama_cpp.server's default).
+    server_settings.interrupt_requests = False
     model_settings = ModelSettings(**{k: v for k, v in given.items() if k in ModelSettings.model_fields})
     _embedding_pooling(model_settings)
     from ._engine_fidelity import install as install_fidelity

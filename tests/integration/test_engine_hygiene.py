@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -89,6 +90,39 @@ def test_a_request_without_the_engine_key_is_refused(engine):
         assert c.post(f"{ep.base_url}/embeddings", json={"input": "x"}, headers=wrong).status_code == 401
         ok = c.post(f"{ep.base_url}/chat/completions", json=chat, headers={"Authorization": f"Bearer {ep.api_key}"})
         assert ok.status_code == 200 and ok.json()["choices"]
+
+
+def test_a_second_request_waits_instead_of_cutting_a_stream_short(engine):
+    """Every process on this BODHI_HOME shares the engine: a chat panel's reply must not be
+    truncated because a kernel sent a request meanwhile."""
+    ep = engine.ensure_sync(_builtin(engine))
+    auth = {"Authorization": f"Bearer {ep.api_key}"}
+    body = {"model": BUILTIN_ALIAS, "messages": [{"role": "user", "content": "Write a long story about a dragon."}],
+            "max_tokens": 48, "temperature": 0, "stream": True}
+    streaming, other = threading.Event(), {}
+
+    def second() -> None:
+        streaming.wait(120)
+        r = httpx.post(f"{ep.base_url}/chat/completions", headers=auth, trust_env=False, timeout=300,
+                       json={**body, "stream": False, "max_tokens": 2})
+        other["status"] = r.status_code
+
+    t = threading.Thread(target=second)
+    t.start()
+    pieces, finish = 0, None
+    with httpx.stream("POST", f"{ep.base_url}/chat/completions", headers=auth, json=body, timeout=300,
+                      trust_env=False) as r:
+        for line in r.iter_lines():
+            if not line.startswith("data: {"):
+                continue
+            for choice in json.loads(line[6:]).get("choices") or []:
+                pieces += bool((choice.get("delta") or {}).get("content"))
+                finish = choice.get("finish_reason") or finish
+            if pieces == 2:
+                streaming.set()
+    t.join(300)
+    assert finish == "length" and pieces > 2  # the whole reply, not cut at the second request
+    assert other["status"] == 200
 
 
 def test_engine_state_and_log_are_private(engine, bodhi_home):
