@@ -2,9 +2,13 @@
 
 Like BodhiApp with llama-server, one model is loaded at a time; asking for another
 alias (or the same file with other context_params) restarts it. The engine is shared by
-every process using the same BODHI_HOME: its pid, port, alias and last use live in
+every process using the same BODHI_HOME: its pid, port, alias, mode and key live in
 `$BODHI_HOME/engine.json` (mode 0600) under a file lock, so a kernel and the Jupyter
 server reuse one process instead of loading the model twice.
+
+Embeddings need the model loaded with embedding=True. The first embeddings request for
+an alias reloads its engine in that mode, which then serves chat as well, so the same
+name answers both with no further reload (measured in benchmarks/README.md).
 
 The engine is llama_cpp.server's app run by `_engine_main`, which adds an idle timer: it
 exits by itself after `idle_timeout` seconds without requests, so a kernel killed with

@@ -208,19 +208,33 @@ def test_idle_exit_is_not_reported_as_a_crash_and_the_next_request_restarts(bodh
 
 
 _EXIT_LINE = "from bodhi_nb import Bodhi; print(Bodhi().models())"
-_EXIT_WITH_PENDING = ("import asyncio; from bodhi_nb import Bodhi; b = Bodhi(); "
-                      "b._loop.submit(asyncio.sleep(3600)); print(b.models())")
+_EXIT_WITH_PENDING = textwrap.dedent("""
+    import asyncio, sys
+    from pathlib import Path
+    from bodhi_nb import Bodhi
+    b = Bodhi()
+    async def pending():
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            Path(sys.argv[1]).write_text("unwound")
+    b._loop.submit(pending())
+    print(b.models())
+""")
 
 
 @pytest.mark.parametrize("code", [_EXIT_LINE, _EXIT_WITH_PENDING], ids=["models", "pending-task"])
-def test_no_task_destroyed_warning_at_exit(bodhi_home, code):
+def test_no_task_destroyed_warning_at_exit(bodhi_home, tmp_path, code):
     env = {**os.environ, "BODHI_HOME": str(bodhi_home), "BODHI_ENCRYPTION_KEY": TEST_SECRET, "BODHI_NO_KEYRING": "1",
            "PYTHONWARNINGS": "default"}
-    for _ in range(3):
-        r = subprocess.run([sys.executable, "-X", "dev", "-c", code], env=env, cwd=ROOT, capture_output=True,
-                           text=True, timeout=120)
+    for i in range(3):
+        marker = tmp_path / f"unwound-{i}"
+        r = subprocess.run([sys.executable, "-X", "dev", "-c", code, str(marker)], env=env, cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
         assert r.returncode == 0 and BUILTIN_ALIAS in r.stdout, r.stderr[-2000:]
         assert "Task was destroyed" not in r.stderr and "was never awaited" not in r.stderr, r.stderr[-2000:]
+        if code is _EXIT_WITH_PENDING:  # the I/O loop cancelled its task and let it unwind before exiting
+            assert marker.read_text() == "unwound"
 
 
 @pytest.fixture
