@@ -60,9 +60,10 @@ def wait_ready(url: str, headers: dict[str, str], proc: subprocess.Popen, timeou
     raise SystemExit(f"{url} not ready")
 
 
-def start(tmp: Path, up_url: str | None = None, extra: tuple[str, ...] = ()
+def start(tmp: Path, up_url: str | None = None, extra: tuple[str, ...] = (), code: Path | None = None
           ) -> tuple[list[subprocess.Popen], str, str, dict[str, str]]:
-    """A fake upstream (unless `up_url` names one) and a Jupyter server with the extension (`extra` options)."""
+    """A fake upstream (unless `up_url` names one) and a Jupyter server with the extension
+    (`extra` options; `code`: run the bodhi_nb package found there instead of this checkout's)."""
     procs = []
     if up_url is None:
         up = subprocess.Popen([sys.executable, str(UPSTREAM)], stdout=subprocess.PIPE, text=True)
@@ -71,6 +72,8 @@ def start(tmp: Path, up_url: str | None = None, extra: tuple[str, ...] = ()
     port, token = _free_port(), secrets.token_hex(16)
     env = {**os.environ, "BODHI_HOME": str(tmp / "bodhi"), "BODHI_ENCRYPTION_KEY": "benchmark-master-secret-xyz",
            "JUPYTER_RUNTIME_DIR": str(tmp / "rt"), "HF_HOME": str(tmp / "hf")}
+    if code is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(code), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     srv = subprocess.Popen([sys.executable, "-m", "jupyter_server", f"--port={port}", "--ip=127.0.0.1",
                             "--ServerApp.open_browser=False", f"--IdentityProvider.token={token}",
                             "--ServerApp.jpserver_extensions={'bodhi_nb': True}", "--allow-root",
@@ -204,39 +207,50 @@ async def bench_concurrent(gw: str, headers: dict[str, str], concurrency: int, c
             "wall_s": round(wall, 3)}
 
 
-def bench_ledger_ab(up: str, on: tuple[str, dict[str, str]], off: tuple[str, dict[str, str]], n: int) -> dict:
-    """The usage ledger's cost: the same requests through a server with the ledger and one
-    without (`--BodhiExtension.usage_ledger=False`), alternating, in one run."""
-    lat: dict[str, list[float]] = {"on": [], "off": []}
-    rep: dict[str, list[float]] = {"on": [], "off": []}
-    done: dict[str, list[float]] = {"on": [], "off": []}
+def bench_ab(up: str, a: tuple[str, dict[str, str]], b: tuple[str, dict[str, str]], n: int,
+             names: tuple[str, str]) -> dict:
+    """Two servers over the same upstream, the same requests alternating between them in one
+    run, so load and CPU state hit both alike; deltas are `names[0]` minus `names[1]`."""
+    x, y = names
+    lat: dict[str, list[float]] = {x: [], y: []}
+    rep: dict[str, list[float]] = {x: [], y: []}
+    done: dict[str, list[float]] = {x: [], y: []}
     body = {"model": "fast/echo", "messages": MSG}
     with httpx.Client(trust_env=False, timeout=60) as c:
         for _ in range(20):
-            for gw, h in (on, off):
+            for gw, h in (a, b):
                 c.post(f"{gw}/chat/completions", json=body, headers=h)
         for i in range(n):
-            order = (("on", on), ("off", off)) if i % 2 else (("off", off), ("on", on))
+            order = ((x, a), (y, b)) if i % 2 else ((y, b), (x, a))
             for name, (gw, h) in order:
                 t = time.perf_counter()
                 r = c.post(f"{gw}/chat/completions", json=body, headers=h)
                 lat[name].append((time.perf_counter() - t) * 1000)
                 r.raise_for_status()
                 rep[name].append(float(r.headers["x-bodhi-overhead-ms"]))
-        for i in range(max(50, n // 4)):  # streams: the gateway asks for usage and strips it back out
-            order = (("on", on), ("off", off)) if i % 2 else (("off", off), ("on", on))
+        for i in range(max(50, n // 4)):  # streams: e.g. the ledger asks for usage and strips it back out
+            order = ((x, a), (y, b)) if i % 2 else ((y, b), (x, a))
             for name, (gw, h) in order:
                 c.headers.update(h)
                 t = time.perf_counter()
                 _stream(c, f"{gw}/chat/completions", "fast/slow-stream", 200)
                 done[name].append((time.perf_counter() - t) * 1000)
+
     def delta(d: dict[str, list[float]]) -> float:
-        return round(pct(d["on"], 50) - pct(d["off"], 50), 3)
+        return round(pct(d[x], 50) - pct(d[y], 50), 3)
 
     return {"non_stream_ms": {k: summary(v) for k, v in lat.items()},
             "reported_overhead_ms": {k: summary(v) for k, v in rep.items()},
             "stream_200_chunks_ms": {k: summary(v) for k, v in done.items()},
-            "ledger_overhead_ms_p50": {"end_to_end": delta(lat), "reported": delta(rep), "stream_200": delta(done)}}
+            "delta_ms_p50": {"end_to_end": delta(lat), "reported": delta(rep), "stream_200": delta(done)}}
+
+
+def baseline_checkout(ref: str, into: Path) -> Path:
+    """The package as it was at git `ref`, unpacked (no worktree, nothing written to .git)."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "bodhi_nb"], check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
 
 
 def chart(res: dict, path: Path) -> None:
@@ -269,6 +283,8 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=2000, help="paced upstream chunks/s for the relay test")
     ap.add_argument("--ledger-ab", action="store_true",
                     help="also measure the usage ledger's overhead against a second server without it")
+    ap.add_argument("--baseline", metavar="GIT_REF",
+                    help="also compare, in the same run, with a server running the package as it was at GIT_REF")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         procs, up, gw, headers = start(Path(tmp))
@@ -277,7 +293,13 @@ def main() -> None:
             if args.ledger_ab:  # first, while both servers are fresh
                 more, _, gw_off, h_off = start(Path(tmp) / "off", up, ("--BodhiExtension.usage_ledger=False",))
                 procs += more
-                ab["ledger_ab"] = bench_ledger_ab(up, (gw, headers), (gw_off, h_off), args.n)
+                ab["ledger_ab"] = bench_ab(up, (gw, headers), (gw_off, h_off), args.n, ("on", "off"))
+            if args.baseline:
+                code = baseline_checkout(args.baseline, Path(tmp) / "baseline_code")
+                more, _, gw_base, h_base = start(Path(tmp) / "base", up, (), code)
+                procs += more
+                ab["baseline_ab"] = {"ref": args.baseline, **bench_ab(up, (gw, headers), (gw_base, h_base), args.n,
+                                                                         ("now", "baseline"))}
             res = {"jupyter_hop": bench_hop(up, gw, headers, args.n),
                    "non_stream": bench_non_stream(up, gw, headers, args.n),
                    "stream": bench_stream(up, gw, headers, max(50, args.n // 4), args.chunks, args.rate),
@@ -300,7 +322,9 @@ def main() -> None:
                      ("relay >= 0.95x direct", st["relay_chunks_per_s"]["ratio"] >= 0.95),
                      ("0 errors at 50 streams", cc["errors"] == 0),
                      *([("usage ledger + <= 0.1 ms p50 (in the gateway)",
-                         clean["ledger_ab"]["ledger_overhead_ms_p50"]["reported"] <= 0.1)] if args.ledger_ab else [])]:
+                         clean["ledger_ab"]["delta_ms_p50"]["reported"] <= 0.1)] if args.ledger_ab else []),
+                     *([(f"end-to-end p50 at or under {args.baseline}'s",
+                         clean["baseline_ab"]["delta_ms_p50"]["end_to_end"] <= 0)] if args.baseline else [])]:
         print(f"{'PASS' if ok else 'MISS'}  {name}")
 
 
