@@ -297,10 +297,10 @@ def _upstream_message(body: bytes) -> str | None:
     except ValueError:
         return None
     if isinstance(data, dict):
-        if isinstance(data.get("error"), str):
-            return data["error"]
-        if isinstance(data.get("message"), str):
-            return data["message"]
+        for field in ("error", "message"):
+            value = data.get(field)
+            if isinstance(value, str):
+                return value
     return None
 
 
@@ -467,8 +467,11 @@ class AiApiService:
             return TestPromptResult(False, error=f"The {label} answered with something that is not a chat completion.")
 
     async def forward_chat_completion(self, target: ForwardTarget, body: dict[str, Any], stream: bool) -> UpstreamResponse:
-        """POST `{base_url}/chat/completions` (model rewritten, `stream` set); see `forward`."""
-        return await self.forward(target, "chat/completions", {**body, "stream": stream}, stream)
+        """POST `{base_url}/chat/completions` (model rewritten; `stream` set only where the body
+        says otherwise, so a caller's body reaches the provider as it was sent); see `forward`."""
+        if (body.get("stream") is True) != stream:
+            body = {**body, "stream": stream}
+        return await self.forward(target, "chat/completions", body, stream)
 
     async def forward(self, target: ForwardTarget, endpoint: str, body: dict[str, Any],
                       stream: bool = False) -> UpstreamResponse:
