@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["Bodhi", "panel", "openai_client", "server_info", "load_ipython_extension", "configure_jupyter_ai",
-           "__version__"]
+__all__ = ["Bodhi", "MapResult", "panel", "openai_client", "server_info", "load_ipython_extension",
+           "configure_jupyter_ai", "__version__"]
 
 if TYPE_CHECKING:
+    from .batch import MapResult
     from .client import Bodhi
 
 
@@ -22,6 +23,10 @@ def __getattr__(name: str) -> Any:
         from .client import Bodhi
 
         return Bodhi
+    if name == "MapResult":
+        from .batch import MapResult
+
+        return MapResult
     raise AttributeError(f"module 'bodhi_nb' has no attribute {name!r}")
 
 
