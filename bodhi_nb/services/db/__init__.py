@@ -4,7 +4,6 @@ from .master_key import (
     MasterSecret,
     load_master_secret,
     persist_master_secret,
-    store_master_secret,
 )
 from .service import DB_FILENAME, ApiModelRecord, DbService, RotationResult
 from .storage import LockedJSONStorage
@@ -18,5 +17,4 @@ __all__ = [
     "RotationResult",
     "load_master_secret",
     "persist_master_secret",
-    "store_master_secret",
 ]

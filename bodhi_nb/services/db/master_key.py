@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ...objs.errors import StoreError
+from .storage import fsync_dir as _fsync_dir
 
 __all__ = [
     "ENV_VAR",
@@ -31,7 +32,6 @@ __all__ = [
     "persist_master_secret",
     "random_secret",
     "read_persisted_secret",
-    "store_master_secret",
 ]
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ def load_master_secret(home: Path, *, create: bool = True) -> MasterSecret:
             if value is None:
                 if not create:
                     raise StoreError("The OS keyring holds no bodhi_nb master secret for this BODHI_HOME.")
-                value = _random_secret()
+                value = random_secret()
                 kr.set_password(KEYRING_SERVICE, user, value)
             return MasterSecret(_validate(value, "the OS keyring"), "keyring")
         except StoreError:
@@ -124,7 +124,7 @@ def load_master_secret(home: Path, *, create: bool = True) -> MasterSecret:
             pass  # another process created it first; read theirs
         else:
             with os.fdopen(fd, "w") as fh:
-                fh.write(_random_secret())
+                fh.write(random_secret())
     try:
         value = path.read_text().strip()
     except OSError as exc:
@@ -186,29 +186,6 @@ def read_persisted_secret(home: Path, origin: str) -> str | None:
     return None
 
 
-def store_master_secret(home: Path, secret: MasterSecret, new_value: str) -> MasterSecret:
-    """Persist `new_value` where `secret` came from (kept for callers of the old API)."""
-    persist_master_secret(home, secret.origin, new_value)
-    return MasterSecret(new_value, secret.origin)
-
-
 def random_secret() -> str:
     """A fresh 256-bit secret, URL-safe."""
-    return _random_secret()
-
-
-def _random_secret() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -172,14 +172,15 @@ class LockedJSONStorage(Storage):
             except OSError:
                 pass
             raise StoreError(f"Could not write {self.path}: {exc.strerror or exc}") from exc
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         with self._mutex:
             self._raw = raw
             self._sig = self._stat()
             self.generation += 1
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename in `path` durable (best effort: some filesystems cannot fsync a directory)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
