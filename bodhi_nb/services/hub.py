@@ -1,10 +1,12 @@
 """HubService: pull a GGUF file from the Hugging Face Hub into its cache, with progress.
 
 `huggingface_hub` does the transfer, so the file lands in the same cache layout
-DataService discovers (`models--owner--repo/snapshots/<commit>/<file>`), a dropped
-connection is resumed with a Range request, and `HF_ENDPOINT` / `HF_TOKEN` are honoured.
-Both are read at call time (huggingface_hub reads them once, at import), so a kernel
-or server started earlier still follows them.
+DataService discovers (`models--owner--repo/snapshots/<commit>/<file>`) and `HF_ENDPOINT`
+/ `HF_TOKEN` are honoured. The transfer runs in a child process (`_hub_worker`) that
+keeps its partial file and is stopped with SIGKILL, so an interrupted pull (Stop, a
+cancelled job, Ctrl-C, a killed kernel) resumes with a Range request where it stopped.
+The child starts with the HF_* settings of the moment (huggingface_hub reads them once,
+at import) and none of bodhi's secrets.
 
 A reference is `owner/repo` (the repo's only GGUF), `owner/repo:QUANT` (the GGUF whose
 quant matches, as DataService names it) or `owner/repo/path/file.gguf`. A quant that
@@ -14,8 +16,12 @@ message. Pulls are blocking calls; the server runs each as a job on its own thre
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -27,21 +33,55 @@ from typing import Any, Literal
 from ..objs.errors import BodhiError, InvalidRequestError, NotFoundError, UpstreamError
 from .data_service import quant_of
 
-__all__ = ["HubService", "ProgressFn", "PullCancelled", "PullJob", "PullRef", "choose_file"]
+__all__ = ["CancelFlag", "HubService", "ProgressFn", "PullCancelled", "PullJob", "PullRef", "choose_file"]
 
 ProgressFn = Callable[[int, "int | None"], None]
 JobStatus = Literal["running", "done", "error", "cancelled"]
 
 _REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}$")
 _MAX_JOBS = 100  # finished jobs kept for GET; the oldest finished ones are dropped first
+# The child imports this very package (sys.argv[1] is its root), whatever the working directory.
+_WORKER = [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+           "from bodhi_nb.services._hub_worker import main; sys.exit(main())", str(Path(__file__).resolve().parents[2])]
+# What the child may inherit: the HF_* and locale settings, paths, proxies and CA bundles; no other secrets.
+_ENV_KEEP = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP",
+                       "SYSTEMROOT", "SYSTEMDRIVE", "WINDIR", "COMSPEC", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV",
+                       "XDG_CACHE_HOME", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+                       "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"})
 
 
 class PullCancelled(BodhiError):
-    """The pull was cancelled before the file was complete (nothing is left in the cache)."""
+    """The pull was stopped before the file was complete; its partial file is kept for the next pull."""
 
     status = 409
     error_type = "invalid_request_error"
     default_code = "pull_cancelled"
+
+
+class CancelFlag:
+    """Stops a pull from any thread: `set()` kills the transfer's process at once, even on a stalled connection."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._kill: Callable[[], None] | None = None
+
+    def set(self) -> None:
+        with self._lock:
+            self._event.set()
+            kill = self._kill
+        if kill is not None:
+            kill()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def _attach(self, kill: Callable[[], None] | None) -> None:
+        with self._lock:
+            self._kill = kill
+            stopped = self._event.is_set()
+        if kill is not None and stopped:
+            kill()
 
 
 @dataclass(frozen=True)
@@ -118,7 +158,7 @@ class PullJob:
     path: str | None = None
     started_at: float = field(default_factory=time.time)
     finished_at: float | None = None
-    _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+    _cancel: CancelFlag = field(default_factory=CancelFlag, repr=False)
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -126,7 +166,7 @@ class PullJob:
     def progress(self, done: int, total: int | None) -> None:
         self.downloaded, self.total = done, total if total is not None else self.total
         if self._cancel.is_set():
-            raise PullCancelled(f"Pull of {self.repo}/{self.filename} cancelled.")
+            raise PullCancelled(f"Pull of {self.repo}/{self.filename} cancelled; pull it again to resume.")
 
     def public(self) -> dict[str, Any]:
         frac = (self.downloaded / self.total) if self.total else (1.0 if self.status == "done" else 0.0)
@@ -178,28 +218,72 @@ class HubService:
         pref = PullRef.parse(ref)
         return pref, choose_file(pref, self.list_files(pref.repo, revision))
 
-    def download(self, repo: str, filename: str, revision: str = "main", *,
-                 progress: ProgressFn | None = None, show: bool = False) -> Path:
-        """Fetch one file into the HF cache (a no-op when it is there) and return its path."""
-        from huggingface_hub import hf_hub_download
+    def download(self, repo: str, filename: str, revision: str = "main", *, progress: ProgressFn | None = None,
+                 show: bool = False, cancel: CancelFlag | None = None) -> Path:
+        """Fetch one file into the HF cache (a no-op when it is there) and return its path.
 
-        try:
-            path = hf_hub_download(repo, filename, revision=revision, cache_dir=self.hub_dir,
-                                   endpoint=self._endpoint(), token=self._token(),
-                                   tqdm_class=_progress_class(progress, show))
-        except BodhiError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - every hub failure becomes one readable BodhiError
-            raise _hub_error(exc, repo, filename) from None
+        `progress(done, total)` sees the bytes in the file, the resumed ones first. Stopping the
+        pull (`cancel.set()`, a `progress` that raises, Ctrl-C) kills the child at once; the
+        partial file stays and the next call resumes it.
+        """
+        stop = cancel if cancel is not None else CancelFlag()
+        req = {"repo": repo, "filename": filename, "revision": revision, "cache_dir": str(self.hub_dir.resolve())}
+        done, bar = 0, None
+        result: Path | None = None
+        failure: dict[str, Any] | None = None
+        with tempfile.TemporaryFile() as errors:
+            proc = subprocess.Popen(_WORKER, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors,
+                                    env=_child_env(), text=True, encoding="utf-8", start_new_session=True)
+            stop._attach(lambda: _kill(proc))
+            try:
+                assert proc.stdin is not None and proc.stdout is not None
+                try:
+                    proc.stdin.write(json.dumps(req) + "\n")
+                    proc.stdin.flush()
+                except OSError:
+                    pass  # the child is gone; its stderr says why, below
+                for line in proc.stdout:
+                    msg = json.loads(line)
+                    if "done" in msg:
+                        done, total = int(msg["done"]), msg["total"]
+                        bar = _draw(bar, filename, done, total) if show else None
+                        if progress is not None:
+                            progress(done, total)  # may raise (e.g. PullCancelled): the child is killed below
+                    elif "path" in msg:
+                        result = Path(msg["path"])
+                    elif "error" in msg:
+                        failure = msg
+            finally:
+                stop._attach(None)
+                _kill(proc)
+                code = proc.wait()
+                for pipe in (proc.stdin, proc.stdout):
+                    if pipe is not None:
+                        try:
+                            pipe.close()
+                        except OSError:
+                            pass
+                if bar is not None:
+                    bar.close()
+            if stop.is_set():
+                raise PullCancelled(f"Pull of {repo}/{filename} stopped at {done / 1e6:,.1f} MB; pull it again "
+                                    "to resume.")
+            if failure is not None:
+                raise _error_from(failure)
+            if result is None:
+                errors.seek(0)
+                tail = errors.read().decode("utf-8", "replace").strip().splitlines()[-1:]
+                raise UpstreamError(f"The download of {repo}/{filename} stopped (exit {code})"
+                                    + (f": {tail[0]}" if tail else "."))
         if self._on_pulled is not None:
             self._on_pulled()
-        return Path(path)
+        return result
 
     def pull(self, ref: str, revision: str = "main", *, progress: ProgressFn | None = None,
-             show: bool = False) -> dict[str, Any]:
+             show: bool = False, cancel: CancelFlag | None = None) -> dict[str, Any]:
         """Resolve and download in one blocking call: `{"model", "repo", "filename", "path"}`."""
         pref, filename = self.resolve(ref, revision)
-        path = self.download(pref.repo, filename, revision, progress=progress, show=show)
+        path = self.download(pref.repo, filename, revision, progress=progress, show=show, cancel=cancel)
         return {"model": _served_name(pref.repo, filename), "repo": pref.repo, "filename": filename,
                 "path": str(path)}
 
@@ -211,7 +295,8 @@ class HubService:
 
         def run() -> None:
             try:
-                job.path = str(self.download(job.repo, job.filename, revision, progress=job.progress))
+                job.path = str(self.download(job.repo, job.filename, revision, progress=job.progress,
+                                             cancel=job._cancel))
                 job.status = "done"
                 if job.total is None or job.downloaded < job.total:  # already cached: nothing was transferred
                     size = Path(job.path).stat().st_size
@@ -281,45 +366,40 @@ def _hub_error(exc: Exception, repo: str, filename: str | None = None) -> BodhiE
                          f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": "))
 
 
-class _Silent:
-    """The progress-bar protocol huggingface_hub drives, without drawing anything."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def update(self, n: float | None = 1) -> bool | None:
-        return None
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> _Silent:  # noqa: PYI034 - a private stand-in, never subclassed
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+def _child_env() -> dict[str, str]:
+    """The transfer process's environment: HF_* (endpoint, token, home), paths and proxies; no bodhi secrets."""
+    env = {k: v for k, v in os.environ.items() if k.upper() in _ENV_KEEP or k.startswith(("HF_", "LC_"))}
+    env["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # the parent draws the bar from the child's reports
+    return env
 
 
-def _progress_class(progress: ProgressFn | None, show: bool) -> type[Any]:
-    """A tqdm-like class that reports (done, total) bytes to `progress`; draws a bar when `show`."""
-    from tqdm.auto import tqdm  # type: ignore[import-untyped, unused-ignore]
+def _kill(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL: the child gets no chance to clean up, so its partial file stays for the next pull."""
+    if proc.poll() is None:
+        try:
+            proc.kill()
+        except OSError:
+            pass
 
-    base: type[Any] = tqdm if show else _Silent
 
-    class _Bar(base):  # type: ignore[misc]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            kwargs.pop("name", None)
-            self._done = int(kwargs.get("initial") or 0)
-            self._total = kwargs.get("total")
-            super().__init__(*args, **kwargs)
-            if progress is not None:
-                progress(self._done, self._total)
+_ERRORS: dict[str, type[BodhiError]] = {c.__name__: c for c in (BodhiError, InvalidRequestError, NotFoundError,
+                                                                UpstreamError, PullCancelled)}
 
-        def update(self, n: float | None = 1) -> bool | None:
-            self._done += int(n or 0)
-            if progress is not None:
-                progress(self._done, self._total)  # may raise PullCancelled: the transfer stops here
-            shown: bool | None = super().update(n)
-            return shown
 
-    return _Bar
+def _error_from(msg: dict[str, Any]) -> BodhiError:
+    """The child's error line as the same BodhiError it raised (class, status, code, param, message)."""
+    err = msg.get("error") or {}
+    cls = _ERRORS.get(str(msg.get("kind")), BodhiError)
+    return cls(str(err.get("message") or "The pull failed."), param=err.get("param"), code=err.get("code"),
+               status=int(msg.get("status") or cls.status))
+
+
+def _draw(bar: Any, filename: str, done: int, total: int | None) -> Any:
+    """A tqdm bar (terminal or notebook) that follows the child's byte counts."""
+    if bar is None:
+        from tqdm.auto import tqdm  # type: ignore[import-untyped, unused-ignore]
+
+        bar = tqdm(total=total, initial=done, unit="B", unit_scale=True, unit_divisor=1024,
+                   desc=Path(filename).name)
+    bar.update(done - bar.n)
+    return bar
