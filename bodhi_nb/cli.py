@@ -171,7 +171,11 @@ def cmd_pull(args: argparse.Namespace) -> int:
     from .services.hub import HubService
 
     hub = HubService.for_data(DataService(bodhi_home(args.home)))
-    res = hub.pull(args.ref, args.revision, show=not args.quiet)
+    try:
+        res = hub.pull(args.ref, args.revision, show=not args.quiet)
+    except KeyboardInterrupt:
+        print("\nPull interrupted; run the same command again to resume where it stopped.", file=sys.stderr)
+        return 130
     print(f"Pulled {res['repo']}/{res['filename']}; chat with it as: {res['model']}")
     return 0
 

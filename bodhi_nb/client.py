@@ -137,15 +137,19 @@ class Aliases(_Section):
     def delete(self, alias: str) -> None:
         self._run(self._ops.aliases.delete(alias))
 
-    def pull(self, ref: str, *, revision: str = "main", progress: Any = None, show: bool = True) -> dict[str, Any]:
+    def pull(self, ref: str, *, revision: str = "main", progress: Any = None, show: bool = True,
+             cancel: Any = None) -> dict[str, Any]:
         """Download a GGUF (`owner/repo[:QUANT|/file.gguf]`) into the HF cache with a progress bar.
 
         Returns `{"model", "repo", "filename", "path"}`; `model` is the name it is served under.
-        `progress(done_bytes, total_bytes)` is called as bytes arrive.
+        `progress(done_bytes, total_bytes)` is called as bytes arrive; `cancel` (a
+        `services.hub.CancelFlag`) stops it from another thread. An interrupted pull
+        (cancel, Ctrl-C, a restarted kernel) resumes where it stopped when pulled again.
         """
         from .services.hub import HubService
 
-        return HubService.for_data(self._b.services.data).pull(ref, revision, progress=progress, show=show)
+        return HubService.for_data(self._b.services.data).pull(ref, revision, progress=progress, show=show,
+                                                               cancel=cancel)
 
 
 class RouterAliases(_Section):

@@ -87,7 +87,8 @@ class ModelfilesPullJobHandler(BodhiHandler):
     path = r"modelfiles/pull/(?P<id>[A-Za-z0-9]+)"
     openapi = {
         "get": Op("Progress of a pull job", response=PullJobResponse, errors=(403, 404), tags=_TAGS),
-        "delete": Op("Cancel a running pull (the partial file is discarded)", response=PullJobResponse,
+        "delete": Op("Cancel a running pull (its partial file is kept: a new pull resumes it)",
+                     response=PullJobResponse,
                      errors=(403, 404), tags=_TAGS),
     }
 

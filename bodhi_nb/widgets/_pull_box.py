@@ -2,20 +2,19 @@
 
 The download is a blocking call, so it runs on a worker thread; progress is handed
 back to the kernel's loop (`call_soon_threadsafe`) before it touches a widget. Stop
-sets a flag the next progress report acts on, and the partial file is discarded.
+ends the transfer at once and keeps the partial file: Pull again resumes it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as W
 
 from ..client import Bodhi
-from ..services.hub import PullCancelled
+from ..services.hub import CancelFlag
 from ._tasks import TaskRunner
 
 __all__ = ["PullBox"]
@@ -37,7 +36,7 @@ class PullBox(W.VBox):
         self.info = W.Label()
         self.status = W.HTML()
         self.runner = TaskRunner(self.status)
-        self._cancel = threading.Event()
+        self._cancel = CancelFlag()
         self.pull_btn.on_click(self._on_pull)
         self.stop_btn.on_click(lambda _: self._cancel.set())
         super().__init__([W.HBox([self.ref, self.pull_btn, self.stop_btn]), W.HBox([self.bar, self.info]),
@@ -53,20 +52,18 @@ class PullBox(W.VBox):
         if not ref:
             self.runner.show("error", "Type a Hugging Face repo, e.g. owner/repo:Q4_K_M.")
             return
-        self._cancel.clear()
+        self._cancel = cancel = CancelFlag()  # one per pull: Stop ends this one only
 
         async def work() -> str:
             loop = asyncio.get_running_loop()
-            cancel = self._cancel
 
             def progress(done: int, total: int | None) -> None:  # on the download thread
                 loop.call_soon_threadsafe(self.show_progress, done, total)
-                if cancel.is_set():
-                    raise PullCancelled("Pull stopped; the partial file was discarded.")
 
             self.stop_btn.disabled = False
             try:
-                res = await asyncio.to_thread(self.bodhi.aliases.pull, ref, progress=progress, show=False)
+                res = await asyncio.to_thread(self.bodhi.aliases.pull, ref, progress=progress, show=False,
+                                              cancel=cancel)
             finally:
                 self.stop_btn.disabled = True
             self.bar.value = 1.0

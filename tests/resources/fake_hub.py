@@ -11,7 +11,8 @@ Repos:
 Test controls:
   POST /_control {"cut_after": N}    the next GET drops the connection after N bytes
                  {"hold_after": N}   the next GET stops after N bytes until {"release": true}
-  GET  /_log                         every request: method, path, Range header
+  GET  /_log                         every request: method, path, Range header, all headers, and
+                                     `sent`: the body bytes written so far (a GET's count grows live)
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ def build_repos(gguf: Path | None) -> dict[str, dict[str, Path | bytes]]:
 
 class Base(tornado.web.RequestHandler):
     def prepare(self) -> None:
-        LOG.append({"method": self.request.method, "path": self.request.path,
-                    "range": self.request.headers.get("Range")})
+        self.entry = {"method": self.request.method, "path": self.request.path,
+                      "range": self.request.headers.get("Range"), "headers": dict(self.request.headers), "sent": 0}
+        LOG.append(self.entry)
 
     def not_found(self, code: str, message: str) -> None:
         self.set_status(404)
@@ -118,6 +120,7 @@ class Resolve(Base):
                     self.write(chunk)
                     await self.flush()
                     sent += len(chunk)
+                    self.entry["sent"] = sent
                     if cut is not None and sent >= cut:
                         self.request.connection.stream.close()
                         return
