@@ -107,6 +107,8 @@ class Gateway:
         assert isinstance(body, dict)
         req: dict[str, Any] = body
         stream = endpoint == CHAT and req.get("stream") is True
+        if not self.router.index_is_current():  # another process wrote the store: re-read it off the loop
+            await asyncio.to_thread(self.router.refresh_index)
         routed = self.router.router_alias(req["model"])  # router aliases first (in-memory map)
         if routed is not None:
             use_cache = self.cache is not None and not stream and (self.cache_by_default if cache is None else cache)

@@ -98,6 +98,15 @@ class ModelRouter:
         # Which router-alias targets are cooling down (this process's memory; the gateway writes it).
         self.cooldowns = cooldowns or Cooldowns()
 
+    def index_is_current(self) -> bool:
+        """Whether routing by name is pure memory now (no store file changed since it was read)."""
+        return self.db.index_is_current() and self.router_aliases.index_is_current()
+
+    def refresh_index(self) -> None:
+        """Read a changed store file and re-index it (blocking: call from a worker thread)."""
+        self.db.refresh_index()
+        self.router_aliases.refresh_index()
+
     def router_alias(self, model: str) -> RouterAlias | None:
         """The router alias of this name, from the store's in-memory map (no disk scan)."""
         return self.router_aliases.find(model)

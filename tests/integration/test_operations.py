@@ -114,3 +114,32 @@ async def test_server_answers_while_a_store_write_waits_for_the_lock(api, upstre
         holder.wait(10)
     code, data, _ = await put
     assert code == 200 and data["models"] == ["echo", "other"]
+
+
+async def test_a_store_written_by_another_process_is_reread_off_the_event_loop(api, upstream, bodhi_home,
+                                                                               monkeypatch):
+    import threading
+    from pathlib import Path
+
+    from bodhi_nb.services.db import service
+
+    code, _, _ = await api("POST", "api-models", {"id": "fake", "base_url": upstream.base_url, "api_key": TEST_KEY,
+                                                   "models": ["echo"], "prefix": "fake/"})
+    assert code == 201
+    rebuilt_on: list[str] = []
+    real = service.DbService._build_index
+
+    def spy(db, generation):  # type: ignore[no-untyped-def]
+        rebuilt_on.append(threading.current_thread().name)
+        return real(db, generation)
+
+    monkeypatch.setattr(service.DbService, "_build_index", staticmethod(spy))
+    writer = Path(__file__).parent / "helpers" / "store_writer.py"
+    done = await asyncio.to_thread(subprocess.run, [sys.executable, str(writer), str(bodhi_home), TEST_SECRET,
+                                                    "create", "other", "3"], capture_output=True, text=True)
+    assert done.stdout.strip() == "done", done.stderr
+    code, reply, _ = await api("POST", "chat/completions",
+                               {"model": "fake/echo", "messages": [{"role": "user", "content": "after"}]})
+    assert code == 200 and reply["choices"][0]["message"]["content"] == "echo: after"
+    assert rebuilt_on, "the other process's write was never read"
+    assert threading.main_thread().name not in rebuilt_on, rebuilt_on  # the server's loop runs on the main thread

@@ -43,6 +43,14 @@ class RouterAliasStore:
 
     # -- reads ----------------------------------------------------------------------------
 
+    def index_is_current(self) -> bool:
+        """True when `find` is pure memory: the file has not changed since the map was built."""
+        return not self._storage.changed() and self._generation == self._storage.generation
+
+    def refresh_index(self) -> None:
+        """Reload a changed file now (from a worker thread, off the event loop)."""
+        self._current()
+
     def _current(self) -> dict[str, RouterAlias]:
         with self._lock:
             gen = self._storage.refresh()
@@ -52,7 +60,8 @@ class RouterAliasStore:
             return self._by_name
 
     def find(self, alias: str) -> RouterAlias | None:
-        """The router alias of this name, or None (the router's first lookup; no disk read)."""
+        """The router alias of this name, or None (the router's first lookup; no disk read
+        while `index_is_current()`)."""
         return self._current().get(alias)
 
     def get(self, alias: str) -> RouterAlias:

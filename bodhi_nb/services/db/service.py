@@ -132,6 +132,14 @@ class DbService:
 
     # -- index ----------------------------------------------------------------------------
 
+    def index_is_current(self) -> bool:
+        """True when lookups are pure memory: the file has not changed since the index was built."""
+        return not self._storage.changed() and self._index.generation == self._storage.generation
+
+    def refresh_index(self) -> None:
+        """Reload and re-index a changed file now (from a worker thread, off the event loop)."""
+        self._current()
+
     def _current(self) -> _Index:
         """The in-memory index, rebuilt only when the file changed since the last build."""
         with self._lock:

@@ -115,6 +115,15 @@ class LockedJSONStorage(Storage):
         with self._mutex:
             return self.generation
 
+    def changed(self) -> bool:
+        """Whether the file on disk differs from the copy in memory: one stat, no read.
+
+        Lets an event loop hand the reload (read, parse, re-index) to a thread first.
+        """
+        sig = self._stat()
+        with self._mutex:
+            return sig != self._sig
+
     def _stat(self) -> _Sig | None:
         try:
             st = os.stat(self.path)
