@@ -6,6 +6,11 @@ compete with the event loop for the GIL on every request). One background thread
 process writes the buffer in batches (short transactions, so the server and several
 kernels share the file), prices each row when a price is known, and keeps a cached view
 of today's spend so the budget check is a comparison in memory.
+
+The retention period and the server's budget option are settings of the data, stored in
+the file's `settings` table: the Jupyter server writes its options there when it starts,
+and every process (a kernel's `Bodhi()`, the CLI) prunes and checks against what is
+stored, so one given no options never applies defaults of its own to shared rows.
 """
 
 from __future__ import annotations
@@ -32,7 +37,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RETENTION_DAYS = 90
 Scope = Literal["model", "provider"]
-_BUDGET_KEY = "daily_budget_usd"
+_BUDGET_KEY = "daily_budget_usd"  # set by the user: Bodhi.budget(), PUT usage/budget
+_OPTION_BUDGET_KEY = "server_daily_budget_usd"  # the server's daily_budget_usd option
+_RETENTION_KEY = "retention_days"
 _PRUNE_EVERY_S = 3600.0
 
 
@@ -77,7 +84,7 @@ class BudgetState:
 
     daily_usd: float | None  # the limit in force: the stricter of the two below
     stored_usd: float | None  # set by the user (Bodhi.budget, REST), shared by every process
-    option_usd: float | None  # the server's daily_budget_usd option
+    option_usd: float | None  # the server's daily_budget_usd option (or this process's own, if stricter)
     spent_today_usd: float
     day: str  # YYYY-MM-DD, UTC
     checked_at: float = 0.0
@@ -111,6 +118,24 @@ def _price_for(prices: dict[tuple[str, str], Price], model: str, upstream: str |
             or (prices.get(("provider", provider)) if provider else None))
 
 
+def _days(value: object, param: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise InvalidRequestError(f"'{param}' must be a number of days, 0 or more (0 keeps every row).", param=param)
+    return float(value)
+
+
+def _setting(conn: sqlite3.Connection, key: str) -> float | None:
+    row = conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+    return None if row is None else float(row[0])
+
+
+def _store(conn: sqlite3.Connection, key: str, value: float | None) -> None:
+    if value is None:
+        conn.execute("DELETE FROM settings WHERE key = ?", (key,))
+    else:
+        conn.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (key, repr(value)))
+
+
 def _today() -> str:
     return time.strftime("%Y-%m-%d", time.gmtime())
 
@@ -122,19 +147,33 @@ def _amount(value: object, param: str) -> float:
 
 
 class Ledger:
-    """Usage rows, prices and the daily budget of one BODHI_HOME, safe across processes."""
+    """Usage rows, prices and the daily budget of one BODHI_HOME, safe across processes.
 
-    def __init__(self, path: str | Path, *, log_content: bool = False,
-                 retention_days: float = DEFAULT_RETENTION_DAYS, daily_budget_usd: float | None = None,
-                 flush_interval: float = 0.25, batch_size: int = 256, budget_refresh: float = 2.0) -> None:
+    `retention_days` given here is stored in the file and followed by every process
+    (None: keep what is stored; 90 days when nothing is). `daily_budget_usd` is the
+    server's option when `server` is true: stored, and enforced by every process (the
+    stricter of it and the user's budget); `server=True` with None removes a stored
+    one. In any other process it only tightens that process's own limit.
+    """
+
+    def __init__(self, path: str | Path, *, log_content: bool = False, retention_days: float | None = None,
+                 daily_budget_usd: float | None = None, server: bool = False, flush_interval: float = 0.25,
+                 batch_size: int = 256, budget_refresh: float = 2.0) -> None:
         self.path = Path(path)
         self.log_content = log_content
-        self.retention_days = retention_days
-        self.option_budget = None if daily_budget_usd is None else _amount(daily_budget_usd, "daily_budget_usd")
+        self.retention_days = None if retention_days is None else _days(retention_days, "usage_retention_days")
+        option = None if daily_budget_usd is None else _amount(daily_budget_usd, "daily_budget_usd")
+        self.option_budget = None if server else option  # this process's own extra limit
         self.flush_interval = flush_interval
         self.batch_size = batch_size
         self.budget_refresh = budget_refresh
         initialise(self.path)
+        if server or self.retention_days is not None:
+            with write_tx(self.path) as conn:
+                if self.retention_days is not None:
+                    _store(conn, _RETENTION_KEY, self.retention_days)
+                if server:
+                    _store(conn, _OPTION_BUDGET_KEY, option)
         self._last_prune = 0.0
         self.prune()
         self._prices: dict[tuple[str, str], Price] = {}
@@ -205,13 +244,21 @@ class Ledger:
         self._wake.set()
         self._thread.join(30)
 
+    def retention(self) -> float:
+        """The retention period in days stored for this file (0: rows are kept forever)."""
+        with read_tx(self.path) as conn:
+            stored = _setting(conn, _RETENTION_KEY)
+        return DEFAULT_RETENTION_DAYS if stored is None else stored
+
     def prune(self) -> int:
-        """Delete rows older than the retention period; returns how many went."""
+        """Delete rows older than the stored retention period; returns how many went."""
         self._last_prune = time.monotonic()
-        if self.retention_days <= 0:
-            return 0
-        cutoff = iso_utc(time.time() - self.retention_days * 86400)
         with write_tx(self.path) as conn:
+            days = _setting(conn, _RETENTION_KEY)
+            days = DEFAULT_RETENTION_DAYS if days is None else days
+            if days <= 0:
+                return 0
+            cutoff = iso_utc(time.time() - days * 86400)
             return conn.execute("DELETE FROM usage WHERE time < ?", (cutoff,)).rowcount
 
     def _run(self) -> None:
@@ -302,12 +349,9 @@ class Ledger:
 
     def set_budget(self, daily_usd: float | None) -> BudgetState:
         """Set the daily budget shared by every process of this BODHI_HOME (None removes it)."""
+        value = None if daily_usd is None else _amount(daily_usd, "daily_usd")
         with write_tx(self.path) as conn:
-            if daily_usd is None:
-                conn.execute("DELETE FROM settings WHERE key = ?", (_BUDGET_KEY,))
-            else:
-                conn.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)",
-                             (_BUDGET_KEY, repr(_amount(daily_usd, "daily_usd"))))
+            _store(conn, _BUDGET_KEY, value)
         return self.budget()
 
     def budget(self) -> BudgetState:
@@ -332,21 +376,24 @@ class Ledger:
             return
         assert st.daily_usd is not None
         secs = 86400 - int(time.time()) % 86400
+        where = ("Raise or remove it with Bodhi().budget(daily_usd=...) or PUT bodhi/v1/usage/budget"
+                 if st.daily_usd == st.stored_usd else
+                 "It is the server's daily_budget_usd option: change it where the Jupyter server is configured")
         raise BudgetExceeded(
             f"Today's usage budget of ${st.daily_usd:.2f} is spent (${st.spent_today_usd:.4f} used since 00:00 UTC). "
-            "Raise or remove it with Bodhi().budget(daily_usd=...) or PUT bodhi/v1/usage/budget, "
-            "or wait until 00:00 UTC.", headers={"Retry-After": str(secs)})
+            f"{where}, or wait until 00:00 UTC.", headers={"Retry-After": str(secs)})
 
     def _read_budget(self) -> BudgetState:
         day = _today()
         with read_tx(self.path) as conn:
-            row = conn.execute("SELECT value FROM settings WHERE key = ?", (_BUDGET_KEY,)).fetchone()
+            stored = _setting(conn, _BUDGET_KEY)
+            options = [x for x in (_setting(conn, _OPTION_BUDGET_KEY), self.option_budget) if x is not None]
             spent = conn.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM usage WHERE time >= ?",
                                  (day + "T00:00:00.000Z",)).fetchone()[0]
             self._prices = {(p[0], p[1]): Price(*p) for p in conn.execute("SELECT * FROM prices")}
-        stored = float(row[0]) if row else None
-        limits = [x for x in (stored, self.option_budget) if x is not None]
-        return BudgetState(min(limits) if limits else None, stored, self.option_budget, float(spent), day, time.time())
+        option = min(options) if options else None
+        limits = [x for x in (stored, option) if x is not None]
+        return BudgetState(min(limits) if limits else None, stored, option, float(spent), day, time.time())
 
     def _refresh_budget(self) -> BudgetState:
         try:

@@ -290,6 +290,100 @@ def test_old_rows_are_pruned_on_open(tmp_path):
         again.close()
 
 
+KERNEL_LIKE = textwrap.dedent("""
+    import sys
+    from bodhi_nb.objs.errors import BudgetExceeded
+    from bodhi_nb.services.usage import Ledger
+    led = Ledger.open(sys.argv[1])  # no options, as a kernel's Bodhi() opens it
+    try:
+        led.check_budget("paid")
+        print("passed")
+    except BudgetExceeded as e:
+        print(e.status, e.code)
+    led.flush()
+    led.prune()  # what the writer does every hour
+    led.close()
+""")
+
+
+def _kernel_like(home: Path) -> str:
+    p = subprocess.run([sys.executable, "-c", KERNEL_LIKE, str(home)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert p.returncode == 0, p.stderr
+    return p.stdout.strip()
+
+
+@pytest.mark.parametrize(("retention", "survivors"), [(0, ["200d", "400d"]), (365, ["200d"])])
+def test_a_process_without_options_prunes_by_the_servers_retention(tmp_path, retention, survivors):
+    server = Ledger.open(tmp_path, retention_days=retention, server=True)
+    for days in (400, 200):
+        server.record(rec(f"{days}d", ts=time.time() - days * 86400))
+    server.close()
+    assert _kernel_like(tmp_path) == "passed"
+    with closing(connect(tmp_path / "usage.sqlite")) as conn:
+        assert [m for (m,) in conn.execute("SELECT model FROM usage ORDER BY time")] == survivors[::-1]
+    again = Ledger.open(tmp_path)  # and the stored setting outlives the server
+    try:
+        assert again.retention() == retention
+    finally:
+        again.close()
+
+
+def test_retention_defaults_to_90_days_and_an_explicit_one_is_stored(tmp_path):
+    led = Ledger.open(tmp_path)
+    try:
+        assert led.retention() == 90
+    finally:
+        led.close()
+    Ledger.open(tmp_path, retention_days=7).close()
+    led = Ledger.open(tmp_path)
+    try:
+        assert led.retention() == 7
+    finally:
+        led.close()
+    for bad in (-1, float("nan"), "7"):
+        with pytest.raises(InvalidRequestError):
+            Ledger.open(tmp_path, retention_days=bad)  # type: ignore[arg-type]
+
+
+def test_the_servers_budget_option_applies_in_every_process(tmp_path):
+    server = Ledger.open(tmp_path, daily_budget_usd=0.5, server=True)
+    server.set_price("paid", 1_000_000.0, 0.0)
+    server.record(rec("paid", prompt_tokens=1, completion_tokens=0))  # $1 spent
+    server.close()
+    assert _kernel_like(tmp_path) == "429 budget_exceeded"
+    kernel = Ledger.open(tmp_path)
+    try:
+        state = kernel.budget()
+        assert (state.daily_usd, state.option_usd, state.stored_usd, state.exceeded) == (0.5, 0.5, None, True)
+        with pytest.raises(BudgetExceeded) as e:
+            kernel.check_budget("paid")
+        assert "daily_budget_usd" in str(e.value)  # says which limit to change
+    finally:
+        kernel.close()
+    Ledger.open(tmp_path, server=True).close()  # the server restarted without the option
+    assert _kernel_like(tmp_path) == "passed"
+
+
+def test_a_kernels_own_budget_option_only_tightens_its_own_limit(tmp_path):
+    Ledger.open(tmp_path, daily_budget_usd=5.0, server=True).close()
+    kernel = Ledger.open(tmp_path, daily_budget_usd=20.0)  # cannot loosen the server's
+    try:
+        assert kernel.budget().daily_usd == 5.0
+    finally:
+        kernel.close()
+    kernel = Ledger.open(tmp_path, daily_budget_usd=1.0)
+    try:
+        assert kernel.budget().daily_usd == 1.0
+    finally:
+        kernel.close()
+    other = Ledger.open(tmp_path)  # and is not stored for the others
+    try:
+        assert other.budget().daily_usd == 5.0
+    finally:
+        other.close()
+
+
 @pytest.mark.parametrize("log_content", [False, True])
 def test_content_is_kept_only_when_asked(tmp_path, log_content):
     led = Ledger.open(tmp_path, log_content=log_content)
