@@ -151,23 +151,26 @@ def test_503_is_retried_then_succeeds(b, up):
 @pytest.mark.parametrize("directive", ["!429:2", "!429date:2", "!429reset:2"])
 def test_retry_after_is_honoured_and_slows_the_whole_batch(b, up, directive):
     limited = f"{directive} limited"
+    concurrency = 3
     rows = [limited] + [f"other {i}" for i in range(40)]
-    out = b.map("up/lat-20", rows, concurrency=3, progress=False)
+    out = b.map("up/lat-20", rows, concurrency=concurrency, progress=False)
     assert all(r.error is None for r in out) and out[0].attempts == 2
     reqs = up.requests()
     first, retry = [r for r in reqs if r["text"] == limited]
     assert first["status"] == 429 and retry["status"] == 200
-    sent_at = first["t_end"]  # when the 429 left the server
+    # The earliest instant the upstream allowed, on its own clock. The client cannot have read the
+    # 429 before the upstream received that request, so these are lower bounds a loaded machine
+    # can only make later, never earlier.
     if directive.startswith("!429date"):
-        # an HTTP date has whole seconds: the retry comes no earlier than the instant it names
         not_before = email.utils.parsedate_to_datetime(first["retry_after"]).timestamp()
     else:
-        not_before = sent_at + 2.0
+        not_before = first["t"] + 2.0
     assert retry["t"] >= not_before
-    # A shared gate: once the client had seen the 429, no other row was sent until the wait was over.
-    during = [r for r in reqs if sent_at + 0.5 < r["t"] < not_before]
-    assert during == [], during
-    assert sum(r["t"] >= not_before for r in reqs) > 20
+    # A shared gate: after the 429 left the upstream, the only requests that may still arrive before
+    # not_before are those other workers had already sent (at most one each); everything else waits.
+    early = [r for r in reqs if r["t"] > first["t_end"] and r["t"] < not_before]
+    assert len(early) <= concurrency - 1, early
+    assert sum(r["t"] >= not_before for r in reqs) > 20  # the bulk of the batch came after the wait
 
 
 # -- interrupt and resume -------------------------------------------------------------------------
@@ -203,8 +206,8 @@ def test_cancelling_amap_returns_what_finished(b, up):
 
     async def main():
         task = asyncio.ensure_future(b.amap("up/echo", rows, concurrency=3, progress=False))
-        while not (up.stats()["in_flight"] == 1 and len(up.requests()) == 3):
-            await asyncio.sleep(0.02)
+        await asyncio.to_thread(wait_for, lambda: up.stats()["in_flight"] == 1 and len(up.requests()) == 3,
+                                what="two rows done and the slow one in flight")
         task.cancel()
         return await task
 
