@@ -203,6 +203,30 @@ def test_cancelled_pull_resumes_where_it_stopped(hub, bodhi_home):
     assert "test/tiny-GGUF:Q4_1" in [m.alias for m in DataService(bodhi_home).list_model_aliases()]
 
 
+def test_two_pulls_of_one_file_share_one_transfer(hub, bodhi_home):
+    svc = HubService.for_data(DataService(bodhi_home))
+    hub.control(hold_after=CHUNK)
+    results: list = []
+
+    def pull():
+        try:
+            results.append(svc.pull("test/tiny-GGUF:Q4_1"))
+        except Exception as exc:  # noqa: BLE001 - the test inspects it
+            results.append(exc)
+
+    first, second = threading.Thread(target=pull), threading.Thread(target=pull)
+    first.start()
+    _wait(lambda: _partial_size(bodhi_home) >= CHUNK, what="the first pull's bytes")
+    second.start()  # it must wait for the first, never append to the same partial file
+    _wait(lambda: sum(r["method"] == "HEAD" for r in hub.log()) >= 2, what="the second pull's HEAD")
+    hub.control(release=True)
+    first.join(120)
+    second.join(120)
+    assert len(results) == 2 and all(isinstance(r, dict) for r in results), results
+    assert [g["range"] for g in _file_gets(hub)] == [None]  # one transfer
+    assert results[0]["path"] == results[1]["path"] and _sha(results[0]["path"]) == _sha(GGUF)
+
+
 def test_a_partial_file_that_does_not_match_is_discarded(hub, bodhi_home):
     digest = _sha(GGUF)
     partial = bodhi_home.parent / "hf" / "hub" / "models--test--tiny-GGUF" / "blobs" / f"{digest}.incomplete"
