@@ -234,35 +234,44 @@ def test_list_never_fails_while_another_process_deletes_and_creates(db, bodhi_ho
     for i in range(20):
         db.create(make(f"keep-{i}"), f"{TEST_KEY}-{i}")
     other = DbService(bodhi_home, TEST_SECRET, kdf_iterations=FAST_KDF)  # its own index, like another process
-    stop = threading.Event()
+    stop, started = threading.Event(), threading.Event()
+    writes = [0]  # creates and deletes the churn has finished so far
     churned = []
 
     def churn():
+        started.set()
         n = 0
         while not stop.is_set():
             for j in range(5):
                 other.create(make(f"churn-{j}"), TEST_KEY)
+                writes[0] += 1
             for j in range(5):
                 other.delete(f"churn-{j}")
+                writes[0] += 1
             n += 1
         churned.append(n)
 
     t = threading.Thread(target=churn)
     t.start()
-    failures, seen = 0, set()
+    failures, seen, during = 0, set(), 0
     try:
+        assert started.wait(timeout=20), "the churn thread did not start"
         for _ in range(500):
+            before = writes[0]
             try:
                 items, total = db.list(page_size=100)
                 assert total == len(items)
                 seen.add(total)
             except Exception:  # noqa: BLE001 - any failure of a list counts
                 failures += 1
+            during += writes[0] != before  # the churn finished a write while this list ran
     finally:
         stop.set()
         t.join()
     assert failures == 0
     assert churned[0] > 0 and seen <= set(range(20, 26))
+    # The lists really raced the churn: some ran across a write, and they saw the store in more than one state.
+    assert during > 0 and len(seen) > 1, (during, seen)
 
 
 def test_base_url_to_another_origin_needs_the_key_again(db):
