@@ -140,10 +140,13 @@ def test_engine_state_and_log_are_private(engine, bodhi_home):
 def test_same_local_alias_serves_embeddings_and_chat(bodhi_home):
     b = Bodhi(bodhi_home, master_secret=TEST_SECRET, kdf_iterations=FAST_KDF, n_threads=THREADS)
     try:
-        assert b.chat(BUILTIN_ALIAS, "Hi", max_tokens=4, temperature=0).strip()  # a chat-only engine first
+        question = "What is the capital of France?"
+        chat_only = b.chat(BUILTIN_ALIAS, question, max_tokens=12, temperature=0, seed=1)  # chat-only engine first
         eng = b.services.engine
-        ep = eng.ensure_sync(_builtin(eng), "embeddings")
+        assert chat_only.strip() and not eng.status()["embedding"]
+        ep = eng.ensure_sync(_builtin(eng), "embeddings")  # reloads once, in embedding mode
         pid = eng.status()["pid"]
+        before = b.chat(BUILTIN_ALIAS, question, max_tokens=12, temperature=0, seed=1)
         texts = ["The cat sat on the mat.", "A kitten rested on the rug.", "Quarterly bond yields rose sharply."]
         r = httpx.post(f"{ep.base_url}/embeddings", json={"model": BUILTIN_ALIAS, "input": texts},
                        headers={"Authorization": f"Bearer {ep.api_key}"}, trust_env=False, timeout=120)
@@ -151,9 +154,11 @@ def test_same_local_alias_serves_embeddings_and_chat(bodhi_home):
         vecs = [d["embedding"] for d in sorted(r.json()["data"], key=lambda d: d["index"])]
         assert len(vecs) == 3 and len({len(v) for v in vecs}) == 1 and len(vecs[0]) > 100
         assert all(isinstance(x, float) and math.isfinite(x) for x in vecs[0])  # one pooled vector per text
-        # The same engine, now with both abilities, keeps answering chat for the same name.
-        reply = b.chat(BUILTIN_ALIAS, "What is the capital of France?", max_tokens=8, temperature=0)
-        assert reply.strip() and eng.status()["pid"] == pid and eng.status()["embedding"]
+        # The same engine, now with both abilities, keeps answering chat for the same name, with
+        # the reply a chat-only engine gives, before and after an embeddings request.
+        after = b.chat(BUILTIN_ALIAS, question, max_tokens=12, temperature=0, seed=1)
+        assert chat_only == before == after
+        assert eng.status()["pid"] == pid and eng.status()["embedding"]
         assert eng.ensure_sync(_builtin(eng), "embeddings").base_url == ep.base_url  # no reload either way
     finally:
         b.services.engine.stop()
