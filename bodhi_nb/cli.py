@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ._urls import gateway_url
-from .objs.errors import BodhiError
+from .objs.errors import BodhiError, InvalidRequestError
 
 __all__ = ["main"]
 
@@ -106,14 +106,27 @@ def cmd_api_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _json_object(text: str | None, flag: str) -> dict[str, Any]:
+    """A JSON-object option: bad JSON is a one-line 400 naming the option, not a traceback."""
+    try:
+        value = json.loads(text or "{}")
+    except json.JSONDecodeError as exc:
+        raise InvalidRequestError(f"{flag} is not valid JSON ({exc.msg} at column {exc.colno}).",
+                                  param=flag.lstrip("-")) from None
+    if not isinstance(value, dict):
+        raise InvalidRequestError(f"{flag} must be a JSON object, e.g. {{\"temperature\": 0.2}}.",
+                                  param=flag.lstrip("-"))
+    return value
+
+
 def cmd_aliases(args: argparse.Namespace) -> int:
     b = _bodhi(args)
     if args.action == "list":
         _print({"user": b.aliases.list(), "discovered": b.aliases.models()})
     elif args.action == "create":
         _print(b.aliases.create(args.alias, args.repo, args.filename, args.snapshot,
-                                request_params=json.loads(args.request_params or "{}"),
-                                context_params=json.loads(args.context_params or "{}")))
+                                request_params=_json_object(args.request_params, "--request-params"),
+                                context_params=_json_object(args.context_params, "--context-params")))
     elif args.action == "delete":
         b.aliases.delete(args.alias)
         print(f"deleted {args.alias}")

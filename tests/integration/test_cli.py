@@ -52,6 +52,20 @@ def test_errors_exit_non_zero_with_one_line(bodhi_home):
     assert r.returncode == 2
 
 
+def test_alias_params_with_bad_json_are_one_line_errors_and_create_nothing(bodhi_home):
+    base = ("aliases", "create", "my-alias", "org/repo-GGUF", "model.Q4_K_M.gguf")
+    r = cli(bodhi_home, *base, "--request-params", "{temperature: 0.2}")
+    assert r.returncode == 1 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert r.stderr.startswith("error (400 invalid_request): --request-params is not valid JSON"), r.stderr
+    r = cli(bodhi_home, *base, "--request-params", "{}", "--context-params", '{"n_ctx": 2048')
+    assert r.returncode == 1 and r.stderr.startswith("error (400 invalid_request): --context-params is not valid JSON")
+    r = cli(bodhi_home, *base, "--context-params", "[2048]")
+    assert r.returncode == 1 and r.stderr.strip() == ('error (400 invalid_request): --context-params must be a JSON '
+                                                      'object, e.g. {"temperature": 0.2}.')
+    r = cli(bodhi_home, "aliases", "list")
+    assert r.returncode == 0 and json.loads(r.stdout)["user"] == []
+
+
 def test_key_is_never_taken_from_argv():
     from bodhi_nb.cli import build_parser
 
