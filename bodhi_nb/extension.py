@@ -100,7 +100,7 @@ class BodhiExtension(ExtensionApp):
             n_threads=self.n_threads or None, response_cache=self.response_cache,
             cache_max_bytes=self.response_cache_max_mb * 1024 * 1024, usage_ledger=self.usage_ledger,
             log_content=self.log_content, usage_retention_days=self.usage_retention_days,
-            daily_budget_usd=self.daily_budget_usd)
+            daily_budget_usd=self.daily_budget_usd, server=True)
         self.settings[SERVICES_KEY] = self.services
         self.settings[ROUTES_KEY] = ROUTES
         self.log.info("bodhi_nb gateway at %s%s (store %s)", self.serverapp.base_url if self.serverapp else "/",

@@ -12,12 +12,12 @@ from functools import cached_property
 from pathlib import Path
 
 from ..services.ai_api_service import AiApiService
-from ..services.cache import DEFAULT_MAX_BYTES, ResponseCache
+from ..services.cache import ResponseCache
 from ..services.data_service import DataService
 from ..services.db import DbService
 from ..services.home import bodhi_home
 from ..services.local_engine import LocalEngine
-from ..services.usage import DEFAULT_RETENTION_DAYS, Ledger
+from ..services.usage import Ledger
 from .gateway import Gateway
 from .model_router import ModelRouter
 from .operations import Operations
@@ -52,12 +52,16 @@ class AppServices:
         engine_start_timeout: float = 120.0,
         n_threads: int | None = None,
         response_cache: bool = False,
-        cache_max_bytes: int = DEFAULT_MAX_BYTES,
+        cache_max_bytes: int | None = None,
         usage_ledger: bool = True,
         log_content: bool = False,
-        usage_retention_days: float = DEFAULT_RETENTION_DAYS,
+        usage_retention_days: float | None = None,
         daily_budget_usd: float | None = None,
+        server: bool = False,
     ) -> AppServices:
+        """`cache_max_bytes` and `usage_retention_days` are stored with the data they bound
+        (None: follow what is stored); `server=True` (the Jupyter server) also stores
+        `daily_budget_usd`, which every process then enforces (docs/ARCHITECTURE.md)."""
         h = bodhi_home(home)
         db = DbService(h, master_secret, kdf_iterations=kdf_iterations)
         data = DataService(h)
@@ -71,7 +75,7 @@ class AppServices:
         cache = ResponseCache(h / "cache.sqlite", cache_max_bytes)
         # The usage ledger ($BODHI_HOME/usage.sqlite); off only to measure what it costs.
         ledger = Ledger.try_open(h, log_content=log_content, retention_days=usage_retention_days,
-                                 daily_budget_usd=daily_budget_usd) if usage_ledger else None
+                                 daily_budget_usd=daily_budget_usd, server=server) if usage_ledger else None
         gateway = Gateway(router, ai_api, engine, cache=cache, cache_by_default=response_cache, ledger=ledger)
         return cls(h, db, data, ai_api, engine, router, gateway, ledger)
 

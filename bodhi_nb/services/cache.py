@@ -12,9 +12,12 @@ The value is the completion JSON exactly as the upstream sent it. Request bodies
 hold API keys (those travel only in the upstream `Authorization` header), and the body
 itself is not stored, only its hash, so no key and no prompt can land in the file.
 
-Size is bounded: when the stored bytes pass `max_bytes`, the least recently used
+Size is bounded: when the stored bytes pass the bound, the least recently used
 entries are evicted down to 90 % of it. A running total is kept by triggers, so the
-bound costs one small read per write, from any process.
+bound costs one small read per write, from any process. The bound is stored in the file
+(a `settings` table) by whoever was given one (the Jupyter server's
+`response_cache_max_mb`), and every writer evicts by the stored value: a kernel that was
+given none never trims the shared cache to a default of its own.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ __all__ = ["DEFAULT_MAX_BYTES", "ResponseCache", "cache_key"]
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 log = logging.getLogger(__name__)
 _IGNORED = frozenset({"model", "stream", "stream_options"})
+_BOUND_KEY = "max_bytes"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -45,6 +49,7 @@ CREATE TABLE IF NOT EXISTS entries (
     accessed REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS entries_accessed ON entries(accessed);
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS totals (id INTEGER PRIMARY KEY CHECK (id = 0), bytes INTEGER NOT NULL,
                                    entries INTEGER NOT NULL);
 INSERT OR IGNORE INTO totals VALUES (0, 0, 0);
@@ -81,11 +86,13 @@ class ResponseCache:
 
     IDLE_EXIT = 5.0  # seconds the writer thread waits for work before it ends
 
-    def __init__(self, path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
-        if max_bytes <= 0:
+    def __init__(self, path: str | Path, max_bytes: int | None = None) -> None:
+        """`max_bytes` given is stored in the file as the bound for every process; None
+        follows the stored bound (`DEFAULT_MAX_BYTES` when none is stored)."""
+        if max_bytes is not None and (isinstance(max_bytes, bool) or max_bytes <= 0):
             raise ValueError("max_bytes must be positive")
         self.path = Path(path)
-        self.max_bytes = int(max_bytes)
+        self.max_bytes = DEFAULT_MAX_BYTES if max_bytes is None else int(max_bytes)  # the last bound read
         self.hits = 0
         self.misses = 0
         self._read: sqlite3.Connection | None = None
@@ -98,6 +105,8 @@ class ResponseCache:
         self._wake = threading.Event()
         self._writer: threading.Thread | None = None
         self._atexit = False
+        if max_bytes is not None:
+            self._store_bound(self.max_bytes)
 
     def __repr__(self) -> str:
         return f"ResponseCache(path={str(self.path)!r}, max_bytes={self.max_bytes})"
@@ -121,6 +130,23 @@ class ResponseCache:
         if self._write is None:
             self._write = self._connect()
         return self._write
+
+    def _store_bound(self, max_bytes: int) -> None:
+        with self._write_lock:
+            db = self._writer_db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (_BOUND_KEY, str(max_bytes)))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def _read_bound(self, db: sqlite3.Connection) -> int:
+        """The bound stored in the file (remembered in `max_bytes` for the next queued entry)."""
+        row = db.execute("SELECT value FROM settings WHERE key = ?", (_BOUND_KEY,)).fetchone()
+        self.max_bytes = DEFAULT_MAX_BYTES if row is None else int(row[0])
+        return self.max_bytes
 
     def close(self) -> None:
         """Commit queued writes and close the connections (the cache reopens on next use)."""
@@ -184,17 +210,18 @@ class ResponseCache:
     def _commit(self, items: dict[str, bytes], touched: dict[str, float]) -> None:
         """One transaction: upserts, recency marks, then eviction down to 90 % if over the bound."""
         now = time.time()
-        rows = [(k, v, len(k) + len(v), now, now) for k, v in items.items() if len(k) + len(v) <= self.max_bytes]
         db = self._writer_db()
         db.execute("BEGIN IMMEDIATE")  # one writer at a time, across processes
         try:
+            bound = self._read_bound(db)
+            rows = [(k, v, len(k) + len(v), now, now) for k, v in items.items() if len(k) + len(v) <= bound]
             db.executemany("INSERT INTO entries(key, value, size, created, accessed) VALUES (?, ?, ?, ?, ?) "
                            "ON CONFLICT(key) DO UPDATE SET value = excluded.value, size = excluded.size, "
                            "accessed = excluded.accessed", rows)
             db.executemany("UPDATE entries SET accessed = ? WHERE key = ?", [(t, k) for k, t in touched.items()])
             total = db.execute("SELECT bytes FROM totals WHERE id = 0").fetchone()[0]
-            if total > self.max_bytes:
-                excess = total - int(self.max_bytes * 0.9)
+            if total > bound:
+                excess = total - int(bound * 0.9)
                 victims: list[tuple[str]] = []
                 for key, size in db.execute("SELECT key, size FROM entries ORDER BY accessed"):
                     if excess <= 0:
@@ -244,7 +271,9 @@ class ResponseCache:
         """Entries and bytes stored (all processes), the bound, and this process's hits/misses."""
         self.flush()
         with self._read_lock:
-            nbytes, entries = self._reader().execute("SELECT bytes, entries FROM totals WHERE id = 0").fetchone()
+            db = self._reader()
+            nbytes, entries = db.execute("SELECT bytes, entries FROM totals WHERE id = 0").fetchone()
+            self._read_bound(db)
         return {"path": str(self.path), "entries": int(entries), "bytes": int(nbytes),
                 "max_bytes": self.max_bytes, "hits": self.hits, "misses": self.misses}
 

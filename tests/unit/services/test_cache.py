@@ -7,10 +7,11 @@ import subprocess
 import sys
 import textwrap
 import time
+from contextlib import closing
 
 import pytest
 
-from bodhi_nb.services.cache import ResponseCache, cache_key
+from bodhi_nb.services.cache import DEFAULT_MAX_BYTES, ResponseCache, cache_key
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0}
 
@@ -137,3 +138,36 @@ def test_hits_keep_entries_recent_through_the_queue(tmp_path):
     for i in range(8, 12):
         c.put(f"k{i}", b"x" * 496)  # commits the mark before evicting
     assert c.get("k0") is not None and c.get("k1") is None
+
+
+KERNEL_LIKE = ("import sys\nfrom bodhi_nb.services.cache import ResponseCache\n"
+               "c = ResponseCache(sys.argv[1])\n"  # no bound given, as a kernel's Bodhi() opens it
+               "c.put('from-kernel', b'v' * 100)\nprint(c.stats()['max_bytes'])\n")
+
+
+def test_a_process_given_no_bound_evicts_by_the_stored_one_not_its_default(tmp_path):
+    path = tmp_path / "cache.sqlite"
+    server_bound = 1024 * 1024 * 1024  # the server's response_cache_max_mb=1024, above the 512 MB default
+    ResponseCache(path, max_bytes=server_bound).stats()
+    with closing(sqlite3.connect(path)) as raw, raw:  # 600 MB accounted for (the bound reads the sizes)
+        raw.execute("INSERT INTO entries VALUES ('big', x'00', ?, 0, 0)", (600 * 1024 * 1024,))
+    p = subprocess.run([sys.executable, "-c", KERNEL_LIKE, str(path)], capture_output=True, text=True, timeout=60,
+                       check=False)
+    assert p.returncode == 0, p.stderr
+    c = ResponseCache(path)
+    assert c.get("from-kernel") == b"v" * 100
+    assert c.get("big") is not None, "a kernel trimmed the shared cache to its own default bound"
+    assert p.stdout.strip() == str(server_bound) == str(c.stats()["max_bytes"])
+
+
+def test_a_smaller_stored_bound_is_followed_too_and_the_default_applies_when_none_is_stored(tmp_path):
+    path = tmp_path / "cache.sqlite"
+    assert ResponseCache(path).stats()["max_bytes"] == DEFAULT_MAX_BYTES
+    ResponseCache(path, max_bytes=5_000).close()
+    c = ResponseCache(path)
+    for i in range(20):
+        c.put(f"k{i:02d}", b"x" * 496)
+    s = c.stats()
+    assert s["max_bytes"] == 5_000 and s["bytes"] <= 5_000 and c.get("k19") is not None
+    c.put("too-big", b"x" * 6_000)  # larger than the stored bound: not stored
+    assert c.get("too-big") is None
