@@ -164,11 +164,6 @@ class BodhiMagics(Magics):
             if not args.name:
                 raise PromptError("Usage: %bodhi explain NAME")
             return self._explain(args.name)
-        from .client import Bodhi
-
-        if not hasattr(Bodhi, "usage"):
-            print("bodhi: this version keeps no usage ledger yet.", file=sys.stderr)
-            return None
         return self.bodhi.usage()
 
     def _explain(self, name: str) -> None:
