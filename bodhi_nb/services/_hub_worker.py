@@ -100,36 +100,62 @@ def _transfer(url: str, headers: dict[str, str], size: int | None, etag: str, bl
         os.replace(partial, blob)
 
 
-def fetch(repo: str, filename: str, revision: str, cache_dir: Path, emit: Emit) -> Path:
-    """Download `repo/filename` at `revision` into `cache_dir` (resuming a partial file) and return its path."""
-    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
-    from huggingface_hub.file_download import repo_folder_name
-    from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
+def _head(repo: str, filename: str, revision: str, retry: bool = True) -> tuple[str, Any]:
+    """The file's resolve URL and its Hub metadata; None when the HEAD failed or lacks a commit or an
+    etag (then `hf_hub_download` raises the Hub's error, or finds a copy cached earlier)."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
     endpoint = os.environ.get("HF_ENDPOINT") or None
-    token = os.environ.get("HF_TOKEN") or None
     url = hf_hub_url(repo, filename, revision=revision, endpoint=endpoint)
     try:
-        meta = get_hf_file_metadata(url, token=token, endpoint=endpoint, retry_on_errors=True)
-    except Exception:  # noqa: BLE001 - hf_hub_download below raises the same error, or finds a cached copy
-        meta = None
-    if meta is not None and meta.commit_hash and meta.etag:
-        storage = cache_dir / repo_folder_name(repo_id=repo, repo_type="model")
-        pointer = storage / "snapshots" / meta.commit_hash / filename
-        blob = storage / "blobs" / meta.etag
+        meta = get_hf_file_metadata(url, token=os.environ.get("HF_TOKEN") or None, endpoint=endpoint,
+                                    retry_on_errors=retry)
+    except Exception:  # noqa: BLE001 - see the docstring
+        return url, None
+    return url, (meta if meta.commit_hash and meta.etag else None)
+
+
+def _places(cache_dir: Path, repo: str, filename: str, meta: Any) -> tuple[Path, Path]:
+    """Where huggingface_hub keeps this file: its snapshot path and its blob."""
+    from huggingface_hub.file_download import repo_folder_name
+
+    storage = cache_dir / repo_folder_name(repo_id=repo, repo_type="model")
+    return storage / "snapshots" / meta.commit_hash / filename, storage / "blobs" / meta.etag
+
+
+def cached(repo: str, filename: str, revision: str, cache_dir: Path) -> Path | None:
+    """The snapshot path when `revision` of the file is in the cache already (one HEAD, no transfer).
+
+    The parent asks this first, so pulling a model it has costs no child process."""
+    _, meta = _head(repo, filename, revision, retry=False)  # on trouble the child retries, and says why
+    if meta is None:
+        return None
+    pointer, _ = _places(cache_dir, repo, filename, meta)
+    return pointer if pointer.exists() else None
+
+
+def fetch(repo: str, filename: str, revision: str, cache_dir: Path, emit: Emit) -> Path:
+    """Download `repo/filename` at `revision` into `cache_dir` (resuming a partial file) and return its path."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
+
+    url, meta = _head(repo, filename, revision)
+    if meta is not None:
+        pointer, blob = _places(cache_dir, repo, filename, meta)
         if not pointer.exists() and not blob.exists():
-            headers = build_hf_headers(token=token)
+            headers = build_hf_headers(token=os.environ.get("HF_TOKEN") or None)
             headers["Accept-Encoding"] = "identity"  # byte offsets must be offsets in the file
             target = url
             if meta.xet_file_data is None and meta.location and meta.location != url:
                 target = meta.location  # the exact content the HEAD named (e.g. a signed CDN URL)
                 if urlsplit(target).netloc != urlsplit(url).netloc:
                     headers.pop("authorization", None)  # never send the Hub token to another host
-            lock = cache_dir / ".locks" / storage.name / f"{meta.etag}.resume.lock"
+            lock = cache_dir / ".locks" / blob.parent.parent.name / f"{meta.etag}.resume.lock"
             _transfer(target, headers, meta.size, meta.etag, blob, lock, emit)
     # Links the blob placed above into snapshots/ and refs/ (no transfer), or raises the Hub's error.
-    return Path(hf_hub_download(repo, filename, revision=revision, cache_dir=cache_dir, endpoint=endpoint,
-                                token=token))
+    return Path(hf_hub_download(repo, filename, revision=revision, cache_dir=cache_dir,
+                                endpoint=os.environ.get("HF_ENDPOINT") or None,
+                                token=os.environ.get("HF_TOKEN") or None))
 
 
 def _exit_with_parent() -> None:

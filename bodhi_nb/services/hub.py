@@ -226,8 +226,16 @@ class HubService:
         pull (`cancel.set()`, a `progress` that raises, Ctrl-C) kills the child at once; the
         partial file stays and the next call resumes it.
         """
+        from ._hub_worker import cached
+
+        cache_dir = self.hub_dir.absolute()
+        path = cached(repo, filename, revision, cache_dir)  # already pulled: no child process needed
+        if path is not None:
+            if self._on_pulled is not None:
+                self._on_pulled()
+            return path
         stop = cancel if cancel is not None else CancelFlag()
-        req = {"repo": repo, "filename": filename, "revision": revision, "cache_dir": str(self.hub_dir.resolve())}
+        req = {"repo": repo, "filename": filename, "revision": revision, "cache_dir": str(cache_dir)}
         done, bar = 0, None
         result: Path | None = None
         failure: dict[str, Any] | None = None
