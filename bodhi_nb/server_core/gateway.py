@@ -34,7 +34,7 @@ from ..services.cache import ResponseCache, cache_key
 from ..services.local_engine import LOCAL_EXTRA_HINT, EngineEndpoint, Purpose
 from ..services.retry import hinted_delay
 from ..services.usage import Ledger
-from ._local_adapter import CHAT, EMBEDDINGS, adapt, forward_local, local_response_format
+from ._local_adapter import CHAT, EMBEDDINGS, adapt, forward_local
 from ._metering import Meter
 from .contract import ChatCompletionRequest, EmbeddingRequest, parse
 from .model_router import Destination, Local, ModelRouter, Remote
@@ -274,9 +274,6 @@ class Gateway:
 def _falls_back(status: int) -> bool:
     """Worth the next router-alias target: rate limited, the provider failed, or unreachable (502/504)."""
     return status == 429 or status >= 500
-
-
-_local_response_format = local_response_format  # where tests and older callers look for it
 
 
 def cache_target(dest: Destination) -> str:

@@ -25,8 +25,8 @@ from pydantic import BaseModel
 from bodhi_nb.batch import CANCELLED, MapResult
 from bodhi_nb.client import Bodhi
 from bodhi_nb.objs import InvalidRequestError, ModelNotFound, UpstreamError
+from bodhi_nb.server_core._local_adapter import local_response_format
 from bodhi_nb.server_core.app_services import AppServices
-from bodhi_nb.server_core.gateway import _local_response_format
 from bodhi_nb.services.retry import hinted_delay, retry_delay, retryable
 from tests.conftest import FAST_KDF, TEST_KEY, TEST_SECRET
 
@@ -227,9 +227,9 @@ def test_amap_from_a_running_loop(b, up):
 def test_local_models_get_the_schema_the_way_llama_cpp_reads_it():
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
     body = {"model": "m", "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}}
-    assert _local_response_format(body)["response_format"] == {"type": "json_object", "schema": schema}
+    assert local_response_format(body)["response_format"] == {"type": "json_object", "schema": schema}
     plain = {"model": "m", "response_format": {"type": "json_object"}}
-    assert _local_response_format(plain) is plain
+    assert local_response_format(plain) is plain
 
 
 # -- DataFrames ------------------------------------------------------------------------------------
