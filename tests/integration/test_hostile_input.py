@@ -240,6 +240,40 @@ async def test_an_alias_name_that_cannot_be_stored_is_a_400(gw, bodhi_home):
     assert not any((bodhi_home / "aliases").glob("*")) if (bodhi_home / "aliases").exists() else True
 
 
+# -- paging query parameters -----------------------------------------------------------------
+
+
+def _paged_routes() -> list[tuple[str, str]]:
+    """(METHOD, path) of every operation that documents `page` and `page_size`, from the route table."""
+    return [(method.upper(), _PARAM.sub("x", h.path)) for h in ROUTES for method, op in h.openapi.items()
+            if {"page", "page_size"} <= {q[0] for q in op.query}]
+
+
+BAD_PAGING = [("page", str(10**30)), ("page_size", str(10**30)), ("page", str(2**63)), ("page", "-1"),
+              ("page_size", "-1"), ("page", "0"), ("page_size", "0"), ("page", "1.5"), ("page_size", "abc"),
+              ("page", "9" * 5000), ("page_size", "1e3")]
+
+
+@pytest.mark.parametrize("by", ["", "model"])
+async def test_huge_negative_and_non_integer_paging_is_a_400_on_every_paged_route(gw, by):
+    url, headers = gw
+    routes = _paged_routes()
+    assert ("GET", "api-models") in routes and ("GET", "usage") in routes
+    async with httpx.AsyncClient(trust_env=False, timeout=30) as c:
+        for method, path in routes:
+            for name, value in BAD_PAGING:
+                params = {name: value, **({"by": by} if by and path == "usage" else {})}
+                r = await c.request(method, f"{url}/{path}", headers=headers, params=params)
+                if r.status_code == 200:  # a page past the end may be an empty page, never a 500
+                    assert name == "page" and r.json()["data"] == [], (path, name, r.text[:200])
+                    continue
+                err = _envelope(r, 400, 400)
+                assert err["type"] == "invalid_request_error" and name in err["message"], (path, name, err)
+                assert err["param"] in ("page", "page_size"), (path, name, err)
+            r = await c.request(method, f"{url}/{path}", headers=headers, params={"page": "1", "page_size": "1"})
+            assert r.status_code == 200 and r.json()["page_size"] == 1  # and the route still answers
+
+
 # -- unknown paths ---------------------------------------------------------------------------
 
 UNKNOWN = ["nope", "api-models/x/y", "", "chat/completions/extra", "v1/models"]

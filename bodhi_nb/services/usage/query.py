@@ -28,6 +28,7 @@ GROUP_KEYS: dict[str, str] = {
 }
 SUM_FIELDS = ("requests", "errors", "error_rate", "prompt_tokens", "completion_tokens", "total_tokens", "cost_usd")
 MAX_PAGE_SIZE = 1000
+MAX_PAGE = 1_000_000_000  # keeps the row offset within SQLite's 64-bit integers
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -103,11 +104,13 @@ def parse_by(by: str | Sequence[str] | None) -> tuple[str, ...]:
     return keys
 
 
-def _page(page: int, page_size: int) -> tuple[int, int]:
-    if page < 1:
-        raise InvalidRequestError("'page' must be 1 or more.", param="page")
-    if not 1 <= page_size <= MAX_PAGE_SIZE:
-        raise InvalidRequestError(f"'page_size' must be between 1 and {MAX_PAGE_SIZE}.", param="page_size")
+def _page(page: object, page_size: object) -> tuple[int, int]:
+    """LIMIT and OFFSET for a 1-based page: the one check of `page` and `page_size`."""
+    if isinstance(page, bool) or not isinstance(page, int) or not 1 <= page <= MAX_PAGE:
+        raise InvalidRequestError(f"'page' must be an integer between 1 and {MAX_PAGE:,}.", param="page")
+    if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise InvalidRequestError(f"'page_size' must be an integer between 1 and {MAX_PAGE_SIZE}.",
+                                  param="page_size")
     return page_size, (page - 1) * page_size
 
 

@@ -198,6 +198,25 @@ def test_groups_sum_tokens_requests_errors_and_filter_by_time(ledger):
             ledger.query(**bad)
 
 
+@pytest.mark.parametrize("by", [None, "model"])
+@pytest.mark.parametrize(("param", "value"), [("page", 10**30), ("page", 2**63), ("page", -1), ("page", 1.5),
+                                              ("page", True), ("page_size", 10**30), ("page_size", -5),
+                                              ("page_size", "10")])
+def test_page_and_page_size_out_of_range_are_a_400_naming_them(ledger, by, param, value):
+    ledger.record(rec("m"))
+    with pytest.raises(InvalidRequestError) as e:
+        ledger.query(by=by, **{param: value})
+    assert e.value.status == 400 and e.value.param == param and "between 1 and" in str(e.value)
+
+
+def test_the_last_allowed_page_is_an_empty_page(ledger):
+    from bodhi_nb.services.usage.query import MAX_PAGE, MAX_PAGE_SIZE
+
+    ledger.record(rec("m"))
+    assert ledger.query(page=MAX_PAGE, page_size=MAX_PAGE_SIZE) == ([], 1)
+    assert ledger.query(by="model", page=MAX_PAGE, page_size=MAX_PAGE_SIZE) == ([], 1)
+
+
 # -- prices and budget -----------------------------------------------------------------------
 
 
