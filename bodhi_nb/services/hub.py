@@ -273,7 +273,7 @@ class HubService:
                             pass
                 if bar is not None:
                     bar.close()
-            if stop.is_set():
+            if result is None and stop.is_set():  # a stop that came after the last byte changes nothing
                 raise PullCancelled(f"Pull of {repo}/{filename} stopped at {done / 1e6:,.1f} MB; pull it again "
                                     "to resume.")
             if failure is not None:
