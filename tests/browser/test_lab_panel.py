@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bodhi_nb.services.data_service import DataService
-from tests.conftest import TEST_KEY
+from tests.conftest import TEST_KEY, optional_dependency
 from tests.resources.servers import free_port, wait_http_ok
 
 CHROMIUM = "/usr/bin/chromium"
@@ -22,8 +22,8 @@ ARTIFACTS = Path(__file__).parent / "artifacts"
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed"),
-    pytest.mark.skipif(DataService.builtin_path() is None, reason="needs the local extra"),
+    optional_dependency(Path(CHROMIUM).exists(), "Debian chromium is not installed"),
+    optional_dependency(DataService.builtin_path() is not None, "the bundled model (the local extra) is not installed"),
 ]
 
 

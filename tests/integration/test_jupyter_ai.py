@@ -3,7 +3,8 @@
 jupyter-ai is an optional test dependency. It brings a Jupyter server extension
 (jupyter_ai_litellm) that every server in an environment would load, so .ci/run installs
 it beside the venv (`pip install --target .venv/jupyter-ai`), and only this test's
-IPython subprocess puts it on its path. The test skips only when it is absent.
+IPython subprocess puts it on its path. The test skips only when it is absent, and fails
+instead under BODHI_NB_REQUIRE_OPTIONAL=1 (as .ci/run sets).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import TEST_KEY
+from tests.conftest import TEST_KEY, optional_dependency
 from tests.resources.servers import free_port, wait_http_ok
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +37,7 @@ def _jupyter_ai_path() -> str | None:
 
 
 JAI = _jupyter_ai_path()
-pytestmark = pytest.mark.skipif(JAI is None, reason="jupyter-ai-magic-commands is not installed (optional)")
+pytestmark = optional_dependency(JAI is not None, "jupyter-ai-magic-commands is not installed (optional)")
 
 SCRIPT = textwrap.dedent("""
     import os, sys
