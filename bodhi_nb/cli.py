@@ -179,13 +179,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    from .services.data_service import DataService
-    from .services.home import bodhi_home
-    from .services.hub import HubService
-
-    hub = HubService.for_data(DataService(bodhi_home(args.home)))
     try:
-        res = hub.pull(args.ref, args.revision, show=not args.quiet)
+        res = _bodhi(args).aliases.pull(args.ref, revision=args.revision, show=not args.quiet)
     except KeyboardInterrupt:
         print("\nPull interrupted; run the same command again to resume where it stopped.", file=sys.stderr)
         return 130

@@ -151,10 +151,7 @@ class Aliases(_Section):
         `services.hub.CancelFlag`) stops it from another thread. An interrupted pull
         (cancel, Ctrl-C, a restarted kernel) resumes where it stopped when pulled again.
         """
-        from .services.hub import HubService
-
-        return HubService.for_data(self._b.services.data).pull(ref, revision, progress=progress, show=show,
-                                                               cancel=cancel)
+        return self._ops.pull.pull(ref, revision, progress=progress, show=show, cancel=cancel)
 
 
 class RouterAliases(_Section):

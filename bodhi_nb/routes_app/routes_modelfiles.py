@@ -8,62 +8,15 @@ the server's event loop never waits on the network or the disk here.
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any, Literal
-
 from jupyter_server.auth.decorator import authorized
-from pydantic import BaseModel, ConfigDict, Field
 from tornado import web
 
 from .._handlers import BodhiHandler, Op
-from ..services.hub import HubService
+from .objs import PullJobResponse, PullRequest
 
 __all__ = ["ModelfilesPullHandler", "ModelfilesPullJobHandler", "PullJobResponse", "PullRequest"]
 
 _TAGS = ("modelfiles",)
-_HUB_KEY = "bodhi_nb.hub"
-
-
-class PullRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    model: str = Field(min_length=3, max_length=400,
-                       description="owner/repo, owner/repo:QUANT (e.g. Q4_K_M) or owner/repo/path/file.gguf")
-    revision: str = Field(default="main", min_length=1, max_length=200, description="branch, tag or commit")
-
-
-class PullError(BaseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-
-
-class PullJobResponse(BaseModel):
-    id: str
-    ref: str
-    repo: str
-    filename: str
-    model: str = Field(description="The name the file is served under once the pull is done")
-    status: Literal["running", "done", "error", "cancelled"]
-    downloaded_bytes: int
-    total_bytes: int | None
-    progress: float = Field(description="0.0 to 1.0")
-    error: PullError | None = None
-    started_at: float
-    finished_at: float | None = None
-
-
-def _hub(handler: BodhiHandler) -> HubService:
-    """One HubService per server (its job table), made at first use."""
-    hub: HubService | None = handler.settings.get(_HUB_KEY)
-    if hub is None:
-        hub = handler.settings[_HUB_KEY] = HubService.for_data(handler.services.data)
-    return hub
-
-
-def _job(data: dict[str, Any]) -> PullJobResponse:
-    return PullJobResponse.model_validate(data)
 
 
 class ModelfilesPullHandler(BodhiHandler):
@@ -76,11 +29,7 @@ class ModelfilesPullHandler(BodhiHandler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        req = self.parse(PullRequest)
-        hub = _hub(self)
-        pref, filename = await asyncio.to_thread(hub.resolve, req.model, req.revision)
-        job = hub.start(pref, filename, req.revision)
-        self.send_json(_job(job.public()), 202)
+        self.send_json(await self.ops.pull.start(self.parse(PullRequest)), 202)
 
 
 class ModelfilesPullJobHandler(BodhiHandler):
@@ -95,11 +44,9 @@ class ModelfilesPullJobHandler(BodhiHandler):
     @web.authenticated
     @authorized
     async def get(self, id: str) -> None:
-        self.send_json(_job(_hub(self).job(id).public()))
+        self.send_json(await self.ops.pull.job(id))
 
     @web.authenticated
     @authorized
     async def delete(self, id: str) -> None:
-        job = _hub(self).job(id)
-        job.cancel()
-        self.send_json(_job(job.public()))
+        self.send_json(await self.ops.pull.cancel(id))

@@ -25,7 +25,7 @@ __all__ = [
     "TestPromptRequest", "TestPromptResponse", "FetchModelsRequest", "FetchModelsResponse",
     "AliasRequest", "AliasResponse", "AliasListResponse", "AliasFileErrorObj",
     "OpenAIModel", "OpenAIModelList", "ChatCompletionRequest", "ChatMessage", "OpenAIErrorEnvelope",
-    "OpenAIError", "ChatCompletionResponse", "ChatChoice", "Usage", "parse",
+    "OpenAIError", "PullRequest", "PullJobResponse", "PullError", "ChatCompletionResponse", "ChatChoice", "Usage", "parse",
     "EmbeddingRequest", "EmbeddingObj", "EmbeddingUsage", "EmbeddingResponse",
 ]
 __all__ += ["RouterAliasRequest", "RouterAliasUpdateRequest", "RouterAliasResponse", "RouterAliasListResponse",
@@ -321,3 +321,36 @@ class RouterAliasResponse(BaseModel):
 
 class RouterAliasListResponse(BaseModel):
     data: list[RouterAliasResponse]
+
+
+# -- pulling GGUF files -----------------------------------------------------------------
+
+
+class PullRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=3, max_length=400,
+                       description="owner/repo, owner/repo:QUANT (e.g. Q4_K_M) or owner/repo/path/file.gguf")
+    revision: str = Field(default="main", min_length=1, max_length=200, description="branch, tag or commit")
+
+
+class PullError(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class PullJobResponse(BaseModel):
+    id: str
+    ref: str
+    repo: str
+    filename: str
+    model: str = Field(description="The name the file is served under once the pull is done")
+    status: Literal["running", "done", "error", "cancelled"]
+    downloaded_bytes: int
+    total_bytes: int | None
+    progress: float = Field(description="0.0 to 1.0")
+    error: PullError | None = None
+    started_at: float
+    finished_at: float | None = None

@@ -21,10 +21,11 @@ from ._api_models import ApiModelOps
 from ._chat import ChatOps, Messages, build_messages, delta_text, reply_text, structured_format
 from ._embeddings import DEFAULT_BATCH_SIZE, EmbeddingOps, as_texts
 from ._models import ModelOps
+from ._pull import PullOps
 from ._router_aliases import RouterAliasOps
 from ._usage import UsageOps, UsagePage
 
-__all__ = ["Operations", "ApiModelOps", "AliasOps", "ChatOps", "ModelOps", "Messages", "build_messages",
+__all__ = ["Operations", "ApiModelOps", "AliasOps", "ChatOps", "ModelOps", "PullOps", "Messages", "build_messages",
            "delta_text", "reply_text", "UsageOps", "UsagePage", "RouterAliasOps", "structured_format",
            "EmbeddingOps", "DEFAULT_BATCH_SIZE", "as_texts"]
 
@@ -40,10 +41,11 @@ class Operations:
     usage: UsageOps
     router_aliases: RouterAliasOps
     embeddings: EmbeddingOps
+    pull: PullOps
 
     @classmethod
     def create(cls, db: DbService, data: DataService, ai_api: AiApiService, router: ModelRouter,
                gateway: Gateway) -> Operations:
         return cls(ApiModelOps(db, ai_api), AliasOps(data), ModelOps(router), ChatOps(gateway),
                    UsageOps(gateway.ledger), router_aliases=RouterAliasOps(router),
-                   embeddings=EmbeddingOps(gateway))
+                   embeddings=EmbeddingOps(gateway), pull=PullOps(data))
