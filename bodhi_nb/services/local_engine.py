@@ -113,6 +113,7 @@ class EngineState:
     started_at: float
     owner_pid: int
     embedding: bool = False
+    idle_timeout: float = 900.0  # the engine's own, set by whoever started it
     api_key: str = field(default="", repr=False)
 
     @property
@@ -198,12 +199,12 @@ class LocalEngine:
     async def ensure(self, alias: UserModelAlias | DiscoveredModelAlias, purpose: Purpose = "chat") -> EngineEndpoint:
         """An engine serving `alias` for `purpose`, started or switched if needed.
 
-        Without a health check the known engine is trusted only for half the idle timeout
+        Without a health check the known engine is trusted only for half its idle timeout
         after our last one: that check was a request, so the engine cannot have idled out.
         """
         known = self._known
         if (known is not None and self._serves(known, alias, purpose)
-                and time.monotonic() - self._checked_at < self.idle_timeout / 2 and _is_our_engine(known)):
+                and time.monotonic() - self._checked_at < known.idle_timeout / 2 and _is_our_engine(known)):
             return known.endpoint
         return await asyncio.to_thread(self.ensure_sync, alias, purpose)
 
@@ -298,7 +299,7 @@ class LocalEngine:
         # Wait for it in the background so an engine that exits on its own leaves no zombie.
         threading.Thread(target=proc.wait, name="bodhi_nb-engine-wait", daemon=True).start()
         st = EngineState(proc.pid, port, alias.alias, config, str(model_path), args, str(log_file), time.time(),
-                         os.getpid(), embedding, api_key)
+                         os.getpid(), embedding, self.idle_timeout, api_key)
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             code = proc.poll()
