@@ -49,6 +49,7 @@ from ._engine_main import HEALTH_PATH, IDLE_EXIT_MESSAGE
 from .data_service import DataService
 
 __all__ = [
+    "KEEP_LOGS",
     "LOCAL_EXTRA_HINT",
     "EngineEndpoint",
     "EngineState",
@@ -62,6 +63,7 @@ log = logging.getLogger(__name__)
 
 LOCAL_EXTRA_HINT = "pip install 'bodhi_nb[local]'"
 ENGINE_MODULE = "bodhi_nb.services._engine_main"
+KEEP_LOGS = 20  # engine logs kept in $BODHI_HOME/logs; older ones are deleted at each start
 
 Purpose = Literal["chat", "embeddings"]
 
@@ -277,7 +279,7 @@ class LocalEngine:
 
     def _start(self, alias: UserModelAlias | DiscoveredModelAlias, config: str, model_path: Path,
                args: list[str], embedding: bool) -> EngineState:
-        self.logs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._tidy_logs()
         port = _free_port()
         log_file = self.logs_dir / f"engine-{int(time.time())}-{port}.log"
         api_key = secrets.token_urlsafe(32)
@@ -313,6 +315,20 @@ class LocalEngine:
         raise LocalEngineUnavailable(self._failure(
             f"The local engine for '{alias.alias}' did not become ready within {self.start_timeout:.0f} s:\n"
             f"{_tail(log_file)}"))
+
+    def _tidy_logs(self) -> None:
+        """A private logs directory holding only the last KEEP_LOGS engine logs, each 0600."""
+        self.logs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.logs_dir.chmod(0o700)  # made by an older version with the umask's mode
+        logs = sorted(self.logs_dir.glob("engine-*.log"), key=lambda p: p.stat().st_mtime)
+        for i, old in enumerate(logs):
+            try:
+                if i < len(logs) - (KEEP_LOGS - 1):
+                    old.unlink()
+                else:
+                    old.chmod(0o600)
+            except OSError:
+                pass
 
     def _failure(self, msg: str) -> str:
         if self._last_crash:

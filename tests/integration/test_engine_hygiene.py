@@ -21,7 +21,7 @@ import pytest
 
 from bodhi_nb.client import Bodhi
 from bodhi_nb.services.data_service import BUILTIN_ALIAS, DataService
-from bodhi_nb.services.local_engine import LocalEngine, local_extra_available
+from bodhi_nb.services.local_engine import KEEP_LOGS, LocalEngine, local_extra_available
 from tests.conftest import FAST_KDF, TEST_KEY, TEST_SECRET
 
 pytestmark = [pytest.mark.local_model,
@@ -126,8 +126,19 @@ def test_a_second_request_waits_instead_of_cutting_a_stream_short(engine):
 
 
 def test_engine_state_and_log_are_private(engine, bodhi_home):
+    logs = bodhi_home / "logs"
+    logs.mkdir(mode=0o755)
+    logs.chmod(0o755)
+    for i in range(KEEP_LOGS + 5):  # left by earlier starts (an older version: world-readable)
+        old = logs / f"engine-{1_700_000_000 + i}-1.log"
+        old.write_text("old log\n")
+        old.chmod(0o644)
+        os.utime(old, (1_700_000_000 + i, 1_700_000_000 + i))
     ep = engine.ensure_sync(_builtin(engine))
     st = engine.status()
+    kept = sorted(logs.glob("engine-*.log"))
+    assert len(kept) == KEEP_LOGS and Path(st["log_file"]) in kept  # the oldest went, the newest stays
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in kept)
     state_file, log_file = bodhi_home / "engine.json", Path(st["log_file"])
     assert stat.S_IMODE(state_file.stat().st_mode) == 0o600
     assert stat.S_IMODE(log_file.stat().st_mode) == 0o600 and log_file.stat().st_size > 0
