@@ -10,24 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from .._handlers import BodhiHandler, Op
+from .._handlers import Op
 from ..objs.errors import BodhiError
 from ..routes_app.objs import ChatCompletionRequest, ChatCompletionResponse
-from ..services.ai_api_service import UpstreamResponse, openai_error, upstream_status_error
+from ..services.ai_api_service import UpstreamResponse
 from ..services.usage import set_http_origin
+from ._relay import UpstreamRelayHandler
 
 __all__ = ["ChatCompletionsHandler"]
 
 _DONE = b"data: [DONE]\n\n"
 
 
-class ChatCompletionsHandler(BodhiHandler):
+class ChatCompletionsHandler(UpstreamRelayHandler):
     path = "chat/completions"
     openapi = {"post": Op("OpenAI chat completions; stream: true answers with SSE ending in data: [DONE]",
                           request=ChatCompletionRequest, response=ChatCompletionResponse,
@@ -43,14 +43,12 @@ class ChatCompletionsHandler(BodhiHandler):
         opened = await self.ops.chat.open(self.json_body())
         resp = opened.response
         if not resp.ok:
-            body = await resp.aread()
-            if openai_error(body) is None:  # an OpenAI envelope is relayed as it is
-                raise upstream_status_error(resp.status, body, resp.headers, resp.label)
-            self._start(resp)
+            body = await self.error_body(resp)
+            self.start_relay(resp)
             self.finish(body)
             return
         if opened.stream and resp.is_event_stream:
-            self._start(resp)
+            self.start_relay(resp)
             self._relay = asyncio.ensure_future(self._relay_stream(resp))
             try:
                 await self._relay
@@ -58,19 +56,8 @@ class ChatCompletionsHandler(BodhiHandler):
                 pass  # client went away; the upstream is already closed
             return
         body = (await resp.aread_json())[0] if not opened.stream else await resp.aread()
-        self._start(resp)
+        self.start_relay(resp)
         self.finish(body)
-
-    def _start(self, resp: UpstreamResponse) -> None:
-        self.set_status(resp.status)
-        self.clear_header("Content-Type")
-        for k, v in resp.headers.items():
-            self.set_header(k, v)
-        if resp.is_event_stream:
-            self.set_header("Cache-Control", "no-cache")
-            self.set_header("X-Accel-Buffering", "no")
-        overhead = (time.perf_counter() - self._t0 - resp.upstream_seconds) * 1000
-        self.set_header("x-bodhi-overhead-ms", f"{max(overhead, 0.0):.3f}")
 
     async def _relay_stream(self, resp: UpstreamResponse) -> None:
         tail = b""

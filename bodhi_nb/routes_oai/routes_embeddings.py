@@ -8,20 +8,18 @@ becomes one.
 
 from __future__ import annotations
 
-import time
-
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from .._handlers import BodhiHandler, Op
+from .._handlers import Op
 from ..routes_app.objs import EmbeddingRequest, EmbeddingResponse
-from ..services.ai_api_service import UpstreamResponse, openai_error, upstream_status_error
 from ..services.usage import set_http_origin
+from ._relay import UpstreamRelayHandler
 
 __all__ = ["EmbeddingsHandler"]
 
 
-class EmbeddingsHandler(BodhiHandler):
+class EmbeddingsHandler(UpstreamRelayHandler):
     path = "embeddings"
     openapi = {"post": Op("OpenAI embeddings: one vector per input text, float or base64 (float32 little-endian)",
                           request=EmbeddingRequest, response=EmbeddingResponse,
@@ -32,19 +30,6 @@ class EmbeddingsHandler(BodhiHandler):
     async def post(self) -> None:
         set_http_origin(self.request.headers)  # this request's context: its ledger row says "http" (+ kernel)
         resp = (await self.ops.embeddings.open(self.json_body())).response
-        if not resp.ok:
-            body = await resp.aread()
-            if openai_error(body) is None:  # an OpenAI envelope is relayed as it is
-                raise upstream_status_error(resp.status, body, resp.headers, resp.label)
-        else:
-            body = (await resp.aread_json())[0]
-        self._start(resp)
+        body = (await resp.aread_json())[0] if resp.ok else await self.error_body(resp)
+        self.start_relay(resp)
         self.finish(body)
-
-    def _start(self, resp: UpstreamResponse) -> None:
-        self.set_status(resp.status)
-        self.clear_header("Content-Type")
-        for k, v in resp.headers.items():
-            self.set_header(k, v)
-        overhead = (time.perf_counter() - self._t0 - resp.upstream_seconds) * 1000
-        self.set_header("x-bodhi-overhead-ms", f"{max(overhead, 0.0):.3f}")
