@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 
 LOCAL_EXTRA_HINT = "pip install 'bodhi_nb[local]'"
 ENGINE_MODULE = "bodhi_nb.services._engine_main"
+_LEGACY_MODULE = "llama_cpp.server"
 KEEP_LOGS = 20  # engine logs kept in $BODHI_HOME/logs; older ones are deleted at each start
 
 Purpose = Literal["chat", "embeddings"]
@@ -144,7 +145,7 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
-def _is_our_engine(st: EngineState) -> bool:
+def _is_our_engine(st: EngineState, module: str = ENGINE_MODULE) -> bool:
     """The pid still runs *our* engine (pids are reused; never signal a stranger)."""
     try:
         cmdline = Path(f"/proc/{st.pid}/cmdline").read_bytes().split(b"\0")
@@ -152,7 +153,13 @@ def _is_our_engine(st: EngineState) -> bool:
         return False
     except OSError:  # no /proc (macOS): trust the recorded pid
         return _alive(st.pid)
-    return ENGINE_MODULE.encode() in cmdline and str(st.port).encode() in cmdline and _alive(st.pid)
+    return module.encode() in cmdline and str(st.port).encode() in cmdline and _alive(st.pid)
+
+
+def _is_legacy_engine(st: EngineState) -> bool:
+    """A bare `python -m llama_cpp.server` started by an older bodhi_nb: no idle timer, no key.
+    Never reused, but stopped like ours, or it would run forever."""
+    return _is_our_engine(st, _LEGACY_MODULE)
 
 
 def _free_port() -> int:
@@ -345,7 +352,7 @@ class LocalEngine:
             return False
 
     def _stop_state(self, st: EngineState) -> None:
-        if _is_our_engine(st):
+        if _is_our_engine(st) or _is_legacy_engine(st):
             try:
                 os.killpg(st.pid, signal.SIGTERM)
             except (ProcessLookupError, PermissionError):

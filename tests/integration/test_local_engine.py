@@ -130,3 +130,30 @@ def test_a_reused_pid_is_never_signalled(bodhi_home):
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def test_an_engine_left_by_an_older_version_is_stopped_not_reused(bodhi_home):
+    """engine.json from before the idle timer: a bare llama_cpp.server with no key. It is
+    replaced, and stopped rather than left running for good."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    port = 39123
+    legacy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "-m", "llama_cpp.server",
+                               "--port", str(port)], start_new_session=True)
+    try:
+        now = time.time()
+        (bodhi_home / "engine.json").write_text(json.dumps({
+            "pid": legacy.pid, "port": port, "alias": BUILTIN_ALIAS, "config": "old", "model_path": "m",
+            "args": [], "log_file": "l", "started_at": now, "last_use": now, "owner_pid": 1}))
+        eng = LocalEngine(bodhi_home, DataService(bodhi_home), n_threads=THREADS)
+        ep = eng.ensure_sync(eng.data.get_model_alias(BUILTIN_ALIAS))
+        assert legacy.wait(15) is not None  # signalled and gone
+        assert eng.status()["pid"] != legacy.pid and ep.api_key
+    finally:
+        if legacy.poll() is None:
+            legacy.kill()
+            legacy.wait()
+        LocalEngine(bodhi_home, DataService(bodhi_home)).stop()
