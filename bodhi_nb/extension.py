@@ -74,18 +74,20 @@ class BodhiExtension(ExtensionApp):
     response_cache = Bool(False, config=True,
                           help="Answer repeated non-streamed chat requests from the response cache "
                                "($BODHI_HOME/cache.sqlite) and store new ones.")
-    response_cache_max_mb = Int(512, config=True, help="Size bound of the response cache (LRU eviction).")
+    response_cache_max_mb = Int(512, config=True, help="Size bound of the response cache (LRU eviction); stored in "
+                                                      "the cache file, so kernels evict by it too.")
     usage_ledger = Bool(True, config=True,
                         help="Record one row per request in $BODHI_HOME/usage.sqlite (turn off only to measure "
                              "what recording costs).")
     log_content = Bool(False, config=True,
                        help="Also store each request's messages and reply in the usage ledger (off: tokens, "
                             "timings and costs only).")
-    usage_retention_days = Float(90.0, config=True, help="Delete usage rows older than this many days (0: keep all).")
+    usage_retention_days = Float(90.0, config=True, help="Delete usage rows older than this many days (0: keep all); "
+                                                         "stored in the ledger, so kernels prune by it too.")
     daily_budget_usd = Float(None, allow_none=True, config=True,
                              help="Daily spending limit in USD (UTC day) over priced models; above it they answer "
                                   "429 budget_exceeded. A budget set with Bodhi().budget() applies too (the "
-                                  "stricter wins).")
+                                  "stricter wins). Stored in the ledger: every kernel enforces it too.")
     kdf_iterations = Int(None, allow_none=True, config=True,
                          help=f"PBKDF2 iterations for a new store's master key (default {PBKDF2_ITERATIONS:,}; an "
                               "existing store keeps its own). Change only for tests.")

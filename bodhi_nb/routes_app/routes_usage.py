@@ -120,8 +120,9 @@ class BudgetRequest(BaseModel):
 class BudgetResponse(BaseModel):
     daily_usd: float | None = Field(description="The limit in force: the stricter of the stored one and "
                                                 "the server's daily_budget_usd option.")
-    stored_usd: float | None
-    option_usd: float | None
+    stored_usd: float | None = Field(description="Set with PUT usage/budget or Bodhi().budget().")
+    option_usd: float | None = Field(description="The server's daily_budget_usd option (stored in BODHI_HOME, so "
+                                                 "every kernel enforces it too).")
     spent_today_usd: float
     remaining_usd: float | None
     exceeded: bool
