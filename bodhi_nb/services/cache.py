@@ -106,7 +106,10 @@ class ResponseCache:
         self._writer: threading.Thread | None = None
         self._atexit = False
         if max_bytes is not None:
-            self._store_bound(self.max_bytes)
+            try:
+                self._store_bound(self.max_bytes)
+            except sqlite3.Error as exc:  # an unusable file fails the requests that use it, not startup
+                log.warning("The response cache %s cannot be used (%s); its bound is not stored.", self.path, exc)
 
     def __repr__(self) -> str:
         return f"ResponseCache(path={str(self.path)!r}, max_bytes={self.max_bytes})"

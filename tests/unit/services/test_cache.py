@@ -171,3 +171,12 @@ def test_a_smaller_stored_bound_is_followed_too_and_the_default_applies_when_non
     assert s["max_bytes"] == 5_000 and s["bytes"] <= 5_000 and c.get("k19") is not None
     c.put("too-big", b"x" * 6_000)  # larger than the stored bound: not stored
     assert c.get("too-big") is None
+
+
+def test_an_unusable_file_does_not_stop_a_process_that_stores_its_bound(tmp_path, caplog):
+    path = tmp_path / "cache.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    c = ResponseCache(path, max_bytes=10_000)  # the server starting: a warning, not a failure
+    assert "cannot be used" in caplog.text and c.max_bytes == 10_000
+    with pytest.raises(sqlite3.DatabaseError):
+        c.get("k")  # the request that uses it says so
