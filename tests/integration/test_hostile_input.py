@@ -269,7 +269,7 @@ async def test_huge_negative_and_non_integer_paging_is_a_400_on_every_paged_rout
                     continue
                 err = _envelope(r, 400, 400)
                 assert err["type"] == "invalid_request_error" and name in err["message"], (path, name, err)
-                assert err["param"] in ("page", "page_size"), (path, name, err)
+                assert err["param"] == name, (path, name, err)
             r = await c.request(method, f"{url}/{path}", headers=headers, params={"page": "1", "page_size": "1"})
             assert r.status_code == 200 and r.json()["page_size"] == 1  # and the route still answers
 

@@ -25,6 +25,7 @@ from ...objs.errors import (
     InvalidRequestError,
     NotFoundError,
 )
+from ...objs.paging import page_window
 from . import migrations
 from ._encryption import RecordCipher
 from ._keys import KeyState
@@ -202,13 +203,11 @@ class DbService:
 
     def list(self, page: int = 1, page_size: int = 30) -> tuple[list[ApiModelRecord], int]:
         """One page, newest created first, and the total count, all from one snapshot."""
-        if page < 1 or not 1 <= page_size <= 1000:
-            raise InvalidRequestError("page must be >= 1 and page_size between 1 and 1000.", param="page")
+        limit, start = page_window(page, page_size)
         idx = self._current()
         cipher = self._cipher(idx)
         items = sorted(idx.by_id.values(), key=lambda a: a.created_at, reverse=True)
-        start = (page - 1) * page_size
-        return [self._record(idx, cipher, a) for a in items[start:start + page_size]], len(items)
+        return [self._record(idx, cipher, a) for a in items[start:start + limit]], len(items)
 
     def all(self) -> _List[ApiModelAlias]:
         """Every api model, most recently updated first."""

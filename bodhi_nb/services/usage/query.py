@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ...objs.errors import InvalidRequestError
+from ...objs.paging import MAX_PAGE_SIZE, page_window
 from ._sqlite import ROW_FIELDS, iso_utc, read_tx
 
 __all__ = ["GROUP_KEYS", "SUM_FIELDS", "UsageFilter", "parse_by", "parse_when", "select_groups", "select_rows"]
@@ -27,8 +28,6 @@ GROUP_KEYS: dict[str, str] = {
     "notebook": "notebook",
 }
 SUM_FIELDS = ("requests", "errors", "error_rate", "prompt_tokens", "completion_tokens", "total_tokens", "cost_usd")
-MAX_PAGE_SIZE = 1000
-MAX_PAGE = 1_000_000_000  # keeps the row offset within SQLite's 64-bit integers
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -104,19 +103,9 @@ def parse_by(by: str | Sequence[str] | None) -> tuple[str, ...]:
     return keys
 
 
-def _page(page: object, page_size: object) -> tuple[int, int]:
-    """LIMIT and OFFSET for a 1-based page: the one check of `page` and `page_size`."""
-    if isinstance(page, bool) or not isinstance(page, int) or not 1 <= page <= MAX_PAGE:
-        raise InvalidRequestError(f"'page' must be an integer between 1 and {MAX_PAGE:,}.", param="page")
-    if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= MAX_PAGE_SIZE:
-        raise InvalidRequestError(f"'page_size' must be an integer between 1 and {MAX_PAGE_SIZE}.",
-                                  param="page_size")
-    return page_size, (page - 1) * page_size
-
-
 def select_rows(path: Path, f: UsageFilter, page: int = 1, page_size: int = 100) -> tuple[list[dict[str, Any]], int]:
     """Raw rows, newest first, and how many match."""
-    limit, offset = _page(page, page_size)
+    limit, offset = page_window(page, page_size)
     where, params = f.where()
     cols = ", ".join(ROW_FIELDS)
     with read_tx(path) as conn:
@@ -141,7 +130,7 @@ def select_groups(path: Path, f: UsageFilter, by: tuple[str, ...], page: int = 1
     the sum over rows with a known price (None when no row in the group had one). With
     no keys, one group: the totals of every matching row.
     """
-    limit, offset = _page(page, page_size)
+    limit, offset = page_window(page, page_size)
     where, params = f.where()
     keys = "".join(f"{GROUP_KEYS[k]} AS {k}, " for k in by)
     group = ", ".join(GROUP_KEYS[k] for k in by) or "NULL"

@@ -210,7 +210,7 @@ def test_page_and_page_size_out_of_range_are_a_400_naming_them(ledger, by, param
 
 
 def test_the_last_allowed_page_is_an_empty_page(ledger):
-    from bodhi_nb.services.usage.query import MAX_PAGE, MAX_PAGE_SIZE
+    from bodhi_nb.objs.paging import MAX_PAGE, MAX_PAGE_SIZE
 
     ledger.record(rec("m"))
     assert ledger.query(page=MAX_PAGE, page_size=MAX_PAGE_SIZE) == ([], 1)
