@@ -11,7 +11,7 @@ fidelity").
 
 - `max_completion_tokens` becomes `max_tokens` (the smaller of the two when both are set).
 - `stream_options` is taken off; a stream keeps the engine's own final usage chunk (see
-  `services/_engine_usage.py`, counted by llama.cpp's generate loop) when the caller asked
+  `services/_engine_fidelity.py`, counted by llama.cpp's generate loop) when the caller asked
   for it, and loses it otherwise.
 - `n > 1` sends n requests one after another (the engine serves one at a time anyway; a
   seed, when given, becomes seed + i so the choices differ) and merges them: choices indexed

@@ -1,6 +1,6 @@
 """ModelRouter: which provider answers a model name.
 
-Order (docs/ARCHITECTURE.md, "Routing"; API models first, then local):
+Order (docs/ARCHITECTURE.md, "The path of one request"; router aliases, then API models, then local):
 0. Router aliases (a name made on purpose): `Router`, whose targets resolve by 1-3.
 1. API models listing the name (prefix + upstream id); most recently updated wins a tie.
 2. API models with `forward_all_with_prefix` whose prefix starts the name.

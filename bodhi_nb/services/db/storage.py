@@ -46,7 +46,7 @@ class LockedJSONStorage(Storage):
         self._file_lock = FileLock(str(self.path) + ".lock", timeout=lock_timeout, thread_local=False)
         # Two locks, so a reader never waits on another process: `_writer` serialises this
         # process's writers around the (possibly long) file-lock wait; `_mutex` guards only
-        # the in-memory copy and is held for microseconds (docs/ARCHITECTURE.md, "Store").
+        # the in-memory copy and is held for microseconds (docs/ARCHITECTURE.md, "The store").
         self._writer = threading.RLock()
         self._mutex = threading.RLock()
         self._sig: _Sig | None = None

@@ -1,6 +1,6 @@
 """The usage ledger (SQLite, standard library): rows, prices, budget, and reading them back.
 
-See docs/ARCHITECTURE.md ("Ledger") for how the request path feeds it.
+See docs/ARCHITECTURE.md ("Usage ledger") for how the request path feeds it.
 """
 
 from __future__ import annotations
