@@ -144,6 +144,7 @@ def test_an_engine_left_by_an_older_version_is_stopped_not_reused(bodhi_home):
     legacy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "-m", "llama_cpp.server",
                                "--port", str(port)], start_new_session=True)
     try:
+        wait_for(lambda: "llama_cpp.server" in _cmdline(legacy.pid), 10, "the stand-in to exec")
         now = time.time()
         (bodhi_home / "engine.json").write_text(json.dumps({
             "pid": legacy.pid, "port": port, "alias": BUILTIN_ALIAS, "config": "old", "model_path": "m",
