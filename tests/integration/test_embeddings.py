@@ -172,3 +172,15 @@ def test_bodhi_embed_on_the_bundled_model(bodhi_home, capsys):
         for x in (i, j):
             closest_other = max(sim(x, k) for k in range(len(texts)) if k not in (i, j))
             assert sim(i, j) > closest_other, (SIMILAR[p], sim(i, j), closest_other)
+
+
+async def test_a_router_alias_routes_embeddings_like_chat(gateway, api, upstream):
+    await gateway()
+    code, data, _ = await api("POST", "router-aliases", {"alias": "emb", "targets": ["fake/status-429",
+                                                                                     "fake/embed-1"]})
+    assert code == 201, data
+    code, data, headers = await api("POST", "embeddings", {"model": "emb", "input": ["fallback"]})
+    assert code == 200, data
+    assert headers["x-bodhi-target"] == "fake/embed-1"  # the 429 target was skipped
+    assert data["data"][0]["embedding"] == fake_vector("fallback")
+    assert upstream.last()["body"] == {"model": "embed-1", "input": ["fallback"]}
