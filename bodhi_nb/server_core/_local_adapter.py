@@ -278,7 +278,10 @@ async def _relay_choices(ai_api: AiApiService, target: ForwardTarget, plan: Loca
                     for data in dec.feed(chunk):
                         if data == DONE:
                             continue
-                        event = json.loads(data)
+                        try:
+                            event = json.loads(data)
+                        except ValueError:
+                            raise UpstreamError(f"The {resp.label} sent a stream event that is not JSON.") from None
                         if not isinstance(event, dict):
                             continue
                         if "error" in event:

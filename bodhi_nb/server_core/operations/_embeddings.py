@@ -27,11 +27,11 @@ Vector = list[float]
 
 
 def as_texts(texts: Any) -> list[str]:
-    """A str, a list (or tuple) of str, or a pandas Series of str, as a list of str."""
+    """A str, a list (or tuple) of str, or a pandas Series (or numpy array) of str, as a list of str."""
     if isinstance(texts, str):
         return [texts]
     pd = sys.modules.get("pandas")
-    if pd is not None and isinstance(texts, pd.Series):
+    if (pd is not None and isinstance(texts, (pd.Series, pd.Index))) or type(texts).__name__ == "ndarray":
         texts = texts.tolist()
     if isinstance(texts, (bytes, dict)) or not isinstance(texts, Sequence):
         raise InvalidRequestError("texts must be a string, a list of strings or a pandas Series of strings.",
