@@ -11,6 +11,7 @@ from .errors import (
     ModelNotFound,
     NotFoundError,
     StoreError,
+    StructuredOutputError,
     UpstreamError,
     WrongMasterKeyError,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "NotFoundError",
     "RequestParams",
     "StoreError",
+    "StructuredOutputError",
     "UpstreamError",
     "UserModelAlias",
     "WrongMasterKeyError",
