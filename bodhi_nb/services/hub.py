@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..objs.errors import BodhiError, InvalidRequestError, NotFoundError, UpstreamError
+from ._child_env import child_env
 from .data_service import quant_of
 
 __all__ = ["CancelFlag", "HubService", "ProgressFn", "PullCancelled", "PullJob", "PullRef", "choose_file"]
@@ -44,10 +45,11 @@ _MAX_JOBS = 100  # finished jobs kept for GET; the oldest finished ones are drop
 _WORKER = [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
            "from bodhi_nb.services._hub_worker import main; sys.exit(main())", str(Path(__file__).resolve().parents[2])]
 # What the child may inherit: the HF_* and locale settings, paths, proxies and CA bundles; no other secrets.
-_ENV_KEEP = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP",
-                       "SYSTEMROOT", "SYSTEMDRIVE", "WINDIR", "COMSPEC", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV",
-                       "XDG_CACHE_HOME", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
-                       "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"})
+# What a transfer needs besides Python's basics: certificates and proxies, and HF_* (endpoint,
+# home, token); services/_child_env.py drops anything else that looks secret.
+_PULL_NAMES = ("XDG_CACHE_HOME", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+               "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+_PULL_SECRETS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
 
 class PullCancelled(BodhiError):
@@ -376,7 +378,7 @@ def _hub_error(exc: Exception, repo: str, filename: str | None = None) -> BodhiE
 
 def _child_env() -> dict[str, str]:
     """The transfer process's environment: HF_* (endpoint, token, home), paths and proxies; no bodhi secrets."""
-    env = {k: v for k, v in os.environ.items() if k.upper() in _ENV_KEEP or k.startswith(("HF_", "LC_"))}
+    env = child_env(_PULL_NAMES, ("HF_",), allow=_PULL_SECRETS)
     env["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # the parent draws the bar from the child's reports
     return env
 

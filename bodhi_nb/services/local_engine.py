@@ -45,6 +45,7 @@ from filelock import FileLock
 
 from ..objs.errors import LocalEngineUnavailable
 from ..objs.model_alias import DiscoveredModelAlias, UserModelAlias
+from ._child_env import child_env
 from ._engine_main import HEALTH_PATH, IDLE_EXIT_MESSAGE
 from .data_service import DataService
 
@@ -68,14 +69,9 @@ KEEP_LOGS = 20  # engine logs kept in $BODHI_HOME/logs; older ones are deleted a
 
 Purpose = Literal["chat", "embeddings"]
 
-# What llama.cpp and Python need, and nothing else: the parent may hold the master
-# secret, provider keys and the Jupyter token in its environment.
-_ENV_NAMES = frozenset({
-    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TMP", "TEMP",
-    "LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH", "PYTHONPATH", "PYTHONHOME", "PYTHONIOENCODING", "PYTHONUTF8",
-    "VIRTUAL_ENV", "SYSTEMROOT", "LLAMA_CPP_LIB_PATH"})
-_ENV_PREFIXES = ("LC_", "OPENBLAS_", "OMP_", "GOMP_", "KMP_", "MKL_", "GGML_", "CUDA_", "HIP_", "ROCR_")
-_SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSW", "CREDENTIAL", "AUTH")
+# What llama.cpp needs besides Python's basics (services/_child_env.py drops anything secret).
+_ENGINE_NAMES = ("LLAMA_CPP_LIB_PATH",)
+_ENGINE_PREFIXES = ("OPENBLAS_", "OMP_", "GOMP_", "KMP_", "MKL_", "GGML_", "CUDA_", "HIP_", "ROCR_")
 
 
 def local_extra_available() -> bool:
@@ -84,9 +80,7 @@ def local_extra_available() -> bool:
 
 def engine_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The engine's environment: an allow-list, minus any name that looks like a secret."""
-    src = os.environ if environ is None else environ
-    return {k: v for k, v in src.items()
-            if (k in _ENV_NAMES or k.startswith(_ENV_PREFIXES)) and not any(w in k.upper() for w in _SECRET_WORDS)}
+    return child_env(_ENGINE_NAMES, _ENGINE_PREFIXES, environ=environ)
 
 
 @dataclass(frozen=True)
