@@ -73,6 +73,14 @@ def test_a_dict_response_format_is_sent_as_given(bodhi, upstream):
         bodhi.chat("fake/echo", "x", response_format="json")
 
 
+def test_embed_shows_a_progress_bar_when_there_is_more_than_one_request(bodhi, capsys):
+    bodhi.embed([f"t{i}" for i in range(5)], "fake/embed-1", batch_size=2)
+    err = capsys.readouterr().err
+    assert "embed fake/embed-1" in err and "5/5" in err
+    bodhi.embed(["one", "two"], "fake/embed-1", batch_size=2)  # one request: no bar
+    assert "embed fake/embed-1" not in capsys.readouterr().err
+
+
 def test_embed_on_an_api_model_batches_in_order(bodhi, upstream):
     texts = [f"text number {i}" for i in range(10)]
     vecs = bodhi.embed(texts, "fake/embed-1", batch_size=3, progress=False)  # 4 requests, answers out of order
@@ -83,6 +91,8 @@ def test_embed_on_an_api_model_batches_in_order(bodhi, upstream):
     assert upstream.last()["body"]["input"] == texts[9:]  # one request at a time: the last batch went last
     assert asyncio.run(bodhi.aembed(pd.Series(texts[:2]), "fake/embed-1")) == vecs[:2]
     assert bodhi.embed([], "fake/embed-1") == []
+    rows = bodhi.usage(model="fake/embed-1")  # recorded in the usage ledger like chat
+    assert len(rows) == 4 + 4 + 1 and set(rows["status"]) == {200} and rows["prompt_tokens"].sum() > 0
     with pytest.raises(InvalidRequestError):
         bodhi.embed([1, 2], "fake/embed-1")
 
