@@ -230,6 +230,7 @@ def test_tampered_record_is_isolated_and_repairable(db, how):
 def test_list_never_fails_while_another_process_deletes_and_creates(db, bodhi_home):
     """Before one-snapshot lists, a delete between building the page and reading a record gave a 404."""
     import threading
+    import time
 
     for i in range(20):
         db.create(make(f"keep-{i}"), f"{TEST_KEY}-{i}")
@@ -256,7 +257,12 @@ def test_list_never_fails_while_another_process_deletes_and_creates(db, bodhi_ho
     failures, seen, during = 0, set(), 0
     try:
         assert started.wait(timeout=20), "the churn thread did not start"
-        for _ in range(500):
+        deadline = time.monotonic() + 60
+        lists = 0
+        # At least 500 lists, and on until the churn has finished 20 writes meanwhile (a loaded
+        # machine may take longer for one fsynced write than for 500 in-memory lists).
+        while lists < 500 or (writes[0] < 20 and time.monotonic() < deadline):
+            lists += 1
             before = writes[0]
             try:
                 items, total = db.list(page_size=100)
