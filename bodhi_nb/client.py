@@ -9,11 +9,7 @@ rule lives in `server_core/operations`.
 
 from __future__ import annotations
 
-import atexit
 import builtins
-import hashlib
-import os
-import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, Literal, TypeVar, overload
@@ -34,8 +30,6 @@ from .server_core.operations import (
     reply_text,
     structured_format,
 )
-from .services.db.master_key import ENV_VAR
-from .services.home import bodhi_home
 
 __all__ = ["Bodhi", "ApiModels", "Aliases", "RouterAliases"]
 
@@ -188,7 +182,7 @@ class Bodhi:
 
     def __init__(self, home: str | Path | None = None, *, services: AppServices | None = None,
                  **options: Any) -> None:
-        self.services = services or _shared_services(home, options)
+        self.services = services or AppServices.shared(home, options)
         self._loop = LoopThread.get()
         self.api_models = ApiModels(self)
         self.aliases = Aliases(self)
@@ -370,29 +364,6 @@ class Bodhi:
         self._loop.run(self.services.ai_api.aclose())
         if self.services.ledger is not None:
             self.services.ledger.flush()
-
-
-_SHARED: dict[tuple[str, str], AppServices] = {}
-_SHARED_LOCK = threading.Lock()
-
-
-def _shared_services(home: str | Path | None, options: dict[str, Any]) -> AppServices:
-    """One set of services per BODHI_HOME and options in this process.
-
-    Notebooks create `Bodhi()` again and again (re-run cells, `panel()`, `%%bodhi`); each set
-    has its ledger and cache writer threads and exit hooks, so they are made once and shared.
-    The local engine exits by itself when idle (even if this kernel is killed); one this
-    process started also stops when it exits.
-    """
-    # The environment's master secret is part of what was opened (as a digest, never the value).
-    env_secret = hashlib.sha256(os.environ.get(ENV_VAR, "").encode()).hexdigest()
-    key = (str(bodhi_home(home)), repr(sorted(options.items())) + env_secret)
-    with _SHARED_LOCK:
-        services = _SHARED.get(key)
-        if services is None:
-            services = _SHARED[key] = AppServices.create(home, **options)
-            atexit.register(services.engine.stop, True)
-        return services
 
 
 def _format(params: dict[str, Any], response_format: Any) -> dict[str, Any]:

@@ -6,15 +6,21 @@ over the same BODHI_HOME, so they see the same store, aliases and local engine.
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import logging
+import os
+import threading
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from ..services.ai_api_service import AiApiService
 from ..services.cache import ResponseCache
 from ..services.data_service import DataService
 from ..services.db import DbService
+from ..services.db.master_key import ENV_VAR
 from ..services.home import bodhi_home
 from ..services.local_engine import LocalEngine
 from ..services.usage import Ledger
@@ -79,6 +85,25 @@ class AppServices:
         gateway = Gateway(router, ai_api, engine, cache=cache, cache_by_default=response_cache, ledger=ledger)
         return cls(h, db, data, ai_api, engine, router, gateway, ledger)
 
+    @classmethod
+    def shared(cls, home: str | Path | None, options: dict[str, Any]) -> AppServices:
+        """One set of services per BODHI_HOME, options and environment secret in this process.
+
+        Notebooks create `Bodhi()` again and again (re-run cells, `panel()`, `%%bodhi`); each set
+        has its ledger and cache writer threads and exit hooks, so they are made once and shared.
+        The local engine exits by itself when idle (even if this kernel is killed); one this
+        process started also stops when it exits.
+        """
+        # The environment's master secret is part of what was opened (as a digest, never the value).
+        env_secret = hashlib.sha256(os.environ.get(ENV_VAR, "").encode()).hexdigest()
+        key = (str(bodhi_home(home)), repr(sorted(options.items())) + env_secret)
+        with _SHARED_LOCK:
+            services = _SHARED.get(key)
+            if services is None:
+                services = _SHARED[key] = cls.create(home, **options)
+                atexit.register(services.engine.stop, True)
+            return services
+
     @cached_property
     def ops(self) -> Operations:
         """The operations every surface calls (docs/ARCHITECTURE.md)."""
@@ -86,3 +111,7 @@ class AppServices:
 
     def __repr__(self) -> str:
         return f"AppServices(home={str(self.home)!r})"
+
+
+_SHARED: dict[tuple[str, str], AppServices] = {}
+_SHARED_LOCK = threading.Lock()
