@@ -25,7 +25,7 @@ __all__ = [
     "TestPromptRequest", "TestPromptResponse", "FetchModelsRequest", "FetchModelsResponse",
     "AliasRequest", "AliasResponse", "AliasListResponse", "AliasFileErrorObj",
     "OpenAIModel", "OpenAIModelList", "ChatCompletionRequest", "ChatMessage", "OpenAIErrorEnvelope",
-    "OpenAIError", "PullRequest", "PullJobResponse", "PullError", "ChatCompletionResponse", "ChatChoice", "Usage", "parse",
+    "OpenAIError", "PullRequest", "PullJobResponse", "ChatCompletionResponse", "ChatChoice", "Usage", "parse",
     "EmbeddingRequest", "EmbeddingObj", "EmbeddingUsage", "EmbeddingResponse",
 ]
 __all__ += ["RouterAliasRequest", "RouterAliasUpdateRequest", "RouterAliasResponse", "RouterAliasListResponse",
@@ -334,13 +334,6 @@ class PullRequest(BaseModel):
     revision: str = Field(default="main", min_length=1, max_length=200, description="branch, tag or commit")
 
 
-class PullError(BaseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-
-
 class PullJobResponse(BaseModel):
     id: str
     ref: str
@@ -351,6 +344,6 @@ class PullJobResponse(BaseModel):
     downloaded_bytes: int
     total_bytes: int | None
     progress: float = Field(description="0.0 to 1.0")
-    error: PullError | None = None
+    error: OpenAIError | None = None
     started_at: float
     finished_at: float | None = None
