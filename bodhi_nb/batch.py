@@ -52,6 +52,7 @@ class MapResult:
     latency_s: float = 0.0
     attempts: int = 0
     cached: bool = False
+    target: str | None = None  # the router-alias target that answered (None: not a router alias)
 
 
 # -- inputs and response formats --------------------------------------------------------------
@@ -190,7 +191,9 @@ class _Job:
             except Exception as exc:  # noqa: BLE001 - a row's failure never aborts the batch
                 return MapResult(error=f"{type(exc).__name__}: {exc}", latency_s=time.perf_counter() - t0,
                                  attempts=attempt)
-            return self._result(data, opened.cached, attempt, time.perf_counter() - t0)
+            out = self._result(data, opened.cached, attempt, time.perf_counter() - t0)
+            out.target = opened.target
+            return out
 
     def _result(self, data: Any, cached: bool, attempts: int, latency: float) -> MapResult:
         try:

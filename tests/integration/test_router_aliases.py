@@ -247,6 +247,7 @@ def test_map_over_a_router_alias_spreads_past_a_rate_limited_provider(b, up):
     rows = [f"row {i}" for i in range(24)]
     out = b.map("r", rows, concurrency=4, progress=False)
     assert [r.text for r in out] == [f"echo: {t}" for t in rows] and all(r.error is None for r in out)
+    assert {r.target for r in out} == {"p2/echo-2"}  # each row says which target answered
     c = counts(up)
     assert c["echo-2"] == 24 and 1 <= c["status-429"] <= 4  # only requests already in flight met it
     frame = pd.DataFrame({"review": rows[:5]})
