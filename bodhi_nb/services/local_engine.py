@@ -206,10 +206,16 @@ class LocalEngine:
         after our last one: that check was a request, so the engine cannot have idled out.
         """
         known = self._known
-        if (known is not None and self._serves(known, alias, purpose)
-                and time.monotonic() - self._checked_at < known.idle_timeout / 2 and _is_our_engine(known)):
+        # The quick check still reads /proc and the GGUF's path on disk: in a worker thread,
+        # like the rest (a local request spends far longer in llama.cpp than in the hop).
+        if known is not None and time.monotonic() - self._checked_at < known.idle_timeout / 2 and \
+                await asyncio.to_thread(self._still_serves, known, alias, purpose):
             return known.endpoint
         return await asyncio.to_thread(self.ensure_sync, alias, purpose)
+
+    def _still_serves(self, known: EngineState, alias: UserModelAlias | DiscoveredModelAlias,
+                      purpose: Purpose) -> bool:
+        return self._serves(known, alias, purpose) and _is_our_engine(known)
 
     def ensure_sync(self, alias: UserModelAlias | DiscoveredModelAlias, purpose: Purpose = "chat") -> EngineEndpoint:
         if not local_extra_available():
