@@ -13,7 +13,7 @@ from typing import Any
 
 from ...objs.errors import BodhiError
 from ...services.usage import BudgetState, Ledger, Price
-from ...services.usage.ledger import Scope
+from ...services.usage.pricing import Scope
 
 __all__ = ["UsageOps", "UsagePage"]
 
