@@ -14,7 +14,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -29,6 +28,7 @@ from bodhi_nb.server_core._local_adapter import local_response_format
 from bodhi_nb.server_core.app_services import AppServices
 from bodhi_nb.services.retry import hinted_delay, retry_delay, retryable
 from tests.conftest import FAST_KDF, TEST_KEY, TEST_SECRET
+from tests.resources.servers import wait_for
 
 RESOURCES = Path(__file__).resolve().parents[1] / "resources"
 
@@ -67,16 +67,6 @@ def b(bodhi_home, up):
     bodhi.api_models.create("up", up.base_url, api_key=TEST_KEY, prefix="up/", forward_all_with_prefix=True)
     yield bodhi
     bodhi.close()
-
-
-def wait_for(cond, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = cond()
-        if got:
-            return got
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # -- retry rules (pure) ---------------------------------------------------------------------------

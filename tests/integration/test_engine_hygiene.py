@@ -13,7 +13,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -23,6 +22,7 @@ from bodhi_nb.client import Bodhi
 from bodhi_nb.services.data_service import BUILTIN_ALIAS, DataService
 from bodhi_nb.services.local_engine import KEEP_LOGS, LocalEngine, local_extra_available
 from tests.conftest import FAST_KDF, TEST_KEY, TEST_SECRET
+from tests.resources.servers import wait_for
 
 pytestmark = [pytest.mark.local_model,
               pytest.mark.skipif(not local_extra_available() or DataService.builtin_path() is None,
@@ -30,17 +30,6 @@ pytestmark = [pytest.mark.local_model,
 
 THREADS = int(os.environ.get("BODHI_NB_TEST_THREADS", "2"))
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def wait_for(cond, timeout: float, what: str):
-    """Poll `cond` until it is truthy; fail naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = cond()
-        if got:
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def process_gone(pid: int) -> bool:

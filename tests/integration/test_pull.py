@@ -22,6 +22,7 @@ from bodhi_nb.objs.errors import InvalidRequestError, NotFoundError, UpstreamErr
 from bodhi_nb.services.data_service import DataService
 from bodhi_nb.services.hub import CancelFlag, HubService, PullCancelled, PullRef, _child_env, choose_file
 from tests.conftest import TEST_KEY, TEST_SECRET
+from tests.resources.servers import wait_for
 
 GGUF = DataService.builtin_path()
 pytestmark = pytest.mark.skipif(GGUF is None, reason="needs the local extra (the bundled GGUF is what the hub serves)")
@@ -75,14 +76,6 @@ def _partial_size(bodhi_home: Path) -> int:
 
 def _file_gets(hub: FakeHub) -> list[dict]:
     return [r for r in hub.log() if r["method"] == "GET" and "/resolve/" in r["path"]]
-
-
-def _wait(cond, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not (res := cond()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-    return res
 
 
 HAS_PROC = Path("/proc/self/stat").exists()
@@ -169,7 +162,7 @@ def test_cancelled_pull_resumes_where_it_stopped(hub, bodhi_home):
 
     t = threading.Thread(target=run)
     t.start()
-    _wait(lambda: seen and seen[-1][0] >= n1, what="the first bytes")
+    wait_for(lambda: seen and seen[-1][0] >= n1, timeout=60, what="the first bytes")
     flag.set()  # the connection is stalled: only killing the child ends this pull
     t.join(60)
     assert not t.is_alive() and isinstance(outcome[0], PullCancelled) and "pull it again" in outcome[0].message
@@ -216,9 +209,9 @@ def test_two_pulls_of_one_file_share_one_transfer(hub, bodhi_home):
 
     first, second = threading.Thread(target=pull), threading.Thread(target=pull)
     first.start()
-    _wait(lambda: _partial_size(bodhi_home) >= CHUNK, what="the first pull's bytes")
+    wait_for(lambda: _partial_size(bodhi_home) >= CHUNK, timeout=60, what="the first pull's bytes")
     second.start()  # it must wait for the first, never append to the same partial file
-    _wait(lambda: sum(r["method"] == "HEAD" for r in hub.log()) >= 2, what="the second pull's HEAD")
+    wait_for(lambda: sum(r["method"] == "HEAD" for r in hub.log()) >= 2, timeout=60, what="the second pull's HEAD")
     hub.control(release=True)
     first.join(120)
     second.join(120)
@@ -351,8 +344,8 @@ def test_cli_pull_interrupted_by_ctrl_c_or_a_kill_resumes(hub, bodhi_home):
     def start(hold: int, until: int) -> tuple[subprocess.Popen, int]:
         hub.control(hold_after=hold)
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        _wait(lambda: _partial_size(bodhi_home) >= until, what=f"{until} bytes in the partial file")
-        (worker,) = _wait(lambda: _workers(proc.pid), what="the download child")
+        wait_for(lambda: _partial_size(bodhi_home) >= until, timeout=60, what=f"{until} bytes in the partial file")
+        (worker,) = wait_for(lambda: _workers(proc.pid), timeout=60, what="the download child")
         return proc, worker
 
     # Ctrl-C: the CLI stops its child, says how to resume, and exits 130.
@@ -366,7 +359,7 @@ def test_cli_pull_interrupted_by_ctrl_c_or_a_kill_resumes(hub, bodhi_home):
     proc, worker = start(2 * CHUNK, 3 * CHUNK)
     proc.kill()
     proc.communicate(timeout=60)
-    _wait(lambda: not _alive(worker), what="the orphaned child to exit")
+    wait_for(lambda: not _alive(worker), timeout=60, what="the orphaned child to exit")
     assert _partial_size(bodhi_home) == 3 * CHUNK
 
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)

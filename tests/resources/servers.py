@@ -31,3 +31,16 @@ def wait_http_ok(url: str, proc: subprocess.Popen, *, headers: dict[str, str] | 
         assert proc.poll() is None, f"{proc.args} exited:\n" + (log.read_text()[-3000:] if log else "")
         time.sleep(0.2)
     raise AssertionError(f"{url} did not answer 200 within {timeout} s\n" + (log.read_text()[-3000:] if log else ""))
+
+
+def wait_for(cond, timeout: float = 20.0, what: str = "condition"):  # type: ignore[no-untyped-def]
+    """Poll `cond` until it returns something truthy, and return that; fail naming `what`
+    after `timeout` seconds (a bounded poll of a condition, never a sleep as synchronisation)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = cond()
+        if got:
+            return got
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
