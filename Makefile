@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	CMAKE_BUILD_PARALLEL_LEVEL=2 CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install --quiet -e '.[local,dev]'
-	$(PY) -m bodhi_nb._selfcheck
+	$(PY) -m bodhi_nb.services._selfcheck
 	touch $(STAMP)
 
 test: $(STAMP) lint

@@ -112,7 +112,7 @@ def main() -> None:
             # In-process: Bodhi.embed on the same engine (shared through BODHI_HOME).
             os.environ["BODHI_HOME"] = str(tmp / "bodhi")
             os.environ["BODHI_ENCRYPTION_KEY"] = "benchmark-master-secret-xyz"
-            from bodhi_nb.client import Bodhi
+            from bodhi_nb.notebook.client import Bodhi
 
             b = Bodhi(tmp / "bodhi", n_threads=args.threads)
             try:

@@ -24,7 +24,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bodhi_nb.client import Bodhi  # noqa: E402
+from bodhi_nb.notebook.client import Bodhi  # noqa: E402
 from bodhi_nb.services.data_service import BUILTIN_ALIAS, DataService  # noqa: E402
 from bodhi_nb.services.local_engine import EngineEndpoint, LocalEngine, Purpose  # noqa: E402
 

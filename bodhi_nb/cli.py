@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._urls import gateway_url
+from .objs.urls import gateway_url
 from .objs.errors import BodhiError, InvalidRequestError
 
 __all__ = ["main"]
@@ -43,7 +43,7 @@ def _read_key(args: argparse.Namespace, required: bool) -> str | None:
 
 
 def _bodhi(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from .client import Bodhi
+    from .notebook.client import Bodhi
 
     return Bodhi(args.home)
 

@@ -1,14 +1,14 @@
 """Every (method, path) the gateway serves, derived from the one route table.
 
 Tests that must cover every route (auth, XSRF, authorizer, hostile input) use this, so a
-new route is covered the moment it is added to `bodhi_nb.extension.ROUTES`.
+new route is covered the moment it is added to `bodhi_nb.http.extension.ROUTES`.
 """
 
 from __future__ import annotations
 
 import re
 
-from bodhi_nb.extension import ROUTES
+from bodhi_nb.http.extension import ROUTES
 
 _PARAM = re.compile(r"\(\?P<\w+>[^)]*\)")
 

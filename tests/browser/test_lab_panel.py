@@ -44,7 +44,7 @@ MARKDOWN_PROMPT = ("Here is code:\n```python\nprint('hi from bodhi')\n```\n\n| c
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, upstream):
-    from bodhi_nb.client import Bodhi
+    from bodhi_nb.notebook.client import Bodhi
 
     tmp_path = tmp_path_factory.mktemp("lab")
     root = tmp_path / "root"

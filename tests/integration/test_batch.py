@@ -21,8 +21,8 @@ import pandas as pd
 import pytest
 from pydantic import BaseModel
 
-from bodhi_nb.batch import CANCELLED, MapResult
-from bodhi_nb.client import Bodhi
+from bodhi_nb.notebook.batch import CANCELLED, MapResult
+from bodhi_nb.notebook.client import Bodhi
 from bodhi_nb.objs import InvalidRequestError, ModelNotFound, UpstreamError
 from bodhi_nb.server_core._local_adapter import local_response_format
 from bodhi_nb.server_core.app_services import AppServices
@@ -296,7 +296,7 @@ def test_progress_bar_reports_rows_failed_and_tokens(b, up, capsys):
 
 def test_cache_is_shared_between_processes_and_never_holds_the_key(b, up, bodhi_home):
     script = textwrap.dedent(f"""
-        from bodhi_nb.client import Bodhi
+        from bodhi_nb.notebook.client import Bodhi
         b = Bodhi({str(bodhi_home)!r}, master_secret={TEST_SECRET!r}, kdf_iterations={FAST_KDF})
         out = b.map("up/echo", ["shared 1", "shared 2"], progress=False)
         print([r.cached for r in out], [r.error for r in out])

@@ -7,9 +7,9 @@ import asyncio
 
 import pytest
 
-from bodhi_nb.client import Bodhi
-from bodhi_nb.widgets import AliasesPanel, ApiModelsPanel, ChatPanel
-from bodhi_nb.widgets._markdown import render_markdown
+from bodhi_nb.notebook.client import Bodhi
+from bodhi_nb.notebook.widgets import AliasesPanel, ApiModelsPanel, ChatPanel
+from bodhi_nb.notebook.widgets._markdown import render_markdown
 from tests.conftest import FAST_KDF, TEST_KEY, TEST_SECRET
 
 MARKDOWN = ("Here:\n```python\nprint('hi')\n```\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n"

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from bodhi_nb.client import Bodhi
+from bodhi_nb.notebook.client import Bodhi
 from bodhi_nb.objs import InvalidRequestError, LocalEngineUnavailable, ModelNotFound, UpstreamError
 from tests.conftest import FAST_KDF, TEST_KEY, TEST_SECRET
 

@@ -15,7 +15,7 @@ import openai
 import pandas as pd
 import pytest
 
-from bodhi_nb.client import Bodhi
+from bodhi_nb.notebook.client import Bodhi
 from bodhi_nb.objs.errors import InvalidRequestError
 from bodhi_nb.services.data_service import BUILTIN_ALIAS, DataService
 from bodhi_nb.services.local_engine import local_extra_available

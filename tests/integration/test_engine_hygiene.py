@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bodhi_nb.client import Bodhi
+from bodhi_nb.notebook.client import Bodhi
 from bodhi_nb.services.data_service import BUILTIN_ALIAS, DataService
 from bodhi_nb.services.local_engine import KEEP_LOGS, LocalEngine, local_extra_available
 from tests.conftest import FAST_KDF, TEST_KEY, TEST_SECRET

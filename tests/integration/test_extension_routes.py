@@ -205,8 +205,8 @@ async def test_openapi_document_is_valid_and_complete(api, jp_base_url):
     assert code == 200
     validate(doc)
     assert doc["openapi"].startswith("3.1") and doc["servers"] == [{"url": f"{jp_base_url}bodhi/v1"}]
-    from bodhi_nb.extension import ROUTES
-    from bodhi_nb.routes_app.openapi import _path
+    from bodhi_nb.http.extension import ROUTES
+    from bodhi_nb.http.openapi import _path
 
     # Every route of the one route table is documented, and nothing else is.
     assert set(doc["paths"]) == {_path(h.path)[0] for h in ROUTES if h.openapi}

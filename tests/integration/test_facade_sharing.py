@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 
-from bodhi_nb.client import Bodhi
+from bodhi_nb.notebook.client import Bodhi
 from tests.conftest import FAST_KDF, TEST_SECRET
 
 

@@ -12,7 +12,7 @@ import re
 import httpx
 import pytest
 
-from bodhi_nb.extension import ROUTES
+from bodhi_nb.http.extension import ROUTES
 from bodhi_nb.objs import InvalidRequestError, UpstreamError, mask_api_key
 from tests.conftest import FAST_KDF, TEST_KEY, TEST_SECRET
 
@@ -140,7 +140,7 @@ async def test_bad_base_url_is_refused_on_every_route_and_nothing_is_stored(gw, 
 
 @pytest.mark.parametrize("name", list(BAD_URLS))
 def test_bad_base_url_is_an_invalid_request_error_from_python(bodhi_home, upstream, name):
-    from bodhi_nb.client import Bodhi
+    from bodhi_nb.notebook.client import Bodhi
 
     bad, words = BAD_URLS[name]
     b = Bodhi(bodhi_home, master_secret=TEST_SECRET, kdf_iterations=FAST_KDF)
@@ -365,7 +365,7 @@ def _chain(exc: BaseException) -> str:
 
 
 def test_key_echo_reaches_no_python_exception_or_log(bodhi_home, upstream, caplog):
-    from bodhi_nb.client import Bodhi
+    from bodhi_nb.notebook.client import Bodhi
 
     caplog.set_level(logging.DEBUG)
     echo_base = f"http://127.0.0.1:{upstream.port}/echo-key/v1"

@@ -8,7 +8,7 @@ import signal
 import httpx
 import pytest
 
-from bodhi_nb.client import Bodhi
+from bodhi_nb.notebook.client import Bodhi
 from bodhi_nb.server_core.model_router import Local
 from bodhi_nb.services.data_service import BUILTIN_ALIAS, DataService
 from bodhi_nb.services.local_engine import LocalEngine, local_extra_available

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
-from bodhi_nb.client import Bodhi
-from bodhi_nb.magics import interpolate
+from bodhi_nb.notebook.client import Bodhi
+from bodhi_nb.notebook.magics import interpolate
 from tests.conftest import FAST_KDF, TEST_KEY, TEST_SECRET
 
 

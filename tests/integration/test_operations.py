@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from bodhi_nb.client import Bodhi
+from bodhi_nb.notebook.client import Bodhi
 from bodhi_nb.objs import BodhiError
 from tests.conftest import FAST_KDF, TEST_KEY, TEST_SECRET
 from tests.integration.test_cli import cli

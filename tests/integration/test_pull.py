@@ -370,8 +370,8 @@ def test_cli_pull_interrupted_by_ctrl_c_or_a_kill_resumes(hub, bodhi_home):
 
 
 def test_local_tab_pull_box_shows_progress(hub, bodhi_home):
-    from bodhi_nb.client import Bodhi
-    from bodhi_nb.widgets import AliasesPanel
+    from bodhi_nb.notebook.client import Bodhi
+    from bodhi_nb.notebook.widgets import AliasesPanel
     from tests.conftest import FAST_KDF, TEST_SECRET
 
     b = Bodhi(bodhi_home, master_secret=TEST_SECRET, kdf_iterations=FAST_KDF)
@@ -412,7 +412,7 @@ def test_local_tab_pull_box_shows_progress(hub, bodhi_home):
 
 @pytest.mark.local_model
 def test_pulled_model_answers_a_chat(hub, bodhi_home):
-    from bodhi_nb.client import Bodhi
+    from bodhi_nb.notebook.client import Bodhi
     from tests.conftest import FAST_KDF, TEST_SECRET
 
     b = Bodhi(bodhi_home, master_secret=TEST_SECRET, kdf_iterations=FAST_KDF)

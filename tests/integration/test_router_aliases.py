@@ -20,7 +20,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from bodhi_nb.client import Bodhi
+from bodhi_nb.notebook.client import Bodhi
 from bodhi_nb.objs import ConflictError, InvalidRequestError, NotFoundError, UpstreamError
 from bodhi_nb.objs.router_alias import TargetsCoolingDown
 from bodhi_nb.server_core._cooldowns import Cooldowns
@@ -301,7 +301,7 @@ def test_facade_crud_and_bad_input(b):
 
 
 def test_panel_creates_edits_and_deletes(b):
-    from bodhi_nb.widgets import RouterAliasesPanel, panel
+    from bodhi_nb.notebook.widgets import RouterAliasesPanel, panel
 
     p = RouterAliasesPanel(b)
     assert "No router aliases yet" in p.table.value and "p2/echo-2" in p.targets.allowed_tags

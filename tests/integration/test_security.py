@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bodhi_nb.client import Bodhi
+from bodhi_nb.notebook.client import Bodhi
 from bodhi_nb.objs import UpstreamError
 from tests.conftest import FAST_KDF, TEST_KEY, TEST_SECRET
 from tests.route_table import every_route

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from pydantic import BaseModel
 
-from bodhi_nb.client import Bodhi
+from bodhi_nb.notebook.client import Bodhi
 from bodhi_nb.objs.errors import BodhiError, InvalidRequestError, StructuredOutputError
 from bodhi_nb.services.data_service import BUILTIN_ALIAS, DataService
 from bodhi_nb.services.local_engine import local_extra_available

@@ -12,7 +12,7 @@ import json
 import pytest
 
 import bodhi_nb
-from bodhi_nb.client import Bodhi
+from bodhi_nb.notebook.client import Bodhi
 from bodhi_nb.objs import BodhiError
 from bodhi_nb.services.db import LockedJSONStorage
 from tests.conftest import FAST_KDF, TEST_KEY, TEST_SECRET

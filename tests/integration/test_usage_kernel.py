@@ -10,7 +10,7 @@ import textwrap
 import pandas as pd
 import pytest
 
-from bodhi_nb.client import Bodhi
+from bodhi_nb.notebook.client import Bodhi
 from tests.conftest import FAST_KDF, TEST_KEY, TEST_SECRET
 
 
@@ -34,7 +34,7 @@ def test_a_kernel_records_its_kernel_id_and_notebook(bodhi_home, upstream):
         try:
             kc.wait_for_ready(timeout=60)
             code = textwrap.dedent(f"""
-                from bodhi_nb.client import Bodhi
+                from bodhi_nb.notebook.client import Bodhi
                 b = Bodhi(master_secret={TEST_SECRET!r}, kdf_iterations={FAST_KDF})
                 assert b.chat("fake/echo", "from a kernel") == "echo: from a kernel"
                 b.services.ledger.flush()

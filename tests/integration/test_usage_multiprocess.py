@@ -21,7 +21,7 @@ N = 40
 
 KERNEL = textwrap.dedent(f"""
     import sys
-    from bodhi_nb.client import Bodhi
+    from bodhi_nb.notebook.client import Bodhi
     b = Bodhi(sys.argv[1], master_secret={TEST_SECRET!r}, kdf_iterations={FAST_KDF})
     print("ready", flush=True)
     assert sys.stdin.readline() == "go\\n"
@@ -67,7 +67,7 @@ async def test_server_and_two_kernels_writing_at_once_lose_no_row(api, upstream,
 def test_local_stream_is_counted_from_the_engine(bodhi_home):
     """The engine reports a stream's usage in a last chunk the client did not ask for: the
     ledger takes its counts and the client never sees it."""
-    from bodhi_nb.client import Bodhi
+    from bodhi_nb.notebook.client import Bodhi
 
     b = Bodhi(bodhi_home, master_secret=TEST_SECRET, kdf_iterations=FAST_KDF, n_threads=2)
     try:

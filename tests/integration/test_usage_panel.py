@@ -8,9 +8,9 @@ import re
 
 import pytest
 
-from bodhi_nb.client import Bodhi
-from bodhi_nb.widgets import UsagePanel, panel
-from bodhi_nb.widgets.usage_panel import render_usage_chart
+from bodhi_nb.notebook.client import Bodhi
+from bodhi_nb.notebook.widgets import UsagePanel, panel
+from bodhi_nb.notebook.widgets.usage_panel import render_usage_chart
 from tests.conftest import FAST_KDF, TEST_KEY, TEST_SECRET
 
 PNG = b"\x89PNG\r\n\x1a\n"

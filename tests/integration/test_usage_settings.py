@@ -26,7 +26,7 @@ MB = 1024 * 1024
 
 KERNEL = textwrap.dedent(f"""
     import json, sys
-    from bodhi_nb.client import Bodhi
+    from bodhi_nb.notebook.client import Bodhi
     from bodhi_nb.objs.errors import BodhiError
     b = Bodhi(sys.argv[1], master_secret={TEST_SECRET!r}, kdf_iterations={FAST_KDF})  # no usage or cache options
     out = {{"unpriced": b.chat("fake/echo-2", "cache me", cache=True)}}

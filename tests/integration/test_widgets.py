@@ -11,8 +11,8 @@ import httpx
 import ipywidgets as W
 import pytest
 
-from bodhi_nb.client import Bodhi
-from bodhi_nb.widgets import AliasesPanel, ApiModelsPanel, ChatPanel, RouterAliasesPanel, UsagePanel, panel
+from bodhi_nb.notebook.client import Bodhi
+from bodhi_nb.notebook.widgets import AliasesPanel, ApiModelsPanel, ChatPanel, RouterAliasesPanel, UsagePanel, panel
 from tests.conftest import FAST_KDF, TEST_KEY, TEST_SECRET
 
 

@@ -17,10 +17,10 @@ from typing import Any, Literal, TypeVar, overload
 from pydantic import BaseModel
 
 from ._loop_thread import LoopThread
-from ._usage_facade import UNSET, Prices, budget, usage_frame
-from .server_core.app_services import AppServices
-from .server_core.model_router import Candidate, ModelEntry, Resolved
-from .server_core.operations import (
+from ._usage import UNSET, Prices, budget, usage_frame
+from ..server_core.app_services import AppServices
+from ..server_core.model_router import Candidate, ModelEntry, Resolved
+from ..server_core.operations import (
     DEFAULT_BATCH_SIZE,
     Messages,
     Operations,

@@ -11,8 +11,8 @@ from __future__ import annotations
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from .._handlers import Op
-from ..routes_app.objs import EmbeddingRequest, EmbeddingResponse
+from ._base import Op
+from ..server_core.contract import EmbeddingRequest, EmbeddingResponse
 from ..services.usage import set_http_origin
 from ._relay import UpstreamRelayHandler
 

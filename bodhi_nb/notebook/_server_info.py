@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._urls import API_PREFIX, gateway_url
+from ..objs.urls import API_PREFIX, gateway_url
 
 __all__ = ["ServerInfo", "find_server", "openai_client"]
 
@@ -54,7 +54,7 @@ def openai_client(server: ServerInfo | None = None, **kwargs: Any) -> Any:
     """`openai.OpenAI` pointed at the gateway, authenticated with the Jupyter token."""
     import openai
 
-    from .services.usage import origin_headers
+    from ..services.usage import origin_headers
 
     info = server or find_server()
     # The kernel and notebook ride along as labels, so the usage ledger can say where requests came from.

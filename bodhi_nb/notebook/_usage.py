@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from .objs.errors import InvalidRequestError
-from .services.usage import ROW_FIELDS, SUM_FIELDS
+from ..objs.errors import InvalidRequestError
+from ..services.usage import ROW_FIELDS, SUM_FIELDS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -30,7 +30,7 @@ def usage_frame(b: Bodhi, since: object = None, until: object = None, by: str | 
     """Every matching row (newest first; at most `limit`), or with `by` the sums per group."""
     import pandas as pd
 
-    from .services.usage import parse_by
+    from ..services.usage import parse_by
 
     keys = parse_by(by)
     data: list[dict[str, Any]] = []

@@ -13,20 +13,20 @@ from jupyter_server.extension.application import ExtensionApp
 from tornado import web
 from traitlets import Bool, Float, Int, Unicode
 
-from ._handlers import ROUTES_KEY, SERVICES_KEY, BodhiHandler
-from ._urls import API_PREFIX
-from .objs.errors import NotFoundError
-from .routes_app.openapi import OpenApiHandler
-from .routes_app.routes_aliases import AliasesHandler, AliasHandler
-from .routes_app.routes_api_models import ApiModelHandler, ApiModelsHandler, FetchModelsHandler, TestPromptHandler
-from .routes_app.routes_modelfiles import ModelfilesPullHandler, ModelfilesPullJobHandler
-from .routes_app.routes_router_aliases import RouterAliasesHandler, RouterAliasHandler
-from .routes_app.routes_usage import BudgetHandler, PriceHandler, PricesHandler, UsageHandler
-from .routes_oai.routes_chat import ChatCompletionsHandler
-from .routes_oai.routes_embeddings import EmbeddingsHandler
-from .routes_oai.routes_models import ModelHandler, ModelsHandler
-from .server_core.app_services import AppServices
-from .services.db._encryption import PBKDF2_ITERATIONS
+from ._base import ROUTES_KEY, SERVICES_KEY, BodhiHandler
+from ..objs.urls import API_PREFIX
+from ..objs.errors import NotFoundError
+from .openapi import OpenApiHandler
+from .aliases import AliasesHandler, AliasHandler
+from .api_models import ApiModelHandler, ApiModelsHandler, FetchModelsHandler, TestPromptHandler
+from .modelfiles import ModelfilesPullHandler, ModelfilesPullJobHandler
+from .router_aliases import RouterAliasesHandler, RouterAliasHandler
+from .usage import BudgetHandler, PriceHandler, PricesHandler, UsageHandler
+from .chat import ChatCompletionsHandler
+from .embeddings import EmbeddingsHandler
+from .models import ModelHandler, ModelsHandler
+from ..server_core.app_services import AppServices
+from ..services.db._encryption import PBKDF2_ITERATIONS
 
 __all__ = ["BodhiExtension", "ROUTES", "URL_PREFIX"]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from .._handlers import BodhiHandler, Op
-from .objs import (
+from ._base import BodhiHandler, Op
+from ..server_core.contract import (
     ApiModelCreateRequest,
     ApiModelResponse,
     ApiModelUpdateRequest,

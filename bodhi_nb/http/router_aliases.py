@@ -11,8 +11,8 @@ from urllib.parse import unquote
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from .._handlers import BodhiHandler, Op
-from .objs import RouterAliasListResponse, RouterAliasRequest, RouterAliasResponse, RouterAliasUpdateRequest
+from ._base import BodhiHandler, Op
+from ..server_core.contract import RouterAliasListResponse, RouterAliasRequest, RouterAliasResponse, RouterAliasUpdateRequest
 
 __all__ = ["RouterAliasesHandler", "RouterAliasHandler"]
 

@@ -14,10 +14,10 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from tornado import web
 
-from .. import __version__
-from .._handlers import ROUTES_KEY, BodhiHandler, Op
-from .._urls import API_PREFIX
-from .objs import OpenAIErrorEnvelope
+from importlib.metadata import version
+from ._base import ROUTES_KEY, BodhiHandler, Op
+from ..objs.urls import API_PREFIX
+from ..server_core.contract import OpenAIErrorEnvelope
 
 __all__ = ["build_openapi", "OpenApiHandler"]
 
@@ -51,7 +51,7 @@ def build_openapi(handlers: list[type[BodhiHandler]], server_url: str) -> dict[s
             item[method] = _operation(h, method, op, params, error)
     return {
         "openapi": "3.1.0",
-        "info": {"title": "bodhi_nb gateway", "version": __version__,
+        "info": {"title": "bodhi_nb gateway", "version": version("bodhi_nb"),
                  "description": "OpenAI-compatible endpoints and model management served by the Jupyter server. "
                                 "Authenticate with the Jupyter token: `Authorization: Bearer <token>`."},
         "servers": [{"url": server_url}],

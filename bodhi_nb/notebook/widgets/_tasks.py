@@ -15,8 +15,8 @@ from typing import Any
 
 import ipywidgets as W
 
-from ..objs.errors import BodhiError
-from ..services.usage import set_surface
+from ...objs.errors import BodhiError
+from ...services.usage import set_surface
 
 __all__ = ["TaskRunner", "status_html", "esc", "html_table"]
 

@@ -27,14 +27,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .objs.errors import BodhiError, InvalidRequestError, StructuredOutputError
-from .server_core.operations import structured_format
-from .services.retry import RateGate, hinted_delay, retry_delay, retryable
-from .services.usage import set_surface
+from ..objs.errors import BodhiError, InvalidRequestError, StructuredOutputError
+from ..server_core.operations import structured_format
+from ..services.retry import RateGate, hinted_delay, retry_delay, retryable
+from ..services.usage import set_surface
 
 if TYPE_CHECKING:
     from .client import Bodhi
-    from .server_core.gateway import Gateway
+    from ..server_core.gateway import Gateway
 
 __all__ = ["CANCELLED", "MapResult", "arun_map", "run_map"]
 

@@ -12,7 +12,7 @@ from jupyter_server.auth.decorator import authorized
 from pydantic import BaseModel, ConfigDict, Field
 from tornado import web
 
-from .._handlers import BodhiHandler, Op
+from ._base import BodhiHandler, Op
 
 __all__ = [
     "BudgetHandler",

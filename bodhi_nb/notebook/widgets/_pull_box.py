@@ -14,7 +14,7 @@ from typing import Any
 import ipywidgets as W
 
 from ..client import Bodhi
-from ..services.hub import CancelFlag
+from ...services.hub import CancelFlag
 from ._tasks import TaskRunner
 
 __all__ = ["PullBox"]

@@ -17,10 +17,10 @@ from jupyter_server.base.handlers import APIHandler
 from pydantic import BaseModel
 from tornado import web
 
-from .objs.errors import BodhiError, InvalidRequestError
-from .server_core.app_services import AppServices
-from .server_core.contract import parse
-from .server_core.operations import Operations
+from ..objs.errors import BodhiError, InvalidRequestError
+from ..server_core.app_services import AppServices
+from ..server_core.contract import parse
+from ..server_core.operations import Operations
 
 __all__ = ["BodhiHandler", "Op", "SERVICES_KEY", "ROUTES_KEY"]
 

@@ -22,8 +22,8 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import JSON, Markdown, display
 
-from .objs.errors import BodhiError
-from .services.usage import using_surface
+from ..objs.errors import BodhiError
+from ..services.usage import using_surface
 
 __all__ = ["BodhiMagics", "interpolate", "load_ipython_extension"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from .._handlers import BodhiHandler
+from ._base import BodhiHandler
 from ..services.ai_api_service import UpstreamResponse, openai_error, upstream_status_error
 
 __all__ = ["UpstreamRelayHandler"]

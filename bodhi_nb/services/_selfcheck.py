@@ -1,4 +1,4 @@
-"""Private: `python -m bodhi_nb._selfcheck` after install.
+"""Private: `python -m bodhi_nb.services._selfcheck` after install.
 
 Fails loudly when the installed llama.cpp cannot run on this CPU (a wheel built with
 -march=native elsewhere dies with SIGILL on the first token), instead of leaving the
@@ -10,8 +10,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from .services.data_service import DataService
-from .services.local_engine import local_extra_available
+from .data_service import DataService
+from .local_engine import local_extra_available
 
 _PROBE = """
 from llama_cpp import Llama

@@ -15,9 +15,9 @@ from jupyter_server.auth.decorator import authorized
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from .._handlers import Op
+from ._base import Op
 from ..objs.errors import BodhiError
-from ..routes_app.objs import ChatCompletionRequest, ChatCompletionResponse
+from ..server_core.contract import ChatCompletionRequest, ChatCompletionResponse
 from ..services.ai_api_service import UpstreamResponse
 from ..services.usage import set_http_origin
 from ._relay import UpstreamRelayHandler

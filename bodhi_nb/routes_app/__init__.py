@@ -1,1 +1,0 @@
-"""Layer 4: management REST (api models, aliases, OpenAPI document)."""

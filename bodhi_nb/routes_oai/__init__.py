@@ -1,1 +1,0 @@
-"""Layer 5: OpenAI-compatible endpoints (chat completions, models)."""
