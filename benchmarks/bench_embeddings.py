@@ -28,7 +28,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_gateway import _free_port, wait_ready  # noqa: E402
-from bodhi_nb.services.data_service import BUILTIN_ALIAS  # noqa: E402
+from bodhi_nb.services.local_models import BUILTIN_ALIAS  # noqa: E402
 
 WORDS = ("harbour boats dusk bread oven river market stock price cat mat rain window garden letter train "
          "station mountain snow lamp book music kitchen coffee morning city bridge field song").split()

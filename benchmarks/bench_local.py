@@ -25,8 +25,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bodhi_nb.notebook.client import Bodhi  # noqa: E402
-from bodhi_nb.services.data_service import BUILTIN_ALIAS, DataService  # noqa: E402
 from bodhi_nb.services.local_engine import EngineEndpoint, LocalEngine, Purpose  # noqa: E402
+from bodhi_nb.services.local_models import BUILTIN_ALIAS, LocalModels  # noqa: E402
 
 PROMPT = [{"role": "user", "content": "Write a long story about a dragon who learns to bake bread."}]
 
@@ -80,7 +80,7 @@ def modes(args: argparse.Namespace) -> None:
     long_text = " ".join(f"Note {i}: the harbour was calm and the boats came back at dusk." for i in range(70))
     with tempfile.TemporaryDirectory() as t1, tempfile.TemporaryDirectory() as t2, \
             tempfile.TemporaryDirectory() as t3:
-        engines = {name: LocalEngine(home, DataService(home), n_threads=args.threads, idle_timeout=3600)
+        engines = {name: LocalEngine(home, LocalModels(home), n_threads=args.threads, idle_timeout=3600)
                    for name, home in (("chat", t1), ("embedding", t2), ("switch", t3))}
         alias = engines["chat"].data.get_model_alias(BUILTIN_ALIAS)
         try:

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bodhi_nb.objs import ApiModelAlias  # noqa: E402
-from bodhi_nb.services.db import DbService, LockedJSONStorage  # noqa: E402
+from bodhi_nb.services.db import ConfigStore, LockedJSONStorage  # noqa: E402
 from bodhi_nb.services.db import _encryption as enc  # noqa: E402
 
 SECRET = "benchmark-master-secret-0123456789"
@@ -42,8 +42,8 @@ def bench_encrypt(n: int = 5000) -> tuple[float, float]:
     return enc_rate, n / (time.perf_counter() - t)
 
 
-def populate(home: Path, n_models: int, per_model: int) -> DbService:
-    db = DbService(home, SECRET)
+def populate(home: Path, n_models: int, per_model: int) -> ConfigStore:
+    db = ConfigStore(home, SECRET)
     # Bulk-load through the storage in one write (create() rewrites the file per record).
     storage = LockedJSONStorage(db.path)
     data = storage.snapshot()
@@ -60,7 +60,7 @@ def populate(home: Path, n_models: int, per_model: int) -> DbService:
     return db
 
 
-def bench_lookup(db: DbService, n_models: int, per_model: int, n: int = 20000) -> dict[str, float]:
+def bench_lookup(db: ConfigStore, n_models: int, per_model: int, n: int = 20000) -> dict[str, float]:
     names = [(f"p{i}/" if i % 2 else "") + f"model-{i}-{i % per_model}" for i in range(n_models)]
     assert db.find_by_served_name(names[0])  # builds the index once
     samples = []

@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .objs.urls import gateway_url
 from .objs.errors import BodhiError, InvalidRequestError
+from .objs.urls import gateway_url
 
 __all__ = ["main"]
 
@@ -206,13 +206,13 @@ def cmd_usage(args: argparse.Namespace) -> int:
 
 
 def cmd_rotate_key(args: argparse.Namespace) -> int:
-    from .services.db import DbService
+    from .services.db import ConfigStore
     from .services.home import bodhi_home
 
     def announce(value: str) -> None:  # an env secret: only the user can store the new one
         print(f"New master secret (set BODHI_ENCRYPTION_KEY to it): {value}", flush=True)
 
-    db = DbService(bodhi_home(args.home))
+    db = ConfigStore(bodhi_home(args.home))
     result = db.rotate_master_key(os.environ.get("BODHI_NEW_ENCRYPTION_KEY") or None, announce=announce)
     print(result.message())
     return 0

@@ -38,7 +38,7 @@ save("02_remote_api_models.ipynb", [
        "server on 127.0.0.1 (llama.cpp serving the bundled model, protected by a random key) to play the provider."),
     code("import os, secrets, socket, subprocess, sys, time\n\nimport httpx\n\n"
          "from bodhi_nb import Bodhi\n"
-         "from bodhi_nb.services.data_service import DataService\n\n"
+         "from bodhi_nb.services.data_service import LocalModels\n\n"
          "provider = None\n"
          "if os.environ.get(\"OPENAI_API_KEY\"):\n"
          "    base_url, api_key = \"https://api.openai.com/v1\", os.environ[\"OPENAI_API_KEY\"]\n"
@@ -48,7 +48,7 @@ save("02_remote_api_models.ipynb", [
          "        port = s.getsockname()[1]\n"
          "    api_key = \"sk-local-\" + secrets.token_hex(16)  # a throwaway key the local provider demands\n"
          "    provider = subprocess.Popen(\n"
-         "        [sys.executable, \"-m\", \"llama_cpp.server\", \"--model\", str(DataService.builtin_path()),\n"
+         "        [sys.executable, \"-m\", \"llama_cpp.server\", \"--model\", str(LocalModels.builtin_path()),\n"
          "         \"--model_alias\", \"smollm2-135m-instruct\", \"--n_threads\", \"2\", \"--port\", str(port),\n"
          "         \"--host\", \"127.0.0.1\", \"--api_key\", api_key],\n"
          "        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"

@@ -53,9 +53,9 @@ def bodhi_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def db(bodhi_home: Path):
-    from bodhi_nb.services.db import DbService
+    from bodhi_nb.services.db import ConfigStore
 
-    svc = DbService(bodhi_home, TEST_SECRET, kdf_iterations=FAST_KDF)
+    svc = ConfigStore(bodhi_home, TEST_SECRET, kdf_iterations=FAST_KDF)
     yield svc
     svc.close()
 

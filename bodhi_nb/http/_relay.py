@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import time
 
+from ..services.upstream_client import UpstreamResponse, openai_error, upstream_status_error
 from ._base import BodhiHandler
-from ..services.ai_api_service import UpstreamResponse, openai_error, upstream_status_error
 
 __all__ = ["UpstreamRelayHandler"]
 

@@ -7,8 +7,8 @@ from urllib.parse import unquote
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from ._base import BodhiHandler, Op
 from ..server_core.contract import AliasListResponse, AliasRequest, AliasResponse
+from ._base import BodhiHandler, Op
 
 __all__ = ["AliasesHandler", "AliasHandler"]
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from ._base import BodhiHandler, Op
 from ..server_core.contract import (
     ApiModelCreateRequest,
     ApiModelResponse,
@@ -20,6 +19,7 @@ from ..server_core.contract import (
     TestPromptRequest,
     TestPromptResponse,
 )
+from ._base import BodhiHandler, Op
 
 __all__ = ["ApiModelsHandler", "ApiModelHandler", "TestPromptHandler", "FetchModelsHandler"]
 

@@ -15,11 +15,11 @@ from jupyter_server.auth.decorator import authorized
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from ._base import Op
 from ..objs.errors import BodhiError
 from ..server_core.contract import ChatCompletionRequest, ChatCompletionResponse
-from ..services.ai_api_service import UpstreamResponse
+from ..services.upstream_client import UpstreamResponse
 from ..services.usage import set_http_origin
+from ._base import Op
 from ._relay import UpstreamRelayHandler
 
 __all__ = ["ChatCompletionsHandler"]

@@ -11,9 +11,9 @@ from __future__ import annotations
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from ._base import Op
 from ..server_core.contract import EmbeddingRequest, EmbeddingResponse
 from ..services.usage import set_http_origin
+from ._base import Op
 from ._relay import UpstreamRelayHandler
 
 __all__ = ["EmbeddingsHandler"]

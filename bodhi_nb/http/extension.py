@@ -13,20 +13,20 @@ from jupyter_server.extension.application import ExtensionApp
 from tornado import web
 from traitlets import Bool, Float, Int, Unicode
 
-from ._base import ROUTES_KEY, SERVICES_KEY, BodhiHandler
-from ..objs.urls import API_PREFIX
 from ..objs.errors import NotFoundError
-from .openapi import OpenApiHandler
-from .aliases import AliasesHandler, AliasHandler
-from .api_models import ApiModelHandler, ApiModelsHandler, FetchModelsHandler, TestPromptHandler
-from .modelfiles import ModelfilesPullHandler, ModelfilesPullJobHandler
-from .router_aliases import RouterAliasesHandler, RouterAliasHandler
-from .usage import BudgetHandler, PriceHandler, PricesHandler, UsageHandler
-from .chat import ChatCompletionsHandler
-from .embeddings import EmbeddingsHandler
-from .models import ModelHandler, ModelsHandler
+from ..objs.urls import API_PREFIX
 from ..server_core.app_services import AppServices
 from ..services.db._encryption import PBKDF2_ITERATIONS
+from ._base import ROUTES_KEY, SERVICES_KEY, BodhiHandler
+from .aliases import AliasesHandler, AliasHandler
+from .api_models import ApiModelHandler, ApiModelsHandler, FetchModelsHandler, TestPromptHandler
+from .chat import ChatCompletionsHandler
+from .embeddings import EmbeddingsHandler
+from .modelfiles import ModelfilesPullHandler, ModelfilesPullJobHandler
+from .models import ModelHandler, ModelsHandler
+from .openapi import OpenApiHandler
+from .router_aliases import RouterAliasesHandler, RouterAliasHandler
+from .usage import BudgetHandler, PriceHandler, PricesHandler, UsageHandler
 
 __all__ = ["BodhiExtension", "ROUTES", "URL_PREFIX"]
 
@@ -114,7 +114,7 @@ class BodhiExtension(ExtensionApp):
 
     async def stop_extension(self) -> None:
         if self.services is not None:
-            await self.services.ai_api.aclose()
+            await self.services.upstream.aclose()
             await asyncio.to_thread(self.services.engine.stop, True)
             if self.services.ledger is not None:
                 await asyncio.to_thread(self.services.ledger.close)

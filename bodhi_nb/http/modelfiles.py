@@ -11,8 +11,8 @@ from __future__ import annotations
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from ._base import BodhiHandler, Op
 from ..server_core.contract import PullJobResponse, PullRequest
+from ._base import BodhiHandler, Op
 
 __all__ = ["ModelfilesPullHandler", "ModelfilesPullJobHandler", "PullJobResponse", "PullRequest"]
 

@@ -7,8 +7,8 @@ from urllib.parse import unquote
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from ._base import BodhiHandler, Op
 from ..server_core.contract import OpenAIModel, OpenAIModelList
+from ._base import BodhiHandler, Op
 
 __all__ = ["ModelsHandler", "ModelHandler"]
 

@@ -7,6 +7,7 @@ models they name: a route or field added in code appears here without a second e
 from __future__ import annotations
 
 import re
+from importlib.metadata import version
 from typing import Any
 
 from jupyter_server.auth.decorator import authorized
@@ -14,10 +15,9 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from tornado import web
 
-from importlib.metadata import version
-from ._base import ROUTES_KEY, BodhiHandler, Op
 from ..objs.urls import API_PREFIX
 from ..server_core.contract import OpenAIErrorEnvelope
+from ._base import ROUTES_KEY, BodhiHandler, Op
 
 __all__ = ["build_openapi", "OpenApiHandler"]
 

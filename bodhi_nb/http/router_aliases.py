@@ -11,8 +11,13 @@ from urllib.parse import unquote
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
+from ..server_core.contract import (
+    RouterAliasListResponse,
+    RouterAliasRequest,
+    RouterAliasResponse,
+    RouterAliasUpdateRequest,
+)
 from ._base import BodhiHandler, Op
-from ..server_core.contract import RouterAliasListResponse, RouterAliasRequest, RouterAliasResponse, RouterAliasUpdateRequest
 
 __all__ = ["RouterAliasesHandler", "RouterAliasHandler"]
 

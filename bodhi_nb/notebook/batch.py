@@ -33,8 +33,8 @@ from ..services.retry import RateGate, hinted_delay, retry_delay, retryable
 from ..services.usage import set_surface
 
 if TYPE_CHECKING:
-    from .client import Bodhi
     from ..server_core.gateway import Gateway
+    from .client import Bodhi
 
 __all__ = ["CANCELLED", "MapResult", "arun_map", "run_map"]
 

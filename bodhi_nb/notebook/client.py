@@ -16,8 +16,6 @@ from typing import Any, Literal, TypeVar, overload
 
 from pydantic import BaseModel
 
-from ._loop_thread import LoopThread
-from ._usage import UNSET, Prices, budget, usage_frame
 from ..server_core.app_services import AppServices
 from ..server_core.model_router import Candidate, ModelEntry, Resolved
 from ..server_core.operations import (
@@ -30,6 +28,8 @@ from ..server_core.operations import (
     reply_text,
     structured_format,
 )
+from ._loop_thread import LoopThread
+from ._usage import UNSET, Prices, budget, usage_frame
 
 __all__ = ["Bodhi", "ApiModels", "Aliases", "RouterAliases"]
 
@@ -361,7 +361,7 @@ class Bodhi:
             yield chunk
 
     def close(self) -> None:
-        self._loop.run(self.services.ai_api.aclose())
+        self._loop.run(self.services.upstream.aclose())
         if self.services.ledger is not None:
             self.services.ledger.flush()
 

@@ -40,8 +40,8 @@ from typing import Any
 import httpx
 
 from ..objs.errors import BodhiError, InvalidRequestError, UpstreamError
-from ..services._sse import DONE, SSEDecoder
-from ..services.ai_api_service import AiApiService, ForwardTarget, UpstreamResponse
+from ..services.sse import DONE, SSEDecoder
+from ..services.upstream_client import ForwardTarget, UpstreamClient, UpstreamResponse
 from ..services.usage import StreamTap
 
 __all__ = ["CHAT", "EMBEDDINGS", "MAX_LOCAL_N", "TOOL_CHAT_FORMATS", "LocalPlan", "adapt", "forward_local",
@@ -141,19 +141,19 @@ def _adapt_embeddings(body: dict[str, Any], model: str) -> LocalPlan:
 # -- answers ----------------------------------------------------------------------------------
 
 
-async def forward_local(ai_api: AiApiService, target: ForwardTarget, plan: LocalPlan) -> UpstreamResponse:
+async def forward_local(upstream: UpstreamClient, target: ForwardTarget, plan: LocalPlan) -> UpstreamResponse:
     """Send the plan to the engine through the one forwarding path; the caller's answer."""
     if plan.endpoint == EMBEDDINGS:
-        resp = await ai_api.forward(target, EMBEDDINGS, plan.body)
+        resp = await upstream.forward(target, EMBEDDINGS, plan.body)
         return await _as_base64(resp) if plan.base64 and resp.ok else resp
     if plan.n == 1:
-        resp = await ai_api.forward_chat_completion(target, plan.body, plan.stream)
+        resp = await upstream.forward_chat_completion(target, plan.body, plan.stream)
         if plan.stream and resp.ok and not plan.usage_event:
             return _streamed(resp, _strip_usage(resp))
         return resp
     if plan.stream:
-        return await _fan_out_stream(ai_api, target, plan)
-    return await _fan_out(ai_api, target, plan)
+        return await _fan_out_stream(upstream, target, plan)
+    return await _fan_out(upstream, target, plan)
 
 
 def _leg(plan: LocalPlan, i: int) -> dict[str, Any]:
@@ -219,13 +219,13 @@ async def _as_base64(resp: UpstreamResponse) -> UpstreamResponse:
                      resp.upstream_seconds + time.perf_counter() - t)
 
 
-async def _fan_out(ai_api: AiApiService, target: ForwardTarget, plan: LocalPlan) -> UpstreamResponse:
+async def _fan_out(upstream: UpstreamClient, target: ForwardTarget, plan: LocalPlan) -> UpstreamResponse:
     merged: dict[str, Any] | None = None
     seconds = 0.0
     label = "local engine"
     completion = 0
     for i in range(plan.n):
-        resp = await ai_api.forward_chat_completion(target, _leg(plan, i), False)
+        resp = await upstream.forward_chat_completion(target, _leg(plan, i), False)
         if not resp.ok:
             return resp  # the first failure, as the engine said it
         _, data = await resp.aread_json()
@@ -248,18 +248,18 @@ async def _fan_out(ai_api: AiApiService, target: ForwardTarget, plan: LocalPlan)
     return _replayed(200, _JSON, json.dumps(merged, separators=(",", ":")).encode(), label, seconds)
 
 
-async def _fan_out_stream(ai_api: AiApiService, target: ForwardTarget, plan: LocalPlan) -> UpstreamResponse:
-    first = await ai_api.forward_chat_completion(target, _leg(plan, 0), True)
+async def _fan_out_stream(upstream: UpstreamClient, target: ForwardTarget, plan: LocalPlan) -> UpstreamResponse:
+    first = await upstream.forward_chat_completion(target, _leg(plan, 0), True)
     if not first.ok:
         return first  # nothing sent yet: the caller gets the engine's error as it is
-    return _streamed(first, _relay_choices(ai_api, target, plan, first))
+    return _streamed(first, _relay_choices(upstream, target, plan, first))
 
 
 def _event(data: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
 
 
-async def _relay_choices(ai_api: AiApiService, target: ForwardTarget, plan: LocalPlan,
+async def _relay_choices(upstream: UpstreamClient, target: ForwardTarget, plan: LocalPlan,
                          first: UpstreamResponse) -> AsyncIterator[bytes]:
     resp: UpstreamResponse | None = first
     prompt = completion = 0
@@ -267,7 +267,7 @@ async def _relay_choices(ai_api: AiApiService, target: ForwardTarget, plan: Loca
     try:
         for i in range(plan.n):
             if resp is None:
-                resp = await ai_api.forward_chat_completion(target, _leg(plan, i), True)
+                resp = await upstream.forward_chat_completion(target, _leg(plan, i), True)
                 if not resp.ok:
                     err = await resp.error()
                     yield _event(err.to_envelope())

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from ..objs.errors import BodhiError
-from ..services.ai_api_service import UpstreamResponse, upstream_status_error
+from ..services.upstream_client import UpstreamResponse, upstream_status_error
 from ..services.usage import (
     Ledger,
     StreamTap,

@@ -16,13 +16,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from ..services.ai_api_service import AiApiService
 from ..services.cache import ResponseCache
-from ..services.data_service import DataService
-from ..services.db import DbService
+from ..services.db import ConfigStore
 from ..services.db.master_key import ENV_VAR
 from ..services.home import bodhi_home
 from ..services.local_engine import LocalEngine
+from ..services.local_models import LocalModels
+from ..services.upstream_client import UpstreamClient
 from ..services.usage import Ledger
 from .gateway import Gateway
 from .model_router import ModelRouter
@@ -36,9 +36,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class AppServices:
     home: Path
-    db: DbService
-    data: DataService
-    ai_api: AiApiService
+    db: ConfigStore
+    data: LocalModels
+    upstream: UpstreamClient
     engine: LocalEngine
     router: ModelRouter
     gateway: Gateway
@@ -69,9 +69,9 @@ class AppServices:
         (None: follow what is stored); `server=True` (the Jupyter server) also stores
         `daily_budget_usd`, which every process then enforces (docs/ARCHITECTURE.md)."""
         h = bodhi_home(home)
-        db = DbService(h, master_secret, kdf_iterations=kdf_iterations)
-        data = DataService(h)
-        ai_api = AiApiService(db, timeout=timeout, connect_timeout=connect_timeout,
+        db = ConfigStore(h, master_secret, kdf_iterations=kdf_iterations)
+        data = LocalModels(h)
+        upstream = UpstreamClient(db, timeout=timeout, connect_timeout=connect_timeout,
                               first_byte_timeout=first_byte_timeout)
         engine = LocalEngine(h, data, idle_timeout=engine_idle_timeout, start_timeout=engine_start_timeout,
                              n_threads=n_threads)
@@ -82,8 +82,8 @@ class AppServices:
         # The usage ledger ($BODHI_HOME/usage.sqlite); off only to measure what it costs.
         ledger = Ledger.try_open(h, log_content=log_content, retention_days=usage_retention_days,
                                  daily_budget_usd=daily_budget_usd, server=server) if usage_ledger else None
-        gateway = Gateway(router, ai_api, engine, cache=cache, cache_by_default=response_cache, ledger=ledger)
-        return cls(h, db, data, ai_api, engine, router, gateway, ledger)
+        gateway = Gateway(router, upstream, engine, cache=cache, cache_by_default=response_cache, ledger=ledger)
+        return cls(h, db, data, upstream, engine, router, gateway, ledger)
 
     @classmethod
     def shared(cls, home: str | Path | None, options: dict[str, Any]) -> AppServices:
@@ -107,7 +107,7 @@ class AppServices:
     @cached_property
     def ops(self) -> Operations:
         """The operations every surface calls (docs/ARCHITECTURE.md)."""
-        return Operations.create(self.db, self.data, self.ai_api, self.router, self.gateway)
+        return Operations.create(self.db, self.data, self.upstream, self.router, self.gateway)
 
     def __repr__(self) -> str:
         return f"AppServices(home={str(self.home)!r})"

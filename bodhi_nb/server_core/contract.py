@@ -18,7 +18,7 @@ from ..objs.alias import Alias
 from ..objs.api_model_alias import API_MODEL_ID_PATTERN, ApiFormat, check_api_model_id
 from ..objs.errors import InvalidRequestError
 from ..objs.router_alias import RouterAliasSpec
-from ..services.ai_api_service import MAX_TEST_PROMPT
+from ..services.upstream_client import MAX_TEST_PROMPT
 
 __all__ = [
     "ApiModelCreateRequest", "ApiModelUpdateRequest", "ApiModelResponse", "PaginatedApiModelResponse",

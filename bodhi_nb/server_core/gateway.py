@@ -2,7 +2,7 @@
 target, forward.
 
 Remote API models and local aliases differ only in the `ForwardTarget` they produce;
-the request then goes through `AiApiService.forward` either way (for the local engine,
+the request then goes through `UpstreamClient.forward` either way (for the local engine,
 adapted by `_local_adapter`, since llama.cpp does not read every OpenAI field). A router
 alias tries its targets in that same way, one after another, until one answers
 (docs/ARCHITECTURE.md, "Router aliases").
@@ -28,11 +28,11 @@ from ..objs.errors import (
 )
 from ..objs.model_alias import DiscoveredModelAlias, UserModelAlias
 from ..objs.router_alias import RouterAlias, TargetsCoolingDown
-from ..services._sse import iter_sse_json
-from ..services.ai_api_service import AiApiService, ForwardTarget, UpstreamResponse
 from ..services.cache import ResponseCache, cache_key
 from ..services.local_engine import LOCAL_EXTRA_HINT, EngineEndpoint, Purpose
 from ..services.retry import hinted_delay
+from ..services.sse import iter_sse_json
+from ..services.upstream_client import ForwardTarget, UpstreamClient, UpstreamResponse
 from ..services.usage import Ledger
 from ._local_adapter import CHAT, EMBEDDINGS, adapt, forward_local
 from ._metering import Meter
@@ -71,11 +71,11 @@ class RoutedCompletion(dict[str, Any]):
 class Gateway:
     """Route a chat request and open the upstream response."""
 
-    def __init__(self, router: ModelRouter, ai_api: AiApiService, engine: LocalEngineProtocol | None = None,
+    def __init__(self, router: ModelRouter, upstream: UpstreamClient, engine: LocalEngineProtocol | None = None,
                  cache: ResponseCache | None = None, cache_by_default: bool = False,
                  ledger: Ledger | None = None) -> None:
         self.router = router
-        self.ai_api = ai_api
+        self.upstream = upstream
         self.engine = engine
         self.cache = cache
         # Whether a request that does not say (the HTTP route) uses the cache: a server option.
@@ -246,11 +246,11 @@ class Gateway:
             target, _ = await self._target(dest, body, endpoint)
             if meter is not None and plan.stream and not plan.usage_asked:
                 meter.strip = True  # the ledger reads the engine's usage chunk, then drops it
-            return await forward_local(self.ai_api, target, plan)
+            return await forward_local(self.upstream, target, plan)
         target, body = await self._target(dest, body, endpoint)
         if endpoint == CHAT:
-            return await self.ai_api.forward_chat_completion(target, body, stream)
-        return await self.ai_api.forward(target, endpoint, body)
+            return await self.upstream.forward_chat_completion(target, body, stream)
+        return await self.upstream.forward(target, endpoint, body)
 
     async def _target(self, dest: Destination, body: dict[str, Any],
                       endpoint: str = CHAT) -> tuple[ForwardTarget, dict[str, Any]]:

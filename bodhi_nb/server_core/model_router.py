@@ -17,9 +17,9 @@ from ..objs.api_model_alias import ApiModelAlias
 from ..objs.errors import ModelNotFound
 from ..objs.model_alias import DiscoveredModelAlias, UserModelAlias
 from ..objs.router_alias import RouterAlias
-from ..services.data_service import DataService
-from ..services.db import DbService
+from ..services.db import ConfigStore
 from ..services.db.router_aliases import RouterAliasStore
+from ..services.local_models import LocalModels
 from ._cooldowns import Cooldowns
 
 __all__ = ["ModelRouter", "Remote", "Local", "Router", "Destination", "Resolved", "Candidate", "ModelEntry",
@@ -91,7 +91,7 @@ class ModelEntry:
 class ModelRouter:
     """Resolves names against the store and the local aliases."""
 
-    def __init__(self, db: DbService, data: DataService, cooldowns: Cooldowns | None = None) -> None:
+    def __init__(self, db: ConfigStore, data: LocalModels, cooldowns: Cooldowns | None = None) -> None:
         self.db = db
         self.data = data
         self.router_aliases = RouterAliasStore(db.storage)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from .data_service import DataService
 from .local_engine import local_extra_available
+from .local_models import LocalModels
 
 _PROBE = """
 from llama_cpp import Llama
@@ -22,7 +22,7 @@ print("ok", len(out["choices"]))
 
 
 def main() -> int:
-    path = DataService.builtin_path()
+    path = LocalModels.builtin_path()
     if not local_extra_available() or path is None:
         print("bodhi_nb: local extra not installed; remote API models only.")
         return 0

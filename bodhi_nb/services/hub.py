@@ -1,7 +1,7 @@
 """HubService: pull a GGUF file from the Hugging Face Hub into its cache, with progress.
 
 `huggingface_hub` does the transfer, so the file lands in the same cache layout
-DataService discovers (`models--owner--repo/snapshots/<commit>/<file>`) and `HF_ENDPOINT`
+LocalModels discovers (`models--owner--repo/snapshots/<commit>/<file>`) and `HF_ENDPOINT`
 / `HF_TOKEN` are honoured. The transfer runs in a child process (`_hub_worker`) that
 keeps its partial file and is stopped with SIGKILL, so an interrupted pull (Stop, a
 cancelled job, Ctrl-C, a killed kernel) resumes with a Range request where it stopped.
@@ -9,7 +9,7 @@ The child starts with the HF_* settings of the moment (huggingface_hub reads the
 at import) and none of bodhi's secrets.
 
 A reference is `owner/repo` (the repo's only GGUF), `owner/repo:QUANT` (the GGUF whose
-quant matches, as DataService names it) or `owner/repo/path/file.gguf`. A quant that
+quant matches, as LocalModels names it) or `owner/repo/path/file.gguf`. A quant that
 matches nothing, or more than one file, is refused with the repo's choices in the
 message. Pulls are blocking calls; the server runs each as a job on its own thread.
 """
@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from ..objs.errors import BodhiError, InvalidRequestError, NotFoundError, UpstreamError
 from ._child_env import child_env
-from .data_service import quant_of
+from .local_models import quant_of
 
 __all__ = ["CancelFlag", "HubService", "ProgressFn", "PullCancelled", "PullJob", "PullRef", "choose_file"]
 
@@ -189,7 +189,7 @@ class HubService:
 
     @classmethod
     def for_data(cls, data: Any) -> HubService:
-        """Pull into the cache `data` (a DataService) discovers, and drop its discovery cache if it keeps one."""
+        """Pull into the cache `data` (a LocalModels) discovers, and drop its discovery cache if it keeps one."""
         return cls(lambda: data.hub_dir, on_pulled=getattr(data, "invalidate", None))
 
     @property

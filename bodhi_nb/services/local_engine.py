@@ -47,7 +47,7 @@ from ..objs.errors import LocalEngineUnavailable
 from ..objs.model_alias import DiscoveredModelAlias, UserModelAlias
 from ._child_env import child_env
 from ._engine_main import HEALTH_PATH, IDLE_EXIT_MESSAGE
-from .data_service import DataService
+from .local_models import LocalModels
 
 __all__ = [
     "KEEP_LOGS",
@@ -176,7 +176,7 @@ class LocalEngine:
     def __init__(
         self,
         home: Path | str,
-        data: DataService,
+        data: LocalModels,
         *,
         idle_timeout: float = 900.0,
         start_timeout: float = 120.0,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bodhi_nb.services.data_service import DataService
+from bodhi_nb.services.local_models import LocalModels
 from tests.conftest import TEST_KEY, optional_dependency
 from tests.resources.servers import free_port, wait_http_ok
 
@@ -23,7 +23,7 @@ ARTIFACTS = Path(__file__).parent / "artifacts"
 pytestmark = [
     pytest.mark.browser,
     optional_dependency(Path(CHROMIUM).exists(), "Debian chromium is not installed"),
-    optional_dependency(DataService.builtin_path() is not None, "the bundled model (the local extra) is not installed"),
+    optional_dependency(LocalModels.builtin_path() is not None, "the bundled model (the local extra) is not installed"),
 ]
 
 
@@ -70,8 +70,8 @@ def lab(tmp_path_factory, upstream):
     except subprocess.TimeoutExpired:
         proc.kill()
     subprocess.run([sys.executable, "-c", "from bodhi_nb.services.local_engine import LocalEngine; "
-                    "from bodhi_nb.services.data_service import DataService; import sys; "
-                    "LocalEngine(sys.argv[1], DataService(sys.argv[1])).stop()", str(tmp_path / "bodhi")], check=False)
+                    "from bodhi_nb.services.local_models import LocalModels; import sys; "
+                    "LocalEngine(sys.argv[1], LocalModels(sys.argv[1])).stop()", str(tmp_path / "bodhi")], check=False)
 
 
 class _Browser:

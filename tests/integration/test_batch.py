@@ -338,7 +338,7 @@ def test_gateway_cache_is_off_unless_the_server_option_enables_it(bodhi_home, up
             opened = await services.gateway.open_chat(dict(body))
             out.append(opened.cached)
             assert (await opened.response.aread_json())[1]["choices"][0]["message"]["content"] == "echo: http"
-        await services.ai_api.aclose()
+        await services.upstream.aclose()
         return out
 
     up.reset()

@@ -95,7 +95,7 @@ def test_local_alias_without_engine_gives_clear_error(bodhi_home):
     from bodhi_nb.server_core.gateway import Gateway
 
     services = AppServices.create(bodhi_home, master_secret=TEST_SECRET, kdf_iterations=FAST_KDF)
-    services.gateway = Gateway(services.router, services.ai_api, engine=None)  # before the operations are built
+    services.gateway = Gateway(services.router, services.upstream, engine=None)  # before the operations are built
     b = Bodhi(services=services)
     b.aliases.create("lonely", repo="HuggingFaceTB/SmolLM2-135M-Instruct", filename="SmolLM2-135M-Instruct.Q4_1.gguf")
     with pytest.raises(LocalEngineUnavailable, match=r"pip install 'bodhi_nb\[local\]'"):

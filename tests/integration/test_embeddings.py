@@ -17,8 +17,8 @@ import pytest
 
 from bodhi_nb.notebook.client import Bodhi
 from bodhi_nb.objs.errors import InvalidRequestError
-from bodhi_nb.services.data_service import BUILTIN_ALIAS, DataService
 from bodhi_nb.services.local_engine import local_extra_available
+from bodhi_nb.services.local_models import BUILTIN_ALIAS, LocalModels
 from tests.conftest import FAST_KDF, TEST_KEY, TEST_SECRET
 
 
@@ -105,7 +105,7 @@ async def test_embedding_errors_come_in_the_envelope(gateway, api):
 
 
 @pytest.mark.local_model
-@pytest.mark.skipif(not local_extra_available() or DataService.builtin_path() is None, reason="needs the local extra")
+@pytest.mark.skipif(not local_extra_available() or LocalModels.builtin_path() is None, reason="needs the local extra")
 async def test_sdk_and_langchain_embeddings_on_the_local_model(gateway):
     url, token = await gateway()
     texts = ["The cat sat on the mat.", "Stock markets fell sharply today."]
@@ -139,7 +139,7 @@ SIMILAR = [  # (a, b): a pair that says nearly the same thing; pairs differ in t
 
 
 @pytest.mark.local_model
-@pytest.mark.skipif(not local_extra_available() or DataService.builtin_path() is None, reason="needs the local extra")
+@pytest.mark.skipif(not local_extra_available() or LocalModels.builtin_path() is None, reason="needs the local extra")
 def test_bodhi_embed_on_the_bundled_model(bodhi_home, capsys):
     b = Bodhi(bodhi_home, master_secret=TEST_SECRET, kdf_iterations=FAST_KDF, n_threads=2)
     try:

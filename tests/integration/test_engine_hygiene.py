@@ -19,13 +19,13 @@ import httpx
 import pytest
 
 from bodhi_nb.notebook.client import Bodhi
-from bodhi_nb.services.data_service import BUILTIN_ALIAS, DataService
 from bodhi_nb.services.local_engine import KEEP_LOGS, LocalEngine, local_extra_available
+from bodhi_nb.services.local_models import BUILTIN_ALIAS, LocalModels
 from tests.conftest import FAST_KDF, TEST_KEY, TEST_SECRET
 from tests.resources.servers import wait_for
 
 pytestmark = [pytest.mark.local_model,
-              pytest.mark.skipif(not local_extra_available() or DataService.builtin_path() is None,
+              pytest.mark.skipif(not local_extra_available() or LocalModels.builtin_path() is None,
                                  reason="needs the local extra")]
 
 THREADS = int(os.environ.get("BODHI_NB_TEST_THREADS", "2"))
@@ -43,7 +43,7 @@ def process_gone(pid: int) -> bool:
 
 @pytest.fixture
 def engine(bodhi_home):
-    eng = LocalEngine(bodhi_home, DataService(bodhi_home), n_threads=THREADS, idle_timeout=600)
+    eng = LocalEngine(bodhi_home, LocalModels(bodhi_home), n_threads=THREADS, idle_timeout=600)
     yield eng
     eng.stop()
 
@@ -195,7 +195,7 @@ def test_engine_of_a_sigkilled_kernel_exits_after_its_idle_timeout(bodhi_home):
         if kernel.poll() is None:
             kernel.kill()
             kernel.wait()
-        LocalEngine(bodhi_home, DataService(bodhi_home)).stop()
+        LocalEngine(bodhi_home, LocalModels(bodhi_home)).stop()
 
 
 def test_idle_exit_is_not_reported_as_a_crash_and_the_next_request_restarts(bodhi_home):
@@ -253,7 +253,7 @@ async def test_server_option_idle_timeout_and_gateway_key(api, bodhi_home):
     code, data, _ = await api("POST", "chat/completions", {"model": BUILTIN_ALIAS, "max_tokens": 2,
                                                            "messages": [{"role": "user", "content": "Hi"}]})
     assert code == 200 and data["choices"], data
-    eng = LocalEngine(bodhi_home, DataService(bodhi_home))
+    eng = LocalEngine(bodhi_home, LocalModels(bodhi_home))
     st = eng.status()
     assert st["alive"]
     cmd = Path(f"/proc/{st['pid']}/cmdline").read_bytes().split(b"\0")

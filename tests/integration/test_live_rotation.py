@@ -17,7 +17,7 @@ import sys
 import httpx
 import pytest
 
-from bodhi_nb.services.db import DbService
+from bodhi_nb.services.db import ConfigStore
 from tests.conftest import FAST_KDF, TEST_KEY, TEST_SECRET
 from tests.resources.servers import free_port, wait_http_ok
 
@@ -80,10 +80,10 @@ async def test_key_file_server_keeps_working_after_another_process_rotates(api, 
     code, page, _ = await api("GET", "api-models")
     assert code == 200 and all(row["error"] is None and row["api_key_masked"] for row in page["data"])
 
-    fresh = DbService(bodhi_home)  # another process opening with the key file's secret
+    fresh = ConfigStore(bodhi_home)  # another process opening with the key file's secret
     assert fresh.get_api_key("before") == TEST_KEY and fresh.get_api_key("after") == TEST_KEY
     with pytest.raises(Exception, match="does not open"):
-        DbService(bodhi_home, old.strip())
+        ConfigStore(bodhi_home, old.strip())
 
 
 @pytest.mark.parametrize("secret_mode", ["env"])
@@ -113,8 +113,8 @@ async def test_env_server_refuses_after_rotation_and_a_restart_serves_everything
     assert db_file.read_bytes() == raw  # nothing written under the stale key
 
     # Another process with the new secret adds a record after the rotation.
-    add = ("import os, sys; from bodhi_nb.objs import ApiModelAlias; from bodhi_nb.services.db import DbService; "
-           "DbService(sys.argv[1]).create(ApiModelAlias(id='after', base_url=sys.argv[2], models=['echo'], "
+    add = ("import os, sys; from bodhi_nb.objs import ApiModelAlias; from bodhi_nb.services.db import ConfigStore; "
+           "ConfigStore(sys.argv[1]).create(ApiModelAlias(id='after', base_url=sys.argv[2], models=['echo'], "
            "prefix='a/'), os.environ['BODHI_API_KEY'])")
     e = {**os.environ, "BODHI_ENCRYPTION_KEY": NEW_SECRET, "BODHI_API_KEY": TEST_KEY}
     r = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", add, str(bodhi_home), upstream.base_url],

@@ -10,13 +10,13 @@ import pytest
 
 from bodhi_nb.notebook.client import Bodhi
 from bodhi_nb.server_core.model_router import Local
-from bodhi_nb.services.data_service import BUILTIN_ALIAS, DataService
 from bodhi_nb.services.local_engine import LocalEngine, local_extra_available
+from bodhi_nb.services.local_models import BUILTIN_ALIAS, LocalModels
 from tests.conftest import FAST_KDF, TEST_SECRET
 from tests.integration.test_engine_hygiene import process_gone, wait_for
 
 pytestmark = [pytest.mark.local_model,
-              pytest.mark.skipif(not local_extra_available() or DataService.builtin_path() is None,
+              pytest.mark.skipif(not local_extra_available() or LocalModels.builtin_path() is None,
                                  reason="needs the local extra")]
 
 THREADS = int(os.environ.get("BODHI_NB_TEST_THREADS", "2"))
@@ -78,7 +78,7 @@ def test_engine_killed_externally_is_recovered(bodhi):
 def test_second_process_reuses_the_running_engine(bodhi, bodhi_home):
     bodhi.chat(BUILTIN_ALIAS, "Hi", max_tokens=2)
     pid = bodhi.services.engine.status()["pid"]
-    other = LocalEngine(bodhi_home, DataService(bodhi_home), n_threads=THREADS)
+    other = LocalEngine(bodhi_home, LocalModels(bodhi_home), n_threads=THREADS)
     ep = other.ensure_sync(bodhi.services.data.get_model_alias(BUILTIN_ALIAS))
     assert other.status()["pid"] == pid
     auth = {"Authorization": f"Bearer {ep.api_key}"}  # the key the first process started it with
@@ -99,7 +99,7 @@ def test_idle_engine_stops_by_itself(bodhi_home):
 
 
 def test_start_failure_reports_the_log(bodhi_home, tmp_path):
-    data = DataService(bodhi_home, hub_dir=tmp_path / "hub")
+    data = LocalModels(bodhi_home, hub_dir=tmp_path / "hub")
     snap = tmp_path / "hub" / "models--o--broken" / "snapshots" / "main"
     snap.mkdir(parents=True)
     (snap / "broken.Q4_0.gguf").write_bytes(b"this is not a gguf file")
@@ -119,7 +119,7 @@ def test_a_reused_pid_is_never_signalled(bodhi_home):
 
     stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
     try:
-        eng = LocalEngine(bodhi_home, DataService(bodhi_home), n_threads=THREADS)
+        eng = LocalEngine(bodhi_home, LocalModels(bodhi_home), n_threads=THREADS)
         now = time.time()
         (bodhi_home / "engine.json").write_text(json.dumps({
             "pid": stranger.pid, "port": 1, "alias": "x", "config": "c", "model_path": "m", "args": [],
@@ -149,7 +149,7 @@ def test_an_engine_left_by_an_older_version_is_stopped_not_reused(bodhi_home):
         (bodhi_home / "engine.json").write_text(json.dumps({
             "pid": legacy.pid, "port": port, "alias": BUILTIN_ALIAS, "config": "old", "model_path": "m",
             "args": [], "log_file": "l", "started_at": now, "last_use": now, "owner_pid": 1}))
-        eng = LocalEngine(bodhi_home, DataService(bodhi_home), n_threads=THREADS)
+        eng = LocalEngine(bodhi_home, LocalModels(bodhi_home), n_threads=THREADS)
         ep = eng.ensure_sync(eng.data.get_model_alias(BUILTIN_ALIAS))
         assert legacy.wait(15) is not None  # signalled and gone
         assert eng.status()["pid"] != legacy.pid and ep.api_key
@@ -157,4 +157,4 @@ def test_an_engine_left_by_an_older_version_is_stopped_not_reused(bodhi_home):
         if legacy.poll() is None:
             legacy.kill()
             legacy.wait()
-        LocalEngine(bodhi_home, DataService(bodhi_home)).stop()
+        LocalEngine(bodhi_home, LocalModels(bodhi_home)).stop()

@@ -14,11 +14,11 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from bodhi_nb.services.data_service import BUILTIN_ALIAS, DataService
 from bodhi_nb.services.local_engine import local_extra_available
+from bodhi_nb.services.local_models import BUILTIN_ALIAS, LocalModels
 from tests.conftest import TEST_KEY
 
-no_local = not local_extra_available() or DataService.builtin_path() is None
+no_local = not local_extra_available() or LocalModels.builtin_path() is None
 M = BUILTIN_ALIAS
 HI = [{"role": "user", "content": "Write a long story about a dragon."}]
 

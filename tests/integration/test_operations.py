@@ -121,19 +121,19 @@ async def test_a_store_written_by_another_process_is_reread_off_the_event_loop(a
     import threading
     from pathlib import Path
 
-    from bodhi_nb.services.db import service
+    from bodhi_nb.services.db import store as service
 
     code, _, _ = await api("POST", "api-models", {"id": "fake", "base_url": upstream.base_url, "api_key": TEST_KEY,
                                                    "models": ["echo"], "prefix": "fake/"})
     assert code == 201
     rebuilt_on: list[str] = []
-    real = service.DbService._build_index
+    real = service.ConfigStore._build_index
 
     def spy(db, generation):  # type: ignore[no-untyped-def]
         rebuilt_on.append(threading.current_thread().name)
         return real(db, generation)
 
-    monkeypatch.setattr(service.DbService, "_build_index", staticmethod(spy))
+    monkeypatch.setattr(service.ConfigStore, "_build_index", staticmethod(spy))
     writer = Path(__file__).parent / "helpers" / "store_writer.py"
     done = await asyncio.to_thread(subprocess.run, [sys.executable, str(writer), str(bodhi_home), TEST_SECRET,
                                                     "create", "other", "3"], capture_output=True, text=True)

@@ -19,12 +19,12 @@ import pytest
 from huggingface_hub.constants import DOWNLOAD_CHUNK_SIZE
 
 from bodhi_nb.objs.errors import InvalidRequestError, NotFoundError, UpstreamError
-from bodhi_nb.services.data_service import DataService
 from bodhi_nb.services.hub import CancelFlag, HubService, PullCancelled, PullRef, _child_env, choose_file
+from bodhi_nb.services.local_models import LocalModels
 from tests.conftest import TEST_KEY, TEST_SECRET
 from tests.resources.servers import wait_for
 
-GGUF = DataService.builtin_path()
+GGUF = LocalModels.builtin_path()
 pytestmark = pytest.mark.skipif(GGUF is None, reason="needs the local extra (the bundled GGUF is what the hub serves)")
 CHUNK = DOWNLOAD_CHUNK_SIZE  # the unit huggingface_hub reports progress and keeps bytes in
 FAKE_HUB = Path(__file__).resolve().parents[1] / "resources" / "fake_hub.py"
@@ -120,7 +120,7 @@ def test_choose_file_rules():
 
 
 def test_pull_with_progress_lands_in_the_cache(hub, bodhi_home):
-    svc = HubService.for_data(DataService(bodhi_home))
+    svc = HubService.for_data(LocalModels(bodhi_home))
     seen: list[tuple[int, int | None]] = []
     res = svc.pull("test/tiny-GGUF:Q4_1", progress=lambda done, total: seen.append((done, total)))
     size = GGUF.stat().st_size
@@ -128,7 +128,7 @@ def test_pull_with_progress_lands_in_the_cache(hub, bodhi_home):
     assert _sha(res["path"]) == _sha(GGUF)
     assert len(seen) > 3 and seen[-1] == (size, size)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)  # progress only moves forward
-    names = [m.alias for m in DataService(bodhi_home).list_model_aliases()]
+    names = [m.alias for m in LocalModels(bodhi_home).list_model_aliases()]
     assert "test/tiny-GGUF:Q4_1" in names  # discovery finds it at once
     # pulling again is a no-op: no second GET of the file
     gets = [r for r in hub.log() if r["method"] == "GET" and "/resolve/" in r["path"]]
@@ -139,14 +139,14 @@ def test_pull_with_progress_lands_in_the_cache(hub, bodhi_home):
 def test_dropped_connection_resumes_with_a_range_request(hub, bodhi_home):
     cut = 2 * CHUNK + 12345  # huggingface_hub writes whole chunks; the partial third one is fetched again
     hub.control(cut_after=cut)
-    res = HubService.for_data(DataService(bodhi_home)).pull("test/tiny-GGUF/tiny.Q4_1.gguf")
+    res = HubService.for_data(LocalModels(bodhi_home)).pull("test/tiny-GGUF/tiny.Q4_1.gguf")
     ranges = [r["range"] for r in hub.log() if r["method"] == "GET" and "/resolve/" in r["path"]]
     assert ranges == [None, f"bytes={2 * CHUNK}-"]  # resumed after the bytes it kept, not restarted
     assert _sha(res["path"]) == _sha(GGUF)
 
 
 def test_cancelled_pull_resumes_where_it_stopped(hub, bodhi_home):
-    svc = HubService.for_data(DataService(bodhi_home))
+    svc = HubService.for_data(LocalModels(bodhi_home))
     size = GGUF.stat().st_size
     # 1. Cancelled from another thread (the Pull box's Stop) while the hub is stalled mid-file.
     n1 = 3 * CHUNK
@@ -168,7 +168,7 @@ def test_cancelled_pull_resumes_where_it_stopped(hub, bodhi_home):
     assert not t.is_alive() and isinstance(outcome[0], PullCancelled) and "pull it again" in outcome[0].message
     assert _partial_size(bodhi_home) == n1  # kept, not discarded
     assert _cached_ggufs(bodhi_home) == []  # but no half file is ever discovered
-    assert "test/tiny-GGUF:Q4_1" not in [m.alias for m in DataService(bodhi_home).list_model_aliases()]
+    assert "test/tiny-GGUF:Q4_1" not in [m.alias for m in LocalModels(bodhi_home).list_model_aliases()]
 
     # 2. Stopped by a progress callback that raises (the older way to stop), mid-way through the resumed part.
     hub.control(hold_after=2 * CHUNK)
@@ -193,11 +193,11 @@ def test_cancelled_pull_resumes_where_it_stopped(hub, bodhi_home):
     assert gets[-1]["headers"].get("Range") == f"bytes={n2}-"
     assert seen[0] == (n2, size) and seen[-1] == (size, size)
     assert _sha(res["path"]) == _sha(GGUF) and _partial_size(bodhi_home) == 0
-    assert "test/tiny-GGUF:Q4_1" in [m.alias for m in DataService(bodhi_home).list_model_aliases()]
+    assert "test/tiny-GGUF:Q4_1" in [m.alias for m in LocalModels(bodhi_home).list_model_aliases()]
 
 
 def test_two_pulls_of_one_file_share_one_transfer(hub, bodhi_home):
-    svc = HubService.for_data(DataService(bodhi_home))
+    svc = HubService.for_data(LocalModels(bodhi_home))
     hub.control(hold_after=CHUNK)
     results: list = []
 
@@ -225,7 +225,7 @@ def test_a_partial_file_that_does_not_match_is_discarded(hub, bodhi_home):
     partial = bodhi_home.parent / "hf" / "hub" / "models--test--tiny-GGUF" / "blobs" / f"{digest}.incomplete"
     partial.parent.mkdir(parents=True)
     partial.write_bytes(b"\0" * CHUNK)  # not the file's first bytes
-    svc = HubService.for_data(DataService(bodhi_home))
+    svc = HubService.for_data(LocalModels(bodhi_home))
     with pytest.raises(UpstreamError) as e:
         svc.pull("test/tiny-GGUF:Q4_1")
     assert e.value.code == "checksum_mismatch" and "pull again" in e.value.message
@@ -250,7 +250,7 @@ def test_child_environment_has_hf_settings_and_no_secrets(monkeypatch, tmp_path)
 
 
 def test_bad_references_list_the_choices(hub, bodhi_home):
-    svc = HubService.for_data(DataService(bodhi_home))
+    svc = HubService.for_data(LocalModels(bodhi_home))
     with pytest.raises(NotFoundError) as e:
         svc.pull("test/tiny-GGUF:Q9_9")
     assert e.value.status == 404 and "Q4_1 (tiny.Q4_1.gguf), Q8_0 (tiny.Q8_0.gguf)" in e.value.message

@@ -25,7 +25,7 @@ from bodhi_nb.objs import ConflictError, InvalidRequestError, NotFoundError, Ups
 from bodhi_nb.objs.router_alias import TargetsCoolingDown
 from bodhi_nb.server_core._cooldowns import Cooldowns
 from bodhi_nb.server_core.model_router import Router
-from bodhi_nb.services.db import DbService, migrations
+from bodhi_nb.services.db import ConfigStore, migrations
 from tests.conftest import FAST_KDF, TEST_KEY, TEST_SECRET, FakeUpstream
 
 P1_MODELS = ["status-429", "status-503", "status-404", "cut", "echo"]
@@ -106,16 +106,16 @@ def test_cooldowns_keep_the_longer_wait_and_forget_a_target_that_answered(clock)
 
 
 def test_store_table_is_migrated_shared_across_processes_and_reverted(bodhi_home):
-    one = DbService(bodhi_home, TEST_SECRET, kdf_iterations=FAST_KDF)
+    one = ConfigStore(bodhi_home, TEST_SECRET, kdf_iterations=FAST_KDF)
     from bodhi_nb.objs.router_alias import RouterAliasSpec
     from bodhi_nb.services.db.router_aliases import RouterAliasStore
 
     store = RouterAliasStore(one.storage)
     store.create(RouterAliasSpec(alias="r", targets=["a", "b"]))
-    # another process (its own DbService on the same file) sees it, and its writes are seen here
-    code = ("import sys; from bodhi_nb.services.db import DbService;"
+    # another process (its own ConfigStore on the same file) sees it, and its writes are seen here
+    code = ("import sys; from bodhi_nb.services.db import ConfigStore;"
             "from bodhi_nb.services.db.router_aliases import RouterAliasStore;"
-            f"db = DbService(sys.argv[1], {TEST_SECRET!r}, kdf_iterations={FAST_KDF});"
+            f"db = ConfigStore(sys.argv[1], {TEST_SECRET!r}, kdf_iterations={FAST_KDF});"
             "s = RouterAliasStore(db.storage); print(s.get('r').targets);"
             "s.update('r', {'targets': ['b', 'a'], 'cooldown_seconds': 5})")
     out = subprocess.run([sys.executable, "-c", code, str(bodhi_home)], capture_output=True, text=True,

@@ -52,7 +52,7 @@ def test_exceptions_and_reprs_hold_no_key(bodhi_home, upstream):
         with pytest.raises(UpstreamError) as ei:
             b.chat(model, "x")
         texts += [str(ei.value), repr(ei.value), json.dumps(ei.value.to_envelope())]
-    from bodhi_nb.services.ai_api_service import ForwardTarget, RawCredentials
+    from bodhi_nb.services.upstream_client import ForwardTarget, RawCredentials
 
     texts += [repr(ForwardTarget("http://h/v1", "m", TEST_KEY)), repr(RawCredentials("http://h/v1", TEST_KEY))]
     res = b.api_models.test("echo", "x", base_url=upstream.base_url, api_key=TEST_KEY + "-wrong")
@@ -67,9 +67,9 @@ def test_executed_remote_notebook_holds_no_key(tmp_path):
     nbclient = pytest.importorskip("nbclient")
     import nbformat
 
-    from bodhi_nb.services.data_service import DataService
+    from bodhi_nb.services.local_models import LocalModels
 
-    if DataService.builtin_path() is None:
+    if LocalModels.builtin_path() is None:
         pytest.skip("needs the local extra")
     path = Path(__file__).resolve().parents[2] / "notebooks" / "02_remote_api_models.ipynb"
     nb = nbformat.read(path, as_version=4)
@@ -89,7 +89,7 @@ def test_executed_remote_notebook_holds_no_key(tmp_path):
         os.environ.update(env_backup)
         from bodhi_nb.services.local_engine import LocalEngine
 
-        LocalEngine(tmp_path / "bodhi", DataService(tmp_path / "bodhi")).stop()
+        LocalEngine(tmp_path / "bodhi", LocalModels(tmp_path / "bodhi")).stop()
     outputs = json.dumps([c.get("outputs", []) for c in nb.cells])
     assert '"output_type"' in outputs and "True" in outputs  # it ran and printed
     assert TEST_KEY not in outputs and MARK not in outputs

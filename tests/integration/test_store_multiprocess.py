@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bodhi_nb.services.db import DbService
+from bodhi_nb.services.db import ConfigStore
 from tests.conftest import FAST_KDF, TEST_SECRET
 
 WRITER = Path(__file__).parent / "helpers" / "store_writer.py"
@@ -19,20 +19,20 @@ def _spawn(*args: str) -> subprocess.Popen:
 
 
 def test_four_processes_times_100_creates(bodhi_home):
-    DbService(bodhi_home, TEST_SECRET, kdf_iterations=FAST_KDF)  # create + key check first
+    ConfigStore(bodhi_home, TEST_SECRET, kdf_iterations=FAST_KDF)  # create + key check first
     procs = [_spawn(str(bodhi_home), TEST_SECRET, "create", f"p{n}-", "100") for n in range(4)]
     for p in procs:
         out, _ = p.communicate(timeout=240)
         assert p.returncode == 0 and out.strip() == "done"
     data = json.loads((bodhi_home / "bodhi_nb.db.json").read_text())
     assert len(data["api_model_aliases"]) == 400
-    db = DbService(bodhi_home, TEST_SECRET, kdf_iterations=FAST_KDF)
+    db = ConfigStore(bodhi_home, TEST_SECRET, kdf_iterations=FAST_KDF)
     assert db.list(page_size=1000)[1] == 400
     assert db.get_api_key("p3-99") == "sk-p3--0099-abcdefgh"
 
 
 def test_writer_killed_mid_write_never_leaves_an_unreadable_file(bodhi_home):
-    DbService(bodhi_home, TEST_SECRET, kdf_iterations=FAST_KDF)
+    ConfigStore(bodhi_home, TEST_SECRET, kdf_iterations=FAST_KDF)
     path = bodhi_home / "bodhi_nb.db.json"
     for round_ in range(5):
         p = _spawn(str(bodhi_home), TEST_SECRET, "churn")
@@ -44,7 +44,7 @@ def test_writer_killed_mid_write_never_leaves_an_unreadable_file(bodhi_home):
         p.wait(timeout=30)
         data = json.loads(path.read_text())  # parses: never half-written
         assert "churn" in data["api_model_aliases"]
-        db = DbService(bodhi_home, TEST_SECRET, kdf_iterations=FAST_KDF)
+        db = ConfigStore(bodhi_home, TEST_SECRET, kdf_iterations=FAST_KDF)
         assert db.get_api_key("churn").startswith("sk-churn-key-")
         # the lock held by the killed process was released by the OS
         db.update("churn", {"models": ["after-kill"]})

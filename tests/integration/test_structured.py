@@ -15,8 +15,8 @@ from pydantic import BaseModel
 
 from bodhi_nb.notebook.client import Bodhi
 from bodhi_nb.objs.errors import BodhiError, InvalidRequestError, StructuredOutputError
-from bodhi_nb.services.data_service import BUILTIN_ALIAS, DataService
 from bodhi_nb.services.local_engine import local_extra_available
+from bodhi_nb.services.local_models import BUILTIN_ALIAS, LocalModels
 from tests.conftest import FAST_KDF, TEST_KEY, TEST_SECRET
 
 
@@ -103,7 +103,7 @@ class Capital(BaseModel):
 
 
 @pytest.mark.local_model
-@pytest.mark.skipif(not local_extra_available() or DataService.builtin_path() is None, reason="needs the local extra")
+@pytest.mark.skipif(not local_extra_available() or LocalModels.builtin_path() is None, reason="needs the local extra")
 def test_pydantic_response_format_on_the_local_model(bodhi):
     got = bodhi.chat(BUILTIN_ALIAS, "What is the capital of France? Reply in JSON.", response_format=Capital,
                      max_tokens=40, temperature=0)

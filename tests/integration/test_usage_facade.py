@@ -14,9 +14,9 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 from bodhi_nb.notebook.client import Bodhi
+from bodhi_nb.notebook.widgets import ChatPanel
 from bodhi_nb.objs.errors import BodhiError, BudgetExceeded, InvalidRequestError
 from bodhi_nb.services.usage import Ledger, UsageRecord
-from bodhi_nb.notebook.widgets import ChatPanel
 from tests.conftest import FAST_KDF, TEST_KEY, TEST_SECRET
 
 

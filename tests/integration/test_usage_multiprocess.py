@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bodhi_nb.services.data_service import BUILTIN_ALIAS, DataService
 from bodhi_nb.services.local_engine import local_extra_available
+from bodhi_nb.services.local_models import BUILTIN_ALIAS, LocalModels
 from tests.conftest import FAST_KDF, TEST_KEY, TEST_SECRET
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,7 +63,7 @@ async def test_server_and_two_kernels_writing_at_once_lose_no_row(api, upstream,
 
 
 @pytest.mark.local_model
-@pytest.mark.skipif(not local_extra_available() or DataService.builtin_path() is None, reason="needs the local extra")
+@pytest.mark.skipif(not local_extra_available() or LocalModels.builtin_path() is None, reason="needs the local extra")
 def test_local_stream_is_counted_from_the_engine(bodhi_home):
     """The engine reports a stream's usage in a last chunk the client did not ask for: the
     ledger takes its counts and the client never sees it."""

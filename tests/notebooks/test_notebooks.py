@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bodhi_nb.services.data_service import DataService
+from bodhi_nb.services.local_models import LocalModels
 from tests.resources.servers import free_port, wait_http_ok
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +40,7 @@ def test_committed_notebook_is_clean(path):
 
 @pytest.mark.local_model
 @pytest.mark.timeout(1500)
-@pytest.mark.skipif(DataService.builtin_path() is None, reason="needs the local extra")
+@pytest.mark.skipif(LocalModels.builtin_path() is None, reason="needs the local extra")
 def test_notebooks_run_under_nbval(tmp_path):
     home = tmp_path / "bodhi"
     port, token = free_port(), secrets.token_hex(16)
@@ -65,4 +65,4 @@ def test_notebooks_run_under_nbval(tmp_path):
         server.wait(30)
         from bodhi_nb.services.local_engine import LocalEngine
 
-        LocalEngine(home, DataService(home)).stop()
+        LocalEngine(home, LocalModels(home)).stop()

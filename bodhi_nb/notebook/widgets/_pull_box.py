@@ -13,8 +13,8 @@ from typing import Any
 
 import ipywidgets as W
 
-from ..client import Bodhi
 from ...services.hub import CancelFlag
+from ..client import Bodhi
 from ._tasks import TaskRunner
 
 __all__ = ["PullBox"]

@@ -6,8 +6,8 @@ from typing import Any
 
 import ipywidgets as W
 
-from ..client import Bodhi
 from ...objs.errors import InvalidRequestError
+from ..client import Bodhi
 from ._confirm import ConfirmDelete
 from ._tasks import TaskRunner, esc, html_table
 

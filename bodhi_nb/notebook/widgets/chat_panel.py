@@ -13,9 +13,9 @@ from typing import Any
 
 import ipywidgets as W
 
-from ..client import Bodhi
 from ...objs.errors import InvalidRequestError
 from ...server_core.operations import build_messages, delta_text
+from ..client import Bodhi
 from ._markdown import MARKDOWN_CSS, code_blocks, render_markdown
 from ._tasks import TaskRunner, esc
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import ipywidgets as W
 
-from ..client import Bodhi
 from ...objs.errors import BodhiError, InvalidRequestError
+from ..client import Bodhi
 from ._tasks import TaskRunner, esc, html_table
 
 __all__ = ["UsagePanel", "render_usage_chart"]

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...services.ai_api_service import AiApiService
-from ...services.data_service import DataService
-from ...services.db import DbService
+from ...services.db import ConfigStore
+from ...services.local_models import LocalModels
+from ...services.upstream_client import UpstreamClient
 from ..gateway import Gateway
 from ..model_router import ModelRouter
 from ._aliases import AliasOps
@@ -44,8 +44,8 @@ class Operations:
     pull: PullOps
 
     @classmethod
-    def create(cls, db: DbService, data: DataService, ai_api: AiApiService, router: ModelRouter,
+    def create(cls, db: ConfigStore, data: LocalModels, upstream: UpstreamClient, router: ModelRouter,
                gateway: Gateway) -> Operations:
-        return cls(ApiModelOps(db, ai_api), AliasOps(data), ModelOps(router), ChatOps(gateway),
+        return cls(ApiModelOps(db, upstream), AliasOps(data), ModelOps(router), ChatOps(gateway),
                    UsageOps(gateway.ledger), router_aliases=RouterAliasOps(router),
                    embeddings=EmbeddingOps(gateway), pull=PullOps(data))

@@ -12,7 +12,7 @@ from typing import Any
 
 from ...objs.alias import Alias
 from ...objs.model_alias import UserModelAlias
-from ...services.data_service import DataService, alias_not_found
+from ...services.local_models import LocalModels, alias_not_found
 from ..contract import AliasFileErrorObj, AliasListResponse, AliasRequest, AliasResponse, parse
 
 __all__ = ["AliasOps"]
@@ -25,7 +25,7 @@ def _response(a: UserModelAlias) -> AliasResponse:
 class AliasOps:
     """List, read, create, replace and delete user aliases; list discovered models."""
 
-    def __init__(self, data: DataService) -> None:
+    def __init__(self, data: LocalModels) -> None:
         self._data = data
 
     async def list(self) -> AliasListResponse:

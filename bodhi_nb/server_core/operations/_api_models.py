@@ -15,8 +15,8 @@ from pydantic import SecretStr, ValidationError
 
 from ...objs.api_model_alias import ApiModelAlias
 from ...objs.errors import InvalidRequestError
-from ...services.ai_api_service import AiApiService, Credentials, credentials
-from ...services.db import DbService
+from ...services.db import ConfigStore
+from ...services.upstream_client import Credentials, UpstreamClient, credentials
 from ..contract import (
     ApiModelCreateRequest,
     ApiModelResponse,
@@ -43,9 +43,9 @@ def _creds(req: TestPromptRequest | FetchModelsRequest) -> Credentials:
 class ApiModelOps:
     """Create, read, update, delete, test and fetch-models for remote providers."""
 
-    def __init__(self, db: DbService, ai_api: AiApiService) -> None:
+    def __init__(self, db: ConfigStore, upstream: UpstreamClient) -> None:
         self._db = db
-        self._ai = ai_api
+        self._ai = upstream
 
     async def list(self, page: int = 1, page_size: int = 30) -> PaginatedApiModelResponse:
         items, total = await asyncio.to_thread(self._db.list, page, page_size)

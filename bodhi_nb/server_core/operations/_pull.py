@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from ...services.data_service import DataService
 from ...services.hub import CancelFlag, HubService, ProgressFn
+from ...services.local_models import LocalModels
 from ..contract import PullJobResponse, PullRequest, parse
 
 __all__ = ["PullOps"]
@@ -20,7 +20,7 @@ __all__ = ["PullOps"]
 class PullOps:
     """Start, follow and cancel pulls (HTTP jobs), or pull in the caller's thread (facade, CLI)."""
 
-    def __init__(self, data: DataService) -> None:
+    def __init__(self, data: LocalModels) -> None:
         self._hub = HubService.for_data(data)
 
     async def start(self, req: PullRequest | dict[str, Any]) -> PullJobResponse:

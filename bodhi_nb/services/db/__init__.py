@@ -5,13 +5,13 @@ from .master_key import (
     load_master_secret,
     persist_master_secret,
 )
-from .service import DB_FILENAME, ApiModelRecord, DbService, RotationResult
 from .storage import LockedJSONStorage
+from .store import DB_FILENAME, ApiModelRecord, ConfigStore, RotationResult
 
 __all__ = [
     "DB_FILENAME",
     "ApiModelRecord",
-    "DbService",
+    "ConfigStore",
     "LockedJSONStorage",
     "MasterSecret",
     "RotationResult",

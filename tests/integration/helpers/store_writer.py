@@ -8,10 +8,10 @@ usage: store_writer.py HOME SECRET create PREFIX COUNT   -> creates PREFIX0..PRE
 import sys
 
 from bodhi_nb.objs import ApiModelAlias
-from bodhi_nb.services.db import DbService
+from bodhi_nb.services.db import ConfigStore
 
 home, secret, mode = sys.argv[1], sys.argv[2], sys.argv[3]
-db = DbService(home, secret, kdf_iterations=1_000)
+db = ConfigStore(home, secret, kdf_iterations=1_000)
 if mode == "create":
     prefix, count = sys.argv[4], int(sys.argv[5])
     for i in range(count):

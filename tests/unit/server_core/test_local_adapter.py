@@ -15,7 +15,7 @@ from bodhi_nb.objs.errors import InvalidRequestError, StructuredOutputError
 from bodhi_nb.server_core._local_adapter import CHAT, EMBEDDINGS, _as_base64, adapt
 from bodhi_nb.server_core.operations import structured_format
 from bodhi_nb.server_core.operations._chat import strict_schema
-from bodhi_nb.services.ai_api_service import UpstreamResponse
+from bodhi_nb.services.upstream_client import UpstreamResponse
 
 MSGS = [{"role": "user", "content": "hi"}]
 

@@ -6,7 +6,7 @@ import pytest
 
 from bodhi_nb.objs import Alias, ApiModelAlias, ModelNotFound
 from bodhi_nb.server_core.model_router import Local, ModelRouter, Remote
-from bodhi_nb.services.data_service import DataService
+from bodhi_nb.services.local_models import LocalModels
 
 
 def api(id, models, prefix=None, fwd=False):
@@ -25,7 +25,7 @@ def hub(tmp_path):
 
 @pytest.fixture
 def router(db, bodhi_home, hub):
-    data = DataService(bodhi_home, hub_dir=hub)
+    data = LocalModels(bodhi_home, hub_dir=hub)
     return ModelRouter(db, data)
 
 

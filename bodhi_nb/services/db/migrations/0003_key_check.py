@@ -1,4 +1,4 @@
-"""Reserve the key-check slot; DbService fills it with the first secret that opens the store."""
+"""Reserve the key-check slot; ConfigStore fills it with the first secret that opens the store."""
 
 from typing import Any
 

@@ -1,6 +1,6 @@
 """Create `api_model_aliases`.
 
-TinyDB has no indexes of its own: DbService keeps in-memory maps by id, prefix and
+TinyDB has no indexes of its own: ConfigStore keeps in-memory maps by id, prefix and
 served name, rebuilt whenever the file changes, and enforces id and prefix uniqueness
 under the store lock.
 """

@@ -1,4 +1,4 @@
-"""DataService: local model names. User aliases (YAML files) and discovered GGUF files.
+"""LocalModels: local model names. User aliases (YAML files) and discovered GGUF files.
 
 - User aliases live one per file in `$BODHI_HOME/aliases/*.yaml`, the same fields as
   BodhiApp's alias files, so a person can edit them by hand; a broken file is reported
@@ -27,7 +27,7 @@ from ..objs.alias import ALIAS_NAME_PATTERN, Alias
 from ..objs.errors import ConflictError, InvalidRequestError, NotFoundError, validation_message
 from ..objs.model_alias import DiscoveredModelAlias, UserModelAlias
 
-__all__ = ["DataService", "AliasFileError", "BUILTIN_ALIAS", "hf_hub_dir", "validation_message", "alias_not_found",
+__all__ = ["LocalModels", "AliasFileError", "BUILTIN_ALIAS", "hf_hub_dir", "validation_message", "alias_not_found",
            "alias_file_name"]
 
 BUILTIN_ALIAS = "smollm2:135m"
@@ -105,7 +105,7 @@ def alias_file_name(name: str) -> str:
     `team%3Amodel.yaml`. `urllib.parse.unquote` of the stem gives the name back, so two
     names can never share a file; the encoded part is upper-case hex and the rest keeps
     its case, so they stay distinct on a case-insensitive file system too unless the
-    names differ only in case (which `DataService` refuses there as a conflict)."""
+    names differ only in case (which `LocalModels` refuses there as a conflict)."""
     return "".join(c if c in _FILE_SAFE else f"%{ord(c):02X}" for c in name) + ".yaml"
 
 
@@ -127,7 +127,7 @@ def _check_inside(path: Path, root: Path, alias: UserModelAlias | DiscoveredMode
             "snapshot and filename must not hold '..', an absolute path or NUL.", param="model")
 
 
-class DataService:
+class LocalModels:
     """Local aliases: user aliases (CRUD) and discovered GGUF model aliases."""
 
     def __init__(self, home: Path | str, hub_dir: Path | None = None) -> None:

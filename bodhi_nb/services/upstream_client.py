@@ -1,4 +1,4 @@
-"""AiApiService: the one HTTP client to OpenAI-compatible upstreams (remote and local).
+"""UpstreamClient: the one HTTP client to OpenAI-compatible upstreams (remote and local).
 
 What comes back passes through `_upstream.py` (filtered headers, the key masked, errors mapped).
 
@@ -25,10 +25,10 @@ import httpx
 from ..objs.api_model_alias import check_api_key, normalize_base_url
 from ..objs.errors import BodhiError, InvalidRequestError, UpstreamError
 from ._upstream import KeyRedactor, UpstreamResponse, openai_error, transport_error, upstream_status_error
-from .db import DbService
+from .db import ConfigStore
 
 __all__ = [
-    "AiApiService",
+    "UpstreamClient",
     "RawCredentials",
     "StoredCredentials",
     "Credentials",
@@ -115,12 +115,12 @@ class _NoCookies(http.cookiejar.CookieJar):
         return None
 
 
-class AiApiService:
+class UpstreamClient:
     """HTTP to OpenAI-compatible upstreams; one httpx.AsyncClient per event loop."""
 
     def __init__(
         self,
-        db: DbService | None = None,
+        db: ConfigStore | None = None,
         *,
         timeout: float = 600.0,
         connect_timeout: float = 10.0,

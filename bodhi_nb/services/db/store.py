@@ -1,4 +1,4 @@
-"""DbService: the API-model table, its encrypted keys, and the master-key life cycle.
+"""ConfigStore: the API-model table, its encrypted keys, and the master-key life cycle.
 
 Every write runs under the storage's cross-process lock, re-reading the file first, so
 uniqueness checks see what other processes wrote. Lookups go through in-memory maps
@@ -33,9 +33,9 @@ from ._rotation import KeyMeta, RotationResult
 from .master_key import MasterSecret, load_master_secret
 from .storage import LockedJSONStorage
 
-__all__ = ["DB_FILENAME", "ApiModelRecord", "DbService", "RotationResult"]
+__all__ = ["DB_FILENAME", "ApiModelRecord", "ConfigStore", "RotationResult"]
 
-_List = list  # `DbService.list` shadows the builtin inside the class body
+_List = list  # `ConfigStore.list` shadows the builtin inside the class body
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class _Index:
     forward_all: list[str] = field(default_factory=list)  # newest-updated first
 
 
-class DbService:
+class ConfigStore:
     """API-model CRUD over the encrypted, multi-process TinyDB file."""
 
     def __init__(
@@ -111,7 +111,7 @@ class DbService:
         self._keys.open()
 
     def __repr__(self) -> str:
-        return f"DbService(home={str(self.home)!r})"
+        return f"ConfigStore(home={str(self.home)!r})"
 
     @property
     def path(self) -> Path:
