@@ -22,21 +22,13 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import JSON, Markdown, display
 
-from ..objs.errors import BodhiError
+from ..objs.errors import BodhiError, PromptError
 from ..services.usage import using_surface
 
 __all__ = ["BodhiMagics", "interpolate", "load_ipython_extension"]
 
 FORMATS = ("markdown", "text", "json", "code")
 _UPDATE_EVERY = 0.05  # seconds between display updates while streaming (the frontend's pace, not ours)
-
-
-class PromptError(BodhiError):
-    """The cell's `{name}` placeholders could not be filled."""
-
-    status = 400
-    error_type = "invalid_request_error"
-    default_code = "invalid_prompt"
 
 
 class _Namespace(Mapping[str, Any]):

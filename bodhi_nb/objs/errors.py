@@ -24,6 +24,12 @@ __all__ = [
     "StoreError",
     "WrongMasterKeyError",
     "DecryptionError",
+    "MasterKeyRotatedError",
+    "BudgetExceeded",
+    "StructuredOutputError",
+    "TargetsCoolingDown",
+    "PullCancelled",
+    "PromptError",
     "validation_message",
 ]
 
@@ -170,18 +176,12 @@ class MasterKeyRotatedError(StoreError):
     default_code = "master_key_rotated"
 
 
-__all__.append("MasterKeyRotatedError")
-
-
 class BudgetExceeded(BodhiError):
     """Today's usage budget (USD, UTC day) is spent; priced models refuse until it is raised."""
 
     status = 429
     error_type = "insufficient_quota"
     default_code = "budget_exceeded"
-
-
-__all__.append("BudgetExceeded")
 
 
 class StructuredOutputError(BodhiError):
@@ -198,4 +198,37 @@ class StructuredOutputError(BodhiError):
         self.raw = raw
 
 
-__all__.append("StructuredOutputError")
+
+class TargetsCoolingDown(UpstreamError):
+    """Every target of a router alias is cooling down: retry after `retry_after` seconds.
+
+    An `UpstreamError` with status 429, so every retrying caller (`Bodhi.map`, OpenAI
+    clients) treats it as the rate limit it is and waits for the Retry-After header.
+    """
+
+    status = 429
+    error_type = "rate_limit_error"
+    default_code = "router_targets_cooling_down"
+
+    def __init__(self, alias: str, retry_after: int, detail: str = "") -> None:
+        said = f" ({detail})" if detail else ""
+        super().__init__(f"Every target of router alias '{alias}' is cooling down after failures{said}; "
+                         f"retry after {retry_after} s.", param="model",
+                         headers={"Retry-After": str(retry_after)})
+        self.retry_after = retry_after
+
+
+class PullCancelled(BodhiError):
+    """The pull was stopped before the file was complete; its partial file is kept for the next pull."""
+
+    status = 409
+    error_type = "invalid_request_error"
+    default_code = "pull_cancelled"
+
+
+class PromptError(BodhiError):
+    """A `%%bodhi` cell's `{name}` placeholders could not be filled."""
+
+    status = 400
+    error_type = "invalid_request_error"
+    default_code = "invalid_prompt"

@@ -16,10 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_valid
 
 from .alias import ALIAS_NAME_PATTERN
 from .api_model_alias import MAX_MODEL_NAME_LENGTH, utc_now
-from .errors import UpstreamError
 
 __all__ = ["ROUTER_ALIAS_PATTERN", "MAX_TARGETS", "MAX_COOLDOWN_SECONDS", "RouterAliasSpec", "RouterAlias",
-           "TargetsCoolingDown", "check_router_alias_name"]
+           "check_router_alias_name"]
 
 ROUTER_ALIAS_PATTERN = ALIAS_NAME_PATTERN  # the same characters as a user alias
 _NAME_RE = re.compile(ROUTER_ALIAS_PATTERN)
@@ -100,21 +99,3 @@ class RouterAlias(RouterAliasSpec):
     def _rfc3339(self, v: datetime) -> str:
         return v.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
-
-class TargetsCoolingDown(UpstreamError):
-    """Every target of a router alias is cooling down: retry after `retry_after` seconds.
-
-    An `UpstreamError` with status 429, so every retrying caller (`Bodhi.map`, OpenAI
-    clients) treats it as the rate limit it is and waits for the Retry-After header.
-    """
-
-    status = 429
-    error_type = "rate_limit_error"
-    default_code = "router_targets_cooling_down"
-
-    def __init__(self, alias: str, retry_after: int, detail: str = "") -> None:
-        said = f" ({detail})" if detail else ""
-        super().__init__(f"Every target of router alias '{alias}' is cooling down after failures{said}; "
-                         f"retry after {retry_after} s.", param="model",
-                         headers={"Retry-After": str(retry_after)})
-        self.retry_after = retry_after

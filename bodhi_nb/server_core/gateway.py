@@ -24,10 +24,11 @@ from ..objs.errors import (
     LocalEngineUnavailable,
     ModelNotFound,
     NotFoundError,
+    TargetsCoolingDown,
     UpstreamError,
 )
 from ..objs.model_alias import DiscoveredModelAlias, UserModelAlias
-from ..objs.router_alias import RouterAlias, TargetsCoolingDown
+from ..objs.router_alias import RouterAlias
 from ..services.cache import ResponseCache, cache_key
 from ..services.local_engine import LOCAL_EXTRA_HINT, EngineEndpoint, Purpose
 from ..services.retry import hinted_delay

@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..objs.errors import BodhiError, InvalidRequestError, NotFoundError, UpstreamError
+from ..objs.errors import BodhiError, InvalidRequestError, NotFoundError, PullCancelled, UpstreamError
 from ._child_env import child_env
 from .local_models import quant_of
 
-__all__ = ["CancelFlag", "HubService", "ProgressFn", "PullCancelled", "PullJob", "PullRef", "choose_file"]
+__all__ = ["CancelFlag", "HubService", "ProgressFn", "PullJob", "PullRef", "choose_file"]
 
 ProgressFn = Callable[[int, "int | None"], None]
 JobStatus = Literal["running", "done", "error", "cancelled"]
@@ -50,14 +50,6 @@ _WORKER = [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
 _PULL_NAMES = ("XDG_CACHE_HOME", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
                "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
 _PULL_SECRETS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
-
-
-class PullCancelled(BodhiError):
-    """The pull was stopped before the file was complete; its partial file is kept for the next pull."""
-
-    status = 409
-    error_type = "invalid_request_error"
-    default_code = "pull_cancelled"
 
 
 class CancelFlag:

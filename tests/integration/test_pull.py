@@ -18,8 +18,8 @@ import httpx
 import pytest
 from huggingface_hub.constants import DOWNLOAD_CHUNK_SIZE
 
-from bodhi_nb.objs.errors import InvalidRequestError, NotFoundError, UpstreamError
-from bodhi_nb.services.hub import CancelFlag, HubService, PullCancelled, PullRef, _child_env, choose_file
+from bodhi_nb.objs.errors import InvalidRequestError, NotFoundError, PullCancelled, UpstreamError
+from bodhi_nb.services.hub import CancelFlag, HubService, PullRef, _child_env, choose_file
 from bodhi_nb.services.local_models import LocalModels
 from tests.conftest import TEST_KEY, TEST_SECRET
 from tests.resources.servers import wait_for

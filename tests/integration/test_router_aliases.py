@@ -22,7 +22,7 @@ import pytest
 
 from bodhi_nb.notebook.client import Bodhi
 from bodhi_nb.objs import ConflictError, InvalidRequestError, NotFoundError, UpstreamError
-from bodhi_nb.objs.router_alias import TargetsCoolingDown
+from bodhi_nb.objs.errors import TargetsCoolingDown
 from bodhi_nb.server_core._cooldowns import Cooldowns
 from bodhi_nb.server_core.model_router import Router
 from bodhi_nb.services.db import ConfigStore, migrations

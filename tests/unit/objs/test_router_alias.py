@@ -6,8 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from bodhi_nb.objs import UpstreamError
-from bodhi_nb.objs.errors import validation_message
-from bodhi_nb.objs.router_alias import MAX_COOLDOWN_SECONDS, RouterAlias, RouterAliasSpec, TargetsCoolingDown
+from bodhi_nb.objs.errors import TargetsCoolingDown, validation_message
+from bodhi_nb.objs.router_alias import MAX_COOLDOWN_SECONDS, RouterAlias, RouterAliasSpec
 from bodhi_nb.services.retry import retryable
 
 
