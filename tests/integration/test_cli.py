@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 from tests.conftest import TEST_KEY
-
-
-def cli(home, *args, env=None, input=None):
-    e = {**os.environ, "BODHI_HOME": str(home), "BODHI_NO_KEYRING": "1", **(env or {})}
-    e.pop("BODHI_ENCRYPTION_KEY", None)
-    return subprocess.run([sys.executable, "-m", "bodhi_nb.cli", *args], capture_output=True, text=True, env=e,
-                          input=input, timeout=120)
+from tests.resources.cli import cli
 
 
 def test_api_models_lifecycle_with_key_from_env(bodhi_home, upstream):

@@ -22,7 +22,7 @@ from bodhi_nb.notebook.client import Bodhi
 from bodhi_nb.services.local_engine import KEEP_LOGS, LocalEngine, local_extra_available
 from bodhi_nb.services.local_models import BUILTIN_ALIAS, LocalModels
 from tests.conftest import FAST_KDF, TEST_KEY, TEST_SECRET
-from tests.resources.servers import wait_for
+from tests.resources.servers import process_gone, wait_for
 
 pytestmark = [pytest.mark.local_model,
               pytest.mark.skipif(not local_extra_available() or LocalModels.builtin_path() is None,
@@ -30,15 +30,6 @@ pytestmark = [pytest.mark.local_model,
 
 THREADS = int(os.environ.get("BODHI_NB_TEST_THREADS", "2"))
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def process_gone(pid: int) -> bool:
-    """No such process, or only its exit status left (a zombie runs nothing)."""
-    try:
-        st = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return st.rsplit(")", 1)[-1].split()[0] == "Z"
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from bodhi_nb.server_core.model_router import Local
 from bodhi_nb.services.local_engine import LocalEngine, local_extra_available
 from bodhi_nb.services.local_models import BUILTIN_ALIAS, LocalModels
 from tests.conftest import FAST_KDF, TEST_SECRET
-from tests.integration.test_engine_hygiene import process_gone, wait_for
+from tests.resources.servers import process_gone, wait_for
 
 pytestmark = [pytest.mark.local_model,
               pytest.mark.skipif(not local_extra_available() or LocalModels.builtin_path() is None,

@@ -18,7 +18,7 @@ import pytest
 from bodhi_nb.notebook.client import Bodhi
 from bodhi_nb.objs import BodhiError
 from tests.conftest import FAST_KDF, TEST_KEY, TEST_SECRET
-from tests.integration.test_cli import cli
+from tests.resources.cli import cli
 
 LONG = "x" * 31
 

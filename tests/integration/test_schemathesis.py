@@ -7,34 +7,14 @@ non-streamed chat through a loopback upstream is checked against the same schema
 
 from __future__ import annotations
 
-import asyncio
 import os
-import sys
-from pathlib import Path
 
 import jsonschema
 
 from tests.conftest import TEST_KEY
+from tests.resources.schemathesis_run import run_schemathesis
 
 MAX_EXAMPLES = int(os.environ.get("BODHI_NB_FUZZ_EXAMPLES", "15"))
-CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
-
-
-async def run_schemathesis(jp_serverapp, jp_http_port, jp_base_url, tmp_path: Path, max_examples: int,
-                           checks: str = CHECKS) -> tuple[int, str]:
-    token = jp_serverapp.identity_provider.token
-    url = f"http://127.0.0.1:{jp_http_port}{jp_base_url}bodhi/v1/openapi.json"
-    st = Path(sys.executable).with_name("schemathesis")
-    proc = await asyncio.create_subprocess_exec(
-        str(st), "run", url, "-H", f"Authorization: Bearer {token}", "--checks", checks,
-        "--max-examples", str(max_examples), "--request-timeout", "20", "--phases", "examples,coverage,fuzzing",
-        # A pull downloads from a hub; with none reachable its 502 is the right answer, which
-        # `not_a_server_error` would count against us (tests/integration/test_pull.py covers it).
-        "--exclude-path", "/modelfiles/pull",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=tmp_path,
-        env={**os.environ, "NO_COLOR": "1"})
-    out, _ = await asyncio.wait_for(proc.communicate(), 900)
-    return proc.returncode, out.decode(errors="replace")
 
 
 async def test_every_response_conforms_to_the_document(jp_serverapp, http_server_client, jp_http_port, jp_base_url,

@@ -100,7 +100,7 @@ def test_executed_remote_notebook_holds_no_key(tmp_path):
 
 async def test_wider_schemathesis_budget_no_500s(jp_serverapp, http_server_client, jp_http_port, jp_base_url,
                                                  tmp_path):
-    from tests.integration.test_schemathesis import run_schemathesis
+    from tests.resources.schemathesis_run import run_schemathesis
 
     code, out = await run_schemathesis(jp_serverapp, jp_http_port, jp_base_url, tmp_path,
                                        int(os.environ.get("BODHI_NB_FUZZ_EXAMPLES_WIDE", "60")))

@@ -1,5 +1,6 @@
-"""Helpers for tests that start real servers: a free loopback port, and waiting until a
-server answers (a bounded readiness poll of another process, not test synchronisation)."""
+"""Helpers for tests that start real servers: a free loopback port, waiting until a server
+answers (a bounded readiness poll of another process, not test synchronisation), and telling
+whether a process is gone."""
 
 from __future__ import annotations
 
@@ -44,3 +45,12 @@ def wait_for(cond, timeout: float = 20.0, what: str = "condition"):  # type: ign
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.02)
+
+
+def process_gone(pid: int) -> bool:
+    """No such process, or only its exit status left (a zombie runs nothing)."""
+    try:
+        st = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return st.rsplit(")", 1)[-1].split()[0] == "Z"
