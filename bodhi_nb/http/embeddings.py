@@ -12,7 +12,7 @@ from jupyter_server.auth.decorator import authorized
 from tornado import web
 
 from ..server_core.contract import EmbeddingRequest, EmbeddingResponse
-from ..services.usage import set_http_origin
+from ..server_core.origin import set_http_origin
 from ._base import Op
 from ._relay import UpstreamRelayHandler
 

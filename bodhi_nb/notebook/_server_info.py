@@ -54,7 +54,7 @@ def openai_client(server: ServerInfo | None = None, **kwargs: Any) -> Any:
     """`openai.OpenAI` pointed at the gateway, authenticated with the Jupyter token."""
     import openai
 
-    from ..services.usage import origin_headers
+    from ..server_core.origin import origin_headers
 
     info = server or find_server()
     # The kernel and notebook ride along as labels, so the usage ledger can say where requests came from.

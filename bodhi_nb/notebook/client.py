@@ -18,16 +18,8 @@ from pydantic import BaseModel
 
 from ..server_core.app_services import AppServices
 from ..server_core.model_router import Candidate, ModelEntry, Resolved
-from ..server_core.operations import (
-    DEFAULT_BATCH_SIZE,
-    Messages,
-    Operations,
-    as_texts,
-    build_messages,
-    delta_text,
-    reply_text,
-    structured_format,
-)
+from ..objs.openai import Messages, build_messages, delta_text, reply_text
+from ..server_core.operations import DEFAULT_BATCH_SIZE, Operations, as_texts, structured_format
 from ._loop_thread import LoopThread
 from ._usage import UNSET, Prices, budget, usage_frame
 
@@ -325,7 +317,7 @@ class Bodhi:
         what finished, and a re-run resumes from the response cache."""
         from .batch import run_map
 
-        return run_map(self, model, inputs, template=template, system=system, concurrency=concurrency,
+        return run_map(self.ops, self._loop, model, inputs, template=template, system=system, concurrency=concurrency,
                        max_retries=max_retries, cache=cache, response_format=response_format, progress=progress,
                        **params)
 
@@ -335,7 +327,7 @@ class Bodhi:
         """`map` for async code; cancelling the awaiting task returns what finished."""
         from .batch import arun_map
 
-        return await arun_map(self, model, inputs, template=template, system=system, concurrency=concurrency,
+        return await arun_map(self.ops, self._loop, model, inputs, template=template, system=system, concurrency=concurrency,
                               max_retries=max_retries, cache=cache, response_format=response_format,
                               progress=progress, **params)
 

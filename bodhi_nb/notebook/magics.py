@@ -23,7 +23,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import JSON, Markdown, display
 
 from ..objs.errors import BodhiError, PromptError
-from ..services.usage import using_surface
+from ..server_core.origin import using_surface
 
 __all__ = ["BodhiMagics", "interpolate", "load_ipython_extension"]
 

@@ -17,18 +17,18 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from ..objs.errors import BodhiError
+from ..objs.openai import completion_text
 from ..services.upstream_client import UpstreamResponse, upstream_status_error
 from ..services.usage import (
     Ledger,
     StreamTap,
     TokenUsage,
     UsageRecord,
-    current_origin,
-    current_surface,
     usage_from_body,
     with_include_usage,
 )
 from .model_router import Destination, Remote
+from .origin import current_origin, current_surface
 
 if TYPE_CHECKING:
     from .gateway import OpenChat
@@ -126,14 +126,6 @@ class Meter:
             ts=self.ts))
 
 
-def _reply(data: object) -> str | None:
-    try:
-        text = data["choices"][0]["message"]["content"]  # type: ignore[index]
-    except (KeyError, IndexError, TypeError):
-        return None
-    return text if isinstance(text, str) else None
-
-
 class MeteredResponse(UpstreamResponse):
     """An `UpstreamResponse` that completes its ledger row as it is read.
 
@@ -226,7 +218,7 @@ class MeteredResponse(UpstreamResponse):
                 data = json.loads(raw)
             except ValueError:
                 data = None
-        self._meter.finish(status, None, usage_from_body(data), cached=self._cached, reply=_reply(data))
+        self._meter.finish(status, None, usage_from_body(data), cached=self._cached, reply=completion_text(data))
 
     async def aclose(self) -> None:
         await self._inner.aclose()

@@ -24,6 +24,7 @@ import httpx
 
 from ..objs.api_model_alias import check_api_key, normalize_base_url
 from ..objs.errors import BodhiError, InvalidRequestError, UpstreamError
+from ..objs.openai import build_messages, completion_text
 from ._upstream import KeyRedactor, UpstreamResponse, openai_error, transport_error, upstream_status_error
 from .db import ConfigStore
 
@@ -206,18 +207,17 @@ class UpstreamClient:
         if not model:
             raise InvalidRequestError("A model is needed for the test prompt.", param="model")
         base_url, key, label = await asyncio.to_thread(self._resolve, creds)  # may read the store
-        body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 50,
-                "stream": False}
+        body = {"model": model, "messages": build_messages(prompt), "max_tokens": 50, "stream": False}
         try:
             resp = await self.forward_chat_completion(ForwardTarget(base_url, model, key, label), body, stream=False)
             if not resp.ok:
                 return TestPromptResult(False, error=(await resp.error()).message)
-            text = (await resp.aread_json())[1]["choices"][0]["message"]["content"]
-            return TestPromptResult(True, response=text or "")
+            text = completion_text((await resp.aread_json())[1])
         except BodhiError as exc:
             return TestPromptResult(False, error=exc.message)
-        except (KeyError, IndexError, TypeError):
+        if text is None:
             return TestPromptResult(False, error=f"The {label} answered with something that is not a chat completion.")
+        return TestPromptResult(True, response=text)
 
     async def forward_chat_completion(self, target: ForwardTarget, body: dict[str, Any], stream: bool) -> UpstreamResponse:
         """POST `{base_url}/chat/completions` (model rewritten; `stream` set only where the body

@@ -16,7 +16,7 @@ from typing import Any
 import ipywidgets as W
 
 from ...objs.errors import BodhiError
-from ...services.usage import set_surface
+from ...server_core.origin import set_surface
 
 __all__ = ["TaskRunner", "status_html", "esc", "html_table"]
 

@@ -14,7 +14,7 @@ from typing import Any
 import ipywidgets as W
 
 from ...objs.errors import InvalidRequestError
-from ...server_core.operations import build_messages, delta_text
+from ...objs.openai import build_messages, delta_text
 from ..client import Bodhi
 from ._markdown import MARKDOWN_CSS, code_blocks, render_markdown
 from ._tasks import TaskRunner, esc

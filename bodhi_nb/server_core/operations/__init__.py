@@ -18,16 +18,16 @@ from ..gateway import Gateway
 from ..model_router import ModelRouter
 from ._aliases import AliasOps
 from ._api_models import ApiModelOps
-from ._chat import ChatOps, Messages, build_messages, delta_text, reply_text, structured_format
+from ._chat import ChatOps, structured_format
 from ._embeddings import DEFAULT_BATCH_SIZE, EmbeddingOps, as_texts
+from ._map import CANCELLED, MapJob, MapOps, MapResult
 from ._models import ModelOps
 from ._pull import PullOps
 from ._router_aliases import RouterAliasOps
 from ._usage import UsageOps, UsagePage
 
-__all__ = ["Operations", "ApiModelOps", "AliasOps", "ChatOps", "ModelOps", "PullOps", "Messages", "build_messages",
-           "delta_text", "reply_text", "UsageOps", "UsagePage", "RouterAliasOps", "structured_format",
-           "EmbeddingOps", "DEFAULT_BATCH_SIZE", "as_texts"]
+__all__ = ["Operations", "ApiModelOps", "AliasOps", "ChatOps", "ModelOps", "PullOps", "UsageOps", "UsagePage", "RouterAliasOps", "structured_format",
+           "EmbeddingOps", "DEFAULT_BATCH_SIZE", "as_texts", "MapOps", "MapJob", "MapResult", "CANCELLED"]
 
 
 @dataclass(frozen=True)
@@ -42,10 +42,11 @@ class Operations:
     router_aliases: RouterAliasOps
     embeddings: EmbeddingOps
     pull: PullOps
+    map: MapOps
 
     @classmethod
     def create(cls, db: ConfigStore, data: LocalModels, upstream: UpstreamClient, router: ModelRouter,
                gateway: Gateway) -> Operations:
         return cls(ApiModelOps(db, upstream), AliasOps(data), ModelOps(router), ChatOps(gateway),
                    UsageOps(gateway.ledger), router_aliases=RouterAliasOps(router),
-                   embeddings=EmbeddingOps(gateway), pull=PullOps(data))
+                   embeddings=EmbeddingOps(gateway), pull=PullOps(data), map=MapOps(gateway))

@@ -1,10 +1,8 @@
-"""Chat operations and the pure rules every chat surface shares.
+"""Chat operations and the structured-output rule.
 
-`build_messages` (text or messages, plus an optional system prompt), `delta_text`
-(the text of a streamed chunk) and `reply_text` (the text of a completion) are written
-once here and used by `Bodhi`, the chat panel, the magic and the CLI; so is
-`structured_format` (a pydantic model or JSON schema as `response_format`, and the
-parser that validates the reply), used by `Bodhi.chat` and `Bodhi.map`.
+`structured_format` (a pydantic model or JSON schema as `response_format`, and the parser
+that validates the reply) is written once here and used by `Bodhi.chat` and `Bodhi.map`.
+The message and reply-text rules live in objs/openai.py.
 """
 
 from __future__ import annotations
@@ -16,40 +14,10 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from ...objs.errors import InvalidRequestError, StructuredOutputError, validation_message
+from ...objs.openai import reply_text
 from ..gateway import Gateway, OpenChat
 
-__all__ = ["ChatOps", "Messages", "build_messages", "delta_text", "reply_text", "structured_format",
-           "strict_schema"]
-
-Messages = str | list[dict[str, Any]]
-
-
-def build_messages(text_or_messages: Messages, system: str | None = None) -> list[dict[str, Any]]:
-    """A user message from text (or the messages as given), after an optional system prompt."""
-    msgs = ([{"role": "user", "content": text_or_messages}] if isinstance(text_or_messages, str)
-            else list(text_or_messages))
-    if system and system.strip():
-        msgs = [{"role": "system", "content": system}, *msgs]
-    return msgs
-
-
-def delta_text(chunk: dict[str, Any]) -> str:
-    """The text a `chat.completion.chunk` adds (every choice's delta content)."""
-    out = []
-    for choice in chunk.get("choices") or []:
-        text = (choice.get("delta") or {}).get("content") if isinstance(choice, dict) else None
-        if text:
-            out.append(text)
-    return "".join(out)
-
-
-def reply_text(resp: dict[str, Any]) -> str:
-    """The first choice's message content of a chat completion ('' when there is none)."""
-    try:
-        return resp["choices"][0]["message"].get("content") or ""
-    except (KeyError, IndexError, TypeError, AttributeError):
-        return ""
-
+__all__ = ["ChatOps", "structured_format", "strict_schema"]
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
 ReplyParser = Callable[[str], Any]

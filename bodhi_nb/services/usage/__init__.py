@@ -6,17 +6,6 @@ See docs/ARCHITECTURE.md ("Usage ledger") for how the request path feeds it.
 from __future__ import annotations
 
 from ._sqlite import ROW_FIELDS
-from .context import (
-    ORIGIN_HEADERS,
-    SURFACES,
-    current_origin,
-    current_surface,
-    kernel_identity,
-    origin_headers,
-    set_http_origin,
-    set_surface,
-    using_surface,
-)
 from .ledger import (
     DEFAULT_RETENTION_DAYS,
     BudgetState,
@@ -39,7 +28,6 @@ __all__ = [
     "GROUP_KEYS",
     "ROW_FIELDS",
     "SUM_FIELDS",
-    "SURFACES",
     "BudgetState",
     "Ledger",
     "Price",
@@ -48,17 +36,9 @@ __all__ = [
     "UsageFilter",
     "UsageRecord",
     "cost_usd",
-    "ORIGIN_HEADERS",
-    "current_origin",
-    "current_surface",
-    "kernel_identity",
-    "origin_headers",
     "parse_by",
     "parse_when",
-    "set_http_origin",
-    "set_surface",
     "usage_from_body",
-    "using_surface",
     "wants_usage",
     "with_include_usage",
 ]

@@ -26,7 +26,7 @@ from bodhi_nb.services.usage import (
     with_include_usage,
 )
 from bodhi_nb.services.usage._sqlite import connect, iso_utc, write_tx
-from bodhi_nb.services.usage.context import current_surface
+from bodhi_nb.server_core.origin import current_surface
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -1,0 +1,164 @@
+"""The map job: one request body over many rows, the way long jobs need (docs/ARCHITECTURE.md).
+
+A fixed pool of `concurrency` worker tasks pulls row numbers from one shared iterator, so
+at most `concurrency` requests are in flight and memory does not grow with queued rows.
+Each request goes through the gateway (the one forwarding path) with the response cache on
+by default, so a re-run answers every finished row from the cache: an interrupted job
+resumes. A 429 closes a shared gate for its Retry-After (or backoff), which pauses every
+worker, not only the row that hit it. A failed row never stops the others.
+
+`Bodhi.map` (notebook/batch.py) turns lists, Series and DataFrames into rows and draws the
+progress bar; the rules of the job itself live here, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ...objs.errors import BodhiError, InvalidRequestError, StructuredOutputError
+from ...objs.openai import completion_text
+from ...services.retry import RateGate, hinted_delay, retry_delay, retryable
+from ..origin import set_surface
+from ..gateway import Gateway
+from ._chat import structured_format
+
+__all__ = ["CANCELLED", "MapJob", "MapOps", "MapResult", "RowMessages"]
+
+CANCELLED = "Cancelled before this row finished; run map again to resume (finished rows come from the cache)."
+
+RowMessages = Callable[[int], list[dict[str, Any]]]
+"""Row number -> that row's messages (may raise BodhiError, KeyError, IndexError, ValueError)."""
+
+
+@dataclass
+class MapResult:
+    """One row's outcome. `error` is None on success, else the OpenAI error message."""
+
+    text: str | None = None
+    parsed: Any = None
+    error: str | None = None
+    usage: dict[str, Any] | None = None
+    latency_s: float = 0.0
+    attempts: int = 0
+    cached: bool = False
+    target: str | None = None  # the router-alias target that answered (None: not a router alias)
+
+
+class MapJob:
+    """Runs on the private loop; the caller's thread reads its counters for the progress bar."""
+
+    def __init__(self, gateway: Gateway, n: int, messages: RowMessages, body: dict[str, Any], *, concurrency: int,
+                 max_retries: int, cache: bool, parse: Callable[[str], Any] | None) -> None:
+        self.gateway, self.n, self.messages, self.body, self.parse = gateway, n, messages, body, parse
+        self.concurrency, self.max_retries, self.cache = concurrency, max_retries, cache
+        self.results: list[MapResult | None] = [None] * n
+        self.done = self.failed = self.tokens = self.from_cache = 0
+        self.gate = RateGate()
+        self.rng = random.Random()
+        self._next = iter(range(n))
+        self._workers: list[asyncio.Task[None]] = []
+        self._stopped = False
+
+    def stop(self) -> None:
+        """Cancel in-flight requests (call on the job's loop); `run` then returns what finished."""
+        self._stopped = True
+        for w in self._workers:
+            w.cancel()
+
+    async def run(self) -> list[MapResult]:
+        set_surface("map")  # this task and its workers: the usage ledger records rows as "map"
+        if not self._stopped:
+            self._workers = [asyncio.ensure_future(self._worker()) for _ in range(min(self.concurrency, self.n))]
+        try:
+            await asyncio.gather(*self._workers, return_exceptions=True)
+        except asyncio.CancelledError:
+            self.stop()
+            await asyncio.gather(*self._workers, return_exceptions=True)
+        return [r if r is not None else MapResult(error=CANCELLED) for r in self.results]
+
+    async def _worker(self) -> None:
+        for i in self._next:
+            result = await self._row(i)
+            self.results[i] = result
+            self.done += 1
+            self.failed += result.error is not None
+            self.from_cache += result.cached
+            self.tokens += int((result.usage or {}).get("total_tokens") or 0)
+
+    async def _row(self, i: int) -> MapResult:
+        t0 = time.perf_counter()
+        try:
+            body = {**self.body, "messages": self.messages(i)}
+        except BodhiError as exc:
+            return MapResult(error=exc.message)
+        except (KeyError, IndexError, ValueError) as exc:
+            return MapResult(error=f"The template could not be filled for this row: {exc!r}")
+        attempt = 0
+        while True:
+            await self.gate.wait()
+            attempt += 1
+            try:
+                opened = await self.gateway.open_chat(body, cache=self.cache)
+                try:
+                    if not opened.response.ok:
+                        raise await opened.response.error()
+                    data = (await opened.response.aread_json())[1]
+                finally:
+                    await opened.response.aclose()
+            except BodhiError as exc:
+                if attempt > self.max_retries or not retryable(exc):
+                    return MapResult(error=exc.message, latency_s=time.perf_counter() - t0, attempts=attempt)
+                delay = retry_delay(exc, attempt, self.rng)
+                if exc.status == 429 or hinted_delay(exc.headers) is not None:
+                    self.gate.hold(delay)  # the whole batch slows down, not only this row
+                await asyncio.sleep(delay)
+                continue
+            except Exception as exc:  # noqa: BLE001 - a row's failure never aborts the batch
+                return MapResult(error=f"{type(exc).__name__}: {exc}", latency_s=time.perf_counter() - t0,
+                                 attempts=attempt)
+            out = self._result(data, opened.cached, attempt, time.perf_counter() - t0)
+            out.target = opened.target
+            return out
+
+    def _result(self, data: Any, cached: bool, attempts: int, latency: float) -> MapResult:
+        text = completion_text(data)
+        if text is None:
+            return MapResult(error="The upstream answered with something that is not a chat completion.",
+                             latency_s=latency, attempts=attempts, cached=cached)
+        out = MapResult(text=text, usage=data.get("usage"), latency_s=latency, attempts=attempts, cached=cached)
+        if self.parse is not None:
+            try:
+                out.parsed = self.parse(text)
+            except StructuredOutputError as exc:
+                out.error = exc.message
+            except Exception as exc:  # noqa: BLE001 - any parser error is this row's error
+                out.error = f"The reply does not match response_format: {str(exc).splitlines()[0][:300]}"
+        return out
+
+
+class MapOps:
+    """Map jobs over the gateway; every surface that runs one (`Bodhi.map`, `amap`) gets it here."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+
+    def job(self, model: str, n: int, messages: RowMessages, *, concurrency: int = 8, max_retries: int = 4,
+            cache: bool = True, response_format: Any = None, **params: Any) -> MapJob:
+        """A job of `n` rows, not started (`await job.run()` on the loop that owns the gateway).
+        `response_format` is the one structured-output rule `Bodhi.chat` uses too."""
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise InvalidRequestError("concurrency must be a positive integer.", param="concurrency")
+        if not isinstance(max_retries, int) or max_retries < 0:
+            raise InvalidRequestError("max_retries must be zero or a positive integer.", param="max_retries")
+        payload, parse = structured_format(response_format)
+        body = {**params, "model": model}
+        body.pop("stream", None)
+        if payload is not None:
+            body["response_format"] = payload
+        return MapJob(self._gateway, n, messages, body, concurrency=concurrency, max_retries=max_retries,
+                      cache=cache, parse=parse)
