@@ -1,4 +1,5 @@
-"""A real Jupyter server with the bodhi_nb extension, on a non-root base_url."""
+"""A real Jupyter server with the bodhi_nb extension, on a non-root base_url; and a `Bodhi`
+facade with the session's fake upstream registered as api model "fake"."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 
 import pytest
 
-from tests.conftest import FAST_KDF, TEST_SECRET
+from tests.conftest import FAST_KDF, TEST_KEY, TEST_SECRET
 
 BASE = "/jupyter/"
 
@@ -48,3 +49,22 @@ def api(jp_fetch):
         return r.code, data, r.headers
 
     return call
+
+
+@pytest.fixture
+def fake_models() -> list[str]:
+    """The upstream models the `bodhi` fixture registers; a module overrides this fixture to
+    ask for the fake upstream's other models (tests/resources/fake_openai.py)."""
+    return ["echo"]
+
+
+@pytest.fixture
+def bodhi(bodhi_home, upstream, fake_models):
+    """A `Bodhi` facade on this test's BODHI_HOME, with the session's fake upstream registered
+    as api model "fake" (prefix "fake/", the test key) serving `fake_models`."""
+    from bodhi_nb.notebook.client import Bodhi
+
+    b = Bodhi(bodhi_home, master_secret=TEST_SECRET, kdf_iterations=FAST_KDF)
+    b.api_models.create("fake", upstream.base_url, api_key=TEST_KEY, models=fake_models, prefix="fake/")
+    yield b
+    b.close()

@@ -7,21 +7,11 @@ import asyncio
 
 import pytest
 
-from bodhi_nb.notebook.client import Bodhi
 from bodhi_nb.notebook.widgets import AliasesPanel, ApiModelsPanel, ChatPanel
 from bodhi_nb.notebook.widgets._markdown import render_markdown
-from tests.conftest import FAST_KDF, TEST_KEY, TEST_SECRET
 
 MARKDOWN = ("Here:\n```python\nprint('hi')\n```\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n"
             "<img src=x onerror=alert(1)> [x](javascript:alert(2)) <script>alert(3)</script>")
-
-
-@pytest.fixture
-def bodhi(bodhi_home, upstream):
-    b = Bodhi(bodhi_home, master_secret=TEST_SECRET, kdf_iterations=FAST_KDF)
-    b.api_models.create("fake", upstream.base_url, api_key=TEST_KEY, models=["echo"], prefix="fake/")
-    yield b
-    b.close()
 
 
 def _send(c: ChatPanel, text: str) -> None:

@@ -6,17 +6,14 @@ import pandas as pd
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
-from bodhi_nb.notebook.client import Bodhi
 from bodhi_nb.notebook.magics import interpolate
-from tests.conftest import FAST_KDF, TEST_KEY, TEST_SECRET
+from tests.conftest import TEST_KEY
 
 
 @pytest.fixture
-def bodhi(bodhi_home, upstream):
-    b = Bodhi(bodhi_home, master_secret=TEST_SECRET, kdf_iterations=FAST_KDF)
-    b.api_models.create("fake", upstream.base_url, api_key=TEST_KEY, models=["echo", "status-400"], prefix="fake/")
-    yield b
-    b.close()
+def fake_models():
+    """The `bodhi` fixture (tests/integration/conftest.py) registers these upstream models."""
+    return ["echo", "status-400"]
 
 
 @pytest.fixture

@@ -21,11 +21,9 @@ from tests.conftest import FAST_KDF, TEST_KEY, TEST_SECRET
 
 
 @pytest.fixture
-def bodhi(bodhi_home, upstream):
-    b = Bodhi(bodhi_home, master_secret=TEST_SECRET, kdf_iterations=FAST_KDF)
-    b.api_models.create("fake", upstream.base_url, api_key=TEST_KEY, models=["echo", "slow-stream"], prefix="fake/")
-    yield b
-    b.close()
+def fake_models():
+    """The `bodhi` fixture (tests/integration/conftest.py) registers these upstream models."""
+    return ["echo", "slow-stream"]
 
 
 def test_completion_and_stream_are_rows_with_the_upstream_tokens(bodhi, upstream):

@@ -8,20 +8,16 @@ import re
 
 import pytest
 
-from bodhi_nb.notebook.client import Bodhi
 from bodhi_nb.notebook.widgets import UsagePanel, panel
 from bodhi_nb.notebook.widgets.usage_panel import render_usage_chart
-from tests.conftest import FAST_KDF, TEST_KEY, TEST_SECRET
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture
-def bodhi(bodhi_home, upstream):
-    b = Bodhi(bodhi_home, master_secret=TEST_SECRET, kdf_iterations=FAST_KDF)
-    b.api_models.create("fake", upstream.base_url, api_key=TEST_KEY, models=["echo", "echo-2"], prefix="fake/")
-    yield b
-    b.close()
+def fake_models():
+    """The `bodhi` fixture (tests/integration/conftest.py) registers these upstream models."""
+    return ["echo", "echo-2"]
 
 
 def cells(html: str) -> list[str]:
