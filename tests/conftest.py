@@ -64,17 +64,10 @@ class FakeUpstream:
     """A running fake_openai.py process: `base_url`, `key`, and `last()` request."""
 
     def __init__(self, key: str | None) -> None:
-        import subprocess
-        import sys
+        from tests.resources.servers import start_fake
 
         self.key = key
-        args = [sys.executable, str(Path(__file__).parent / "resources" / "fake_openai.py")]
-        if key:
-            args += ["--key", key]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        assert line.startswith("PORT "), line
-        self.port = int(line.split()[1])
+        self.proc, self.port = start_fake("fake_openai.py", *(["--key", key] if key else []))
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
 
     def last(self) -> dict:

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-from pathlib import Path
 
 import httpx
 import pandas as pd
@@ -28,18 +27,13 @@ from bodhi_nb.server_core._local_adapter import local_response_format
 from bodhi_nb.server_core.app_services import AppServices
 from bodhi_nb.services.retry import hinted_delay, retry_delay, retryable
 from tests.conftest import FAST_KDF, TEST_KEY, TEST_SECRET
-from tests.resources.servers import wait_for
-
-RESOURCES = Path(__file__).resolve().parents[1] / "resources"
+from tests.resources.servers import start_fake, wait_for
 
 
 class Upstream:
     def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, str(RESOURCES / "batch_upstream.py"), "--key", TEST_KEY],
-                                     stdout=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        assert line.startswith("PORT "), line
-        self.root = f"http://127.0.0.1:{int(line.split()[1])}"
+        self.proc, port = start_fake("batch_upstream.py", "--key", TEST_KEY)
+        self.root = f"http://127.0.0.1:{port}"
         self.base_url = f"{self.root}/v1"
 
     def stats(self) -> dict:

@@ -22,21 +22,17 @@ from bodhi_nb.objs.errors import InvalidRequestError, NotFoundError, PullCancell
 from bodhi_nb.services.hub import CancelFlag, HubService, PullRef, _child_env, choose_file
 from bodhi_nb.services.local_models import LocalModels
 from tests.conftest import TEST_KEY, TEST_SECRET
-from tests.resources.servers import wait_for
+from tests.resources.servers import start_fake, wait_for
 
 GGUF = LocalModels.builtin_path()
 pytestmark = pytest.mark.skipif(GGUF is None, reason="needs the local extra (the bundled GGUF is what the hub serves)")
 CHUNK = DOWNLOAD_CHUNK_SIZE  # the unit huggingface_hub reports progress and keeps bytes in
-FAKE_HUB = Path(__file__).resolve().parents[1] / "resources" / "fake_hub.py"
 
 
 class FakeHub:
     def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, str(FAKE_HUB), "--gguf", str(GGUF)], stdout=subprocess.PIPE,
-                                     text=True)
-        line = self.proc.stdout.readline()
-        assert line.startswith("PORT "), line
-        self.url = f"http://127.0.0.1:{int(line.split()[1])}"
+        self.proc, port = start_fake("fake_hub.py", "--gguf", str(GGUF))
+        self.url = f"http://127.0.0.1:{port}"
 
     def control(self, **body) -> None:
         httpx.post(f"{self.url}/_control", json=body, trust_env=False).raise_for_status()

@@ -1,15 +1,27 @@
-"""Helpers for tests that start real servers: a free loopback port, waiting until a server
-answers (a bounded readiness poll of another process, not test synchronisation), and telling
-whether a process is gone."""
+"""Helpers for tests that start real servers: starting one of the fake servers beside this
+file, a free loopback port, waiting until a server answers (a bounded readiness poll of
+another process, not test synchronisation), and telling whether a process is gone."""
 
 from __future__ import annotations
 
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import httpx
+
+RESOURCES = Path(__file__).resolve().parent
+
+
+def start_fake(script: str, *args: str) -> tuple[subprocess.Popen, int]:
+    """Run tests/resources/`script` (fake_openai.py, fake_hub.py, batch_upstream.py: each
+    listens on a free loopback port and prints `PORT n` once it does); return it and n."""
+    proc = subprocess.Popen([sys.executable, str(RESOURCES / script), *args], stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert line.startswith("PORT "), line
+    return proc, int(line.split()[1])
 
 
 def free_port() -> int:
