@@ -30,17 +30,12 @@ def secret_mode():
 
 
 @pytest.fixture
-def jp_server_config(bodhi_home, monkeypatch, secret_mode):
-    """The server of tests/integration/conftest.py, with the secret from a key file or the env."""
-    if secret_mode == "env":
-        monkeypatch.setenv("BODHI_ENCRYPTION_KEY", TEST_SECRET)
-    else:
+def jp_server_config(jp_server_config, monkeypatch, secret_mode):
+    """The server of tests/integration/conftest.py (its secret, TEST_SECRET, in the env), with
+    the secret from the key file instead unless secret_mode is "env"."""
+    if secret_mode != "env":
         monkeypatch.delenv("BODHI_ENCRYPTION_KEY", raising=False)  # BODHI_NO_KEYRING=1: the key file
-    return {
-        "ServerApp": {"jpserver_extensions": {"bodhi_nb": True}},
-        "BodhiExtension": {"bodhi_home": str(bodhi_home), "kdf_iterations": FAST_KDF, "n_threads": 2,
-                           "first_byte_timeout": 3.0, "connect_timeout": 2.0},
-    }
+    return jp_server_config
 
 
 async def _cli(home, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
