@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-from typing import ClassVar
 
 import pytest
 
@@ -238,49 +237,22 @@ def test_cli_rotate_key_failure_is_one_line(file_store, bodhi_home, monkeypatch,
     assert_intact(bodhi_home)
 
 
-def test_keyring_locked_at_rotation(bodhi_home, upstream, monkeypatch):
+def test_keyring_locked_at_rotation(bodhi_home, upstream, memory_keyring):
     """An in-memory keyring stands in for the OS one (the OS edge)."""
-    import keyring
-    from keyring.backend import KeyringBackend
-    from keyring.errors import KeyringLocked
-
-    class MemoryKeyring(KeyringBackend):
-        priority = 1
-        store: ClassVar[dict] = {}
-        locked = False
-
-        def get_password(self, service, username):
-            return self.store.get((service, username))
-
-        def set_password(self, service, username, password):
-            if self.locked:
-                raise KeyringLocked("locked")
-            self.store[(service, username)] = password
-
-        def delete_password(self, service, username):
-            self.store.pop((service, username), None)
-
-    previous = keyring.get_keyring()
-    kr = MemoryKeyring()
-    keyring.set_keyring(kr)
-    monkeypatch.delenv("BODHI_NO_KEYRING", raising=False)
-    try:
-        db = ConfigStore(bodhi_home, kdf_iterations=FAST_KDF)
-        assert db.master_secret.origin == "keyring"
-        _seed(db, upstream)
-        old = load_master_secret(bodhi_home).value
-        MemoryKeyring.locked = True
-        with pytest.raises(StoreError, match="unlock the keyring") as ei:
-            db.rotate_master_key()
-        assert "\n" not in ei.value.message and "before anything changed" in ei.value.message
-        assert load_master_secret(bodhi_home).value == old and "pending_key" not in _meta(bodhi_home)
-        assert_intact(bodhi_home)
-        MemoryKeyring.locked = False
-        res = db.rotate_master_key()
-        assert load_master_secret(bodhi_home).value == res.secret.value != old
-        assert_intact(bodhi_home)
-    finally:
-        keyring.set_keyring(previous)
+    db = ConfigStore(bodhi_home, kdf_iterations=FAST_KDF)
+    assert db.master_secret.origin == "keyring"
+    _seed(db, upstream)
+    old = load_master_secret(bodhi_home).value
+    memory_keyring.locked = True
+    with pytest.raises(StoreError, match="unlock the keyring") as ei:
+        db.rotate_master_key()
+    assert "\n" not in ei.value.message and "before anything changed" in ei.value.message
+    assert load_master_secret(bodhi_home).value == old and "pending_key" not in _meta(bodhi_home)
+    assert_intact(bodhi_home)
+    memory_keyring.locked = False
+    res = db.rotate_master_key()
+    assert load_master_secret(bodhi_home).value == res.secret.value != old
+    assert_intact(bodhi_home)
 
 
 def test_env_secret_announce_failure_rolls_back(bodhi_home, upstream, monkeypatch):

@@ -3,7 +3,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-from typing import ClassVar
 
 import pytest
 from pydantic import ValidationError
@@ -312,39 +311,17 @@ def test_master_secret_sources(bodhi_home, monkeypatch):
     assert load_master_secret(bodhi_home).value == f.value  # stable across calls
 
 
-def test_master_secret_from_a_real_keyring_backend(bodhi_home, monkeypatch):
+def test_master_secret_from_a_real_keyring_backend(bodhi_home, memory_keyring):
     """No OS keyring runs here, so an in-memory backend stands in for the OS edge."""
-    import keyring
-    from keyring.backend import KeyringBackend
-
-    class MemoryKeyring(KeyringBackend):
-        priority = 1
-        store: ClassVar[dict] = {}
-
-        def get_password(self, service, username):
-            return self.store.get((service, username))
-
-        def set_password(self, service, username, password):
-            self.store[(service, username)] = password
-
-        def delete_password(self, service, username):
-            self.store.pop((service, username), None)
-
-    previous = keyring.get_keyring()
-    keyring.set_keyring(MemoryKeyring())
-    monkeypatch.delenv("BODHI_NO_KEYRING", raising=False)
-    try:
-        s = load_master_secret(bodhi_home)
-        assert s.origin == "keyring" and len(s.value) >= 20
-        assert MemoryKeyring.store[("bodhi_nb", str(bodhi_home.resolve()))] == s.value
-        assert not (bodhi_home / ".secret_key").exists()
-        assert load_master_secret(bodhi_home).value == s.value
-        db = ConfigStore(bodhi_home, kdf_iterations=FAST_KDF)
-        db.create(make(), TEST_KEY)
-        res = db.rotate_master_key("rotated-secret-in-keyring-123")  # saves it in the keyring itself
-        assert res.secret.origin == "keyring" and "OS keyring" in res.message()
-        assert MemoryKeyring.store[("bodhi_nb", str(bodhi_home.resolve()))] == "rotated-secret-in-keyring-123"
-        again = ConfigStore(bodhi_home, kdf_iterations=FAST_KDF)
-        assert again.master_secret.origin == "keyring" and again.get_api_key("openai") == TEST_KEY
-    finally:
-        keyring.set_keyring(previous)
+    s = load_master_secret(bodhi_home)
+    assert s.origin == "keyring" and len(s.value) >= 20
+    assert memory_keyring.store[("bodhi_nb", str(bodhi_home.resolve()))] == s.value
+    assert not (bodhi_home / ".secret_key").exists()
+    assert load_master_secret(bodhi_home).value == s.value
+    db = ConfigStore(bodhi_home, kdf_iterations=FAST_KDF)
+    db.create(make(), TEST_KEY)
+    res = db.rotate_master_key("rotated-secret-in-keyring-123")  # saves it in the keyring itself
+    assert res.secret.origin == "keyring" and "OS keyring" in res.message()
+    assert memory_keyring.store[("bodhi_nb", str(bodhi_home.resolve()))] == "rotated-secret-in-keyring-123"
+    again = ConfigStore(bodhi_home, kdf_iterations=FAST_KDF)
+    assert again.master_secret.origin == "keyring" and again.get_api_key("openai") == TEST_KEY
