@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from bodhi_nb.objs.errors import BudgetExceeded, InvalidRequestError, NotFoundError
+from bodhi_nb.server_core.origin import current_surface
 from bodhi_nb.services.usage import (
     Ledger,
     StreamTap,
@@ -26,7 +27,6 @@ from bodhi_nb.services.usage import (
     with_include_usage,
 )
 from bodhi_nb.services.usage._sqlite import connect, iso_utc, write_tx
-from bodhi_nb.server_core.origin import current_surface
 
 ROOT = Path(__file__).resolve().parents[3]
 
