@@ -167,14 +167,14 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from .server_core.model_router import Local
 
     b = _bodhi(args)
-    if isinstance(b.route(args.model), Local) and not (b.services.engine.status() or {}).get("alive"):
+    if isinstance(b.route(args.model), Local) and not (b.run(b.ops.engine.status()) or {}).get("alive"):
         print(f"Starting the local engine for {args.model} ...", file=sys.stderr, flush=True)
     try:
         for text in b.chat(args.model, args.text, stream=True, max_tokens=args.max_tokens):
             print(text, end="", flush=True)
         print()
     finally:
-        b.services.engine.stop(only_if_owner=True)  # a one-shot command leaves no engine behind
+        b.run(b.ops.engine.stop(only_if_owner=True))  # a one-shot command leaves no engine behind
     return 0
 
 
@@ -206,15 +206,11 @@ def cmd_usage(args: argparse.Namespace) -> int:
 
 
 def cmd_rotate_key(args: argparse.Namespace) -> int:
-    from .services.db import ConfigStore
-    from .services.home import bodhi_home
-
     def announce(value: str) -> None:  # an env secret: only the user can store the new one
         print(f"New master secret (set BODHI_ENCRYPTION_KEY to it): {value}", flush=True)
 
-    db = ConfigStore(bodhi_home(args.home))
-    result = db.rotate_master_key(os.environ.get("BODHI_NEW_ENCRYPTION_KEY") or None, announce=announce)
-    print(result.message())
+    b = _bodhi(args)
+    print(b.run(b.ops.keys.rotate(os.environ.get("BODHI_NEW_ENCRYPTION_KEY") or None, announce=announce)))
     return 0
 
 

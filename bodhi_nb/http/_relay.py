@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from ..services.upstream_client import UpstreamResponse, openai_error, upstream_status_error
+from ..server_core.gateway import UpstreamResponse, relayable_error_body
 from ._base import BodhiHandler
 
 __all__ = ["UpstreamRelayHandler"]
@@ -21,10 +21,7 @@ class UpstreamRelayHandler(BodhiHandler):
 
     async def error_body(self, resp: UpstreamResponse) -> bytes:
         """The body of a non-2xx upstream answer to relay, or raise it as our error."""
-        body = await resp.aread()
-        if openai_error(body) is None:  # an OpenAI envelope is relayed as it is
-            raise upstream_status_error(resp.status, body, resp.headers, resp.label)
-        return body
+        return await relayable_error_body(resp)
 
     def start_relay(self, resp: UpstreamResponse) -> None:
         """The upstream's status and headers, before its body."""

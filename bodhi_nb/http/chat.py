@@ -17,7 +17,7 @@ from tornado.iostream import StreamClosedError
 
 from ..objs.errors import BodhiError
 from ..server_core.contract import ChatCompletionRequest, ChatCompletionResponse
-from ..services.upstream_client import UpstreamResponse
+from ..server_core.gateway import UpstreamResponse
 from ..server_core.origin import set_http_origin
 from ._base import Op
 from ._relay import UpstreamRelayHandler

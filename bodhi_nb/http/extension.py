@@ -6,8 +6,6 @@ by every handler through `settings`; `stop_extension` closes them.
 
 from __future__ import annotations
 
-import asyncio
-
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.extension.application import ExtensionApp
 from tornado import web
@@ -15,8 +13,7 @@ from traitlets import Bool, Float, Int, Unicode
 
 from ..objs.errors import NotFoundError
 from ..objs.urls import API_PREFIX
-from ..server_core.app_services import AppServices
-from ..services.db._encryption import PBKDF2_ITERATIONS
+from ..server_core.app_services import PBKDF2_ITERATIONS, AppServices
 from ._base import ROUTES_KEY, SERVICES_KEY, BodhiHandler
 from .aliases import AliasesHandler, AliasHandler
 from .api_models import ApiModelHandler, ApiModelsHandler, FetchModelsHandler, TestPromptHandler
@@ -106,7 +103,7 @@ class BodhiExtension(ExtensionApp):
         self.settings[SERVICES_KEY] = self.services
         self.settings[ROUTES_KEY] = ROUTES
         self.log.info("bodhi_nb gateway at %s%s (store %s)", self.serverapp.base_url if self.serverapp else "/",
-                      URL_PREFIX, self.services.db.path)
+                      URL_PREFIX, self.services.home)
 
     def initialize_handlers(self) -> None:
         self.handlers.extend((URL_PREFIX + h.path, h) for h in ROUTES)
@@ -114,7 +111,4 @@ class BodhiExtension(ExtensionApp):
 
     async def stop_extension(self) -> None:
         if self.services is not None:
-            await self.services.upstream.aclose()
-            await asyncio.to_thread(self.services.engine.stop, True)
-            if self.services.ledger is not None:
-                await asyncio.to_thread(self.services.ledger.close)
+            await self.services.aclose()

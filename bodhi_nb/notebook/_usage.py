@@ -12,12 +12,13 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from ..objs.errors import InvalidRequestError
-from ..services.usage import ROW_FIELDS, SUM_FIELDS
+from ..server_core.operations import USAGE_ROW_FIELDS, USAGE_SUM_FIELDS, parse_usage_by
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .client import Bodhi
+    from ..server_core.operations import Operations
+    from ._loop_thread import LoopThread
 
 __all__ = ["UNSET", "Prices", "budget", "usage_frame"]
 
@@ -25,37 +26,35 @@ UNSET: Any = object()  # "not given" (None means "remove" for the budget)
 _PAGE = 1000
 
 
-def usage_frame(b: Bodhi, since: object = None, until: object = None, by: str | Sequence[str] | None = None,
+def usage_frame(ops: Operations, loop: LoopThread, since: object = None, until: object = None, by: str | Sequence[str] | None = None,
                 limit: int | None = None, **filters: str | None) -> pd.DataFrame:
     """Every matching row (newest first; at most `limit`), or with `by` the sums per group."""
     import pandas as pd
 
-    from ..services.usage import parse_by
-
-    keys = parse_by(by)
+    keys = parse_usage_by(by)
     data: list[dict[str, Any]] = []
     page = 1
     while True:
         size = min(_PAGE, limit) if limit else _PAGE
-        res = b._loop.run(b.ops.usage.query(since, until, keys or None, page=page, page_size=size, **filters))
+        res = loop.run(ops.usage.query(since, until, keys or None, page=page, page_size=size, **filters))
         data.extend(res.data)
         if len(data) >= res.total or not res.data or (limit and len(data) >= limit):
             break
         page += 1
     if keys:
-        return pd.DataFrame(data, columns=[*keys, *SUM_FIELDS])
-    frame = pd.DataFrame(data[:limit] if limit else data, columns=["id", *ROW_FIELDS, "content"])
+        return pd.DataFrame(data, columns=[*keys, *USAGE_SUM_FIELDS])
+    frame = pd.DataFrame(data[:limit] if limit else data, columns=["id", *USAGE_ROW_FIELDS, "content"])
     frame["time"] = pd.to_datetime(frame["time"], utc=True)
     if frame["content"].isna().all():
         frame = frame.drop(columns="content")
     return frame
 
 
-def budget(b: Bodhi, daily_usd: Any = UNSET) -> dict[str, Any]:
+def budget(ops: Operations, loop: LoopThread, daily_usd: Any = UNSET) -> dict[str, Any]:
     if daily_usd is UNSET:
-        state = b._loop.run(b.ops.usage.budget())
+        state = loop.run(ops.usage.budget())
     else:
-        state = b._loop.run(b.ops.usage.set_budget(daily_usd))
+        state = loop.run(ops.usage.set_budget(daily_usd))
     return state.public()  # type: ignore[no-any-return]
 
 
@@ -67,8 +66,8 @@ class Prices:
     provider's. Costs are computed as rows are written; earlier rows keep their cost.
     """
 
-    def __init__(self, bodhi: Bodhi) -> None:
-        self._b = bodhi
+    def __init__(self, ops: Operations, loop: LoopThread) -> None:
+        self._ops, self._loop = ops, loop
 
     def __repr__(self) -> str:
         return f"<Prices {len(self.list())} set>"
@@ -82,14 +81,14 @@ class Prices:
     def set(self, model: str | None = None, *, provider: str | None = None, input: float,
             output: float) -> dict[str, Any]:
         name, scope = self._target(model, provider)
-        price = self._b._loop.run(self._b.ops.usage.set_price(name, input, output, scope=scope))  # type: ignore[arg-type]
+        price = self._loop.run(self._ops.usage.set_price(name, input, output, scope=scope))  # type: ignore[arg-type]
         return asdict(price)
 
     def list(self) -> list[dict[str, Any]]:
-        return [asdict(p) for p in self._b._loop.run(self._b.ops.usage.prices())]
+        return [asdict(p) for p in self._loop.run(self._ops.usage.prices())]
 
     def delete(self, model: str | None = None, *, provider: str | None = None) -> None:
         name, scope = self._target(model, provider)
-        self._b._loop.run(self._b.ops.usage.delete_price(name, scope=scope))  # type: ignore[arg-type]
+        self._loop.run(self._ops.usage.delete_price(name, scope=scope))  # type: ignore[arg-type]
 
 

@@ -16,14 +16,14 @@ from typing import Any, Literal, TypeVar, overload
 
 from pydantic import BaseModel
 
+from ..objs.openai import Messages, build_messages, delta_text, reply_text
 from ..server_core.app_services import AppServices
 from ..server_core.model_router import Candidate, ModelEntry, Resolved
-from ..objs.openai import Messages, build_messages, delta_text, reply_text
 from ..server_core.operations import DEFAULT_BATCH_SIZE, Operations, as_texts, structured_format
 from ._loop_thread import LoopThread
 from ._usage import UNSET, Prices, budget, usage_frame
 
-__all__ = ["Bodhi", "ApiModels", "Aliases", "RouterAliases"]
+__all__ = ["Bodhi", "ApiModels", "Aliases", "Cache", "RouterAliases"]
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -140,6 +140,21 @@ class Aliases(_Section):
         return self._ops.pull.pull(ref, revision, progress=progress, show=show, cancel=cancel)
 
 
+class Cache(_Section):
+    """The response cache shared with the server and other kernels of this BODHI_HOME."""
+
+    def __repr__(self) -> str:
+        return f"<Cache {self.stats().get('entries', 0)} entries>"
+
+    def stats(self) -> dict[str, Any]:
+        """Entries and bytes stored (all processes), the bound, and this kernel's hits and misses."""
+        return self._run(self._ops.cache.stats())
+
+    def clear(self) -> int:
+        """Remove every entry; returns how many there were."""
+        return self._run(self._ops.cache.clear())
+
+
 class RouterAliases(_Section):
     """Router aliases: one name over ordered fallback targets (`b.chat("my-router", ...)`)."""
 
@@ -180,13 +195,19 @@ class Bodhi:
         self.aliases = Aliases(self)
         self.router_aliases = RouterAliases(self)
         # The response cache shared with the server and other kernels: `stats()`, `clear()`.
-        self.cache = self.services.gateway.cache
+        self.cache = Cache(self)
         # Prices per model or provider for the usage ledger's costs: `set`, `list`, `delete`.
-        self.prices = Prices(self)
+        self.prices = Prices(self.ops, self._loop)
 
     @property
     def ops(self) -> Operations:
+        """The operations layer every surface calls (docs/ARCHITECTURE.md)."""
         return self.services.ops
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run an operation's coroutine on bodhi_nb's private I/O loop and wait for it (for the CLI
+        and the magic; notebook code uses the methods above)."""
+        return self._loop.run(coro)
 
     def __repr__(self) -> str:
         return f"Bodhi(home={str(self.services.home)!r})"
@@ -340,12 +361,12 @@ class Bodhi:
         cost and requests per group, with the error rate. `since`/`until`: a date, a
         datetime, ISO text or a span such as "24h" or "7d"; `limit`: at most this many rows;
         `filters`: model=, provider=, surface=, notebook=."""
-        return usage_frame(self, since, until, by, limit, **filters)
+        return usage_frame(self.ops, self._loop, since, until, by, limit, **filters)
 
     def budget(self, daily_usd: float | None = UNSET) -> dict[str, Any]:
         """The daily budget (USD, UTC day) and today's spend; `daily_usd=` sets it, None removes
         it. Above it, priced models answer 429 budget_exceeded on every surface."""
-        return budget(self, daily_usd)
+        return budget(self.ops, self._loop, daily_usd)
 
     async def _on_loop_chunks(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         # Created lazily on the private loop so the upstream client belongs to it.
@@ -353,9 +374,7 @@ class Bodhi:
             yield chunk
 
     def close(self) -> None:
-        self._loop.run(self.services.upstream.aclose())
-        if self.services.ledger is not None:
-            self.services.ledger.flush()
+        self._loop.run(self.services.aclose(final=False))
 
 
 def _format(params: dict[str, Any], response_format: Any) -> dict[str, Any]:

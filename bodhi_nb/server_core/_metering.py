@@ -14,7 +14,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..objs.errors import BodhiError
 from ..objs.openai import completion_text
@@ -25,13 +25,12 @@ from ..services.usage import (
     TokenUsage,
     UsageRecord,
     usage_from_body,
+    wants_usage,
     with_include_usage,
 )
 from .model_router import Destination, Remote
+from .opened import OpenChat
 from .origin import current_origin, current_surface
-
-if TYPE_CHECKING:
-    from .gateway import OpenChat
 
 __all__ = ["Meter", "MeteredResponse"]
 
@@ -74,12 +73,17 @@ class Meter:
         self.messages = body.get("messages") if ledger.log_content and isinstance(body, dict) else None
         self.done = False
 
-    def routed(self, dest: Destination, body: dict[str, Any]) -> dict[str, Any]:
-        """Before forwarding: note where it goes, check the budget, ask remote streams for usage."""
+    def routed(self, dest: Destination, body: dict[str, Any], stream: bool) -> dict[str, Any]:
+        """Before forwarding (each router-alias leg again): note where it goes, check the budget,
+        and decide here, once, whether a stream's usage event is the caller's or only the ledger's:
+        a remote stream is asked for usage on the caller's behalf, and the local engine always ends
+        a stream with one (services/_engine_fidelity.py); either is stripped unless the caller asked."""
         self._where(dest)
         self.ledger.check_budget(self.model or "", self.upstream_model, self.provider)
         if isinstance(dest, Remote):
             body, self.strip = with_include_usage(body)
+        else:
+            self.strip = stream and not wants_usage(body)
         return body
 
     def _where(self, dest: Destination) -> None:

@@ -6,6 +6,7 @@ over the same BODHI_HOME, so they see the same store, aliases and local engine.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import hashlib
 import logging
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..services.cache import ResponseCache
-from ..services.db import ConfigStore
+from ..services.db import PBKDF2_ITERATIONS, ConfigStore
 from ..services.db.master_key import ENV_VAR
 from ..services.home import bodhi_home
 from ..services.local_engine import LocalEngine
@@ -28,7 +29,7 @@ from .gateway import Gateway
 from .model_router import ModelRouter
 from .operations import Operations
 
-__all__ = ["AppServices"]
+__all__ = ["AppServices", "PBKDF2_ITERATIONS"]
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,17 @@ class AppServices:
     @cached_property
     def ops(self) -> Operations:
         """The operations every surface calls (docs/ARCHITECTURE.md)."""
-        return Operations.create(self.db, self.data, self.upstream, self.router, self.gateway)
+        return Operations.create(self.db, self.data, self.upstream, self.router, self.gateway, self.engine)
+
+    async def aclose(self, *, final: bool = True) -> None:
+        """The one shutdown. Always: close this loop's upstream client. `final` (the server
+        stopping): also stop the local engine and close the ledger; otherwise (one `Bodhi` closed
+        while others share these services) flush the ledger, and the engine keeps its idle timer."""
+        await self.upstream.aclose()
+        if final:
+            await asyncio.to_thread(self.engine.stop, True)
+        if self.ledger is not None:
+            await asyncio.to_thread(self.ledger.close if final else self.ledger.flush)
 
     def __repr__(self) -> str:
         return f"AppServices(home={str(self.home)!r})"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
@@ -33,14 +32,22 @@ from ..services.cache import ResponseCache, cache_key
 from ..services.local_engine import LOCAL_EXTRA_HINT, EngineEndpoint, Purpose
 from ..services.retry import hinted_delay
 from ..services.sse import iter_sse_json
-from ..services.upstream_client import ForwardTarget, UpstreamClient, UpstreamResponse
+from ..services.upstream_client import (
+    ForwardTarget,
+    UpstreamClient,
+    UpstreamResponse,
+    openai_error,
+    upstream_status_error,
+)
 from ..services.usage import Ledger
 from ._local_adapter import CHAT, EMBEDDINGS, adapt, forward_local
 from ._metering import Meter
 from .contract import ChatCompletionRequest, EmbeddingRequest, parse
 from .model_router import Destination, Local, ModelRouter, Remote
+from .opened import OpenChat, RoutedCompletion
 
-__all__ = ["Gateway", "OpenChat", "LocalEngineProtocol", "cache_target", "RoutedCompletion", "TARGET_HEADER"]
+__all__ = ["Gateway", "OpenChat", "LocalEngineProtocol", "cache_target", "RoutedCompletion", "TARGET_HEADER",
+           "UpstreamResponse", "relayable_error_body"]
 
 TARGET_HEADER = "x-bodhi-target"  # on every response of a router alias: the target that answered
 
@@ -52,25 +59,8 @@ class LocalEngineProtocol(Protocol):
         ...
 
 
-@dataclass
-class OpenChat:
-    """An upstream chat response, open, with where it was routed."""
-
-    response: UpstreamResponse
-    destination: Destination
-    stream: bool
-    cached: bool = False  # answered from the response cache, no upstream request
-    target: str | None = None  # the router-alias target that answered (None: not a router alias)
-
-
-class RoutedCompletion(dict[str, Any]):
-    """A completion dict that also says which router-alias target answered (`.target`)."""
-
-    target: str | None = None
-
-
 class Gateway:
-    """Route a chat request and open the upstream response."""
+    """Route a chat or embeddings request and open the upstream response."""
 
     def __init__(self, router: ModelRouter, upstream: UpstreamClient, engine: LocalEngineProtocol | None = None,
                  cache: ResponseCache | None = None, cache_by_default: bool = False,
@@ -86,55 +76,75 @@ class Gateway:
     async def open_chat(self, body: object, *, cache: bool | None = None, surface: str | None = None,
                         endpoint: str = CHAT) -> OpenChat:
         """Route and open the upstream response; `cache` (default: the server option) lets a
-        non-streamed request be answered from, and stored in, the response cache. The ledger
+        non-streamed chat request be answered from, and stored in, the response cache. The ledger
         row (`surface`: default from the caller's context) completes as the response is read.
         `endpoint` is chat/completions or embeddings: the same routing, forwarding and ledger."""
-        if self.ledger is None:
-            return await self._open_chat(body, cache, None, endpoint)
-        meter = Meter(self.ledger, body, surface)
+        meter = Meter(self.ledger, body, surface) if self.ledger is not None else None
         try:
-            return meter.attach(await self._open_chat(body, cache, meter, endpoint))
+            opened = await self._open(body, cache, meter, endpoint)
         except BaseException as exc:
-            meter.failed(exc)
+            if meter is not None:
+                meter.failed(exc)
             raise
+        return meter.attach(opened) if meter is not None else opened
 
     async def open_embeddings(self, body: object, *, surface: str | None = None) -> OpenChat:
         """Route and open an embeddings response (never from the response cache)."""
         return await self.open_chat(body, cache=False, surface=surface, endpoint=EMBEDDINGS)
 
-    async def _open_chat(self, body: object, cache: bool | None, meter: Meter | None,
-                         endpoint: str = CHAT) -> OpenChat:
+    async def _open(self, body: object, cache: bool | None, meter: Meter | None, endpoint: str) -> OpenChat:
         parse(ChatCompletionRequest if endpoint == CHAT else EmbeddingRequest, body)  # the raw body is forwarded
         assert isinstance(body, dict)
         req: dict[str, Any] = body
         stream = endpoint == CHAT and req.get("stream") is True
+        use_cache = (self.cache is not None and endpoint == CHAT and not stream
+                     and (self.cache_by_default if cache is None else cache))
         if not self.router.index_is_current():  # another process wrote the store: re-read it off the loop
             await asyncio.to_thread(self.router.refresh_index)
-        routed = self.router.router_alias(req["model"])  # router aliases first (in-memory map)
-        if routed is not None:
-            use_cache = self.cache is not None and not stream and (self.cache_by_default if cache is None else cache)
-            return await self._open_routed(routed, req, stream, use_cache, meter, endpoint)
-        # API names resolve from the store's in-memory index; local ones read alias files
-        # and the Hugging Face cache, so that lookup runs off the event loop.
-        dest: Destination | None = self.router.resolve_api(req["model"])
-        if dest is None:
-            dest = await asyncio.to_thread(self.router.resolve_target, req["model"])
-        key = None
-        if self.cache is not None and not stream and (self.cache_by_default if cache is None else cache):
-            key = cache_key(cache_target(dest), _with_alias_defaults(dest, req))
-            hit = await self.cache.aget(key)
+        ra = self.router.router_alias(req["model"])  # router aliases first (in-memory map)
+        legs: list[tuple[str | None, Destination]] = (
+            [(None, await self._resolve(req["model"]))] if ra is None else await self._legs(ra))
+        # Each leg's body as it is forwarded: a user alias's request defaults filled in, once.
+        bodies = [_with_alias_defaults(dest, endpoint, req) for _, dest in legs]
+        keys = [cache_key(cache_target(dest), b) if use_cache else None for (_, dest), b in zip(legs, bodies, strict=True)]
+        for (name, dest), key in zip(legs, keys, strict=True):  # any leg's earlier answer: a re-run sends nothing
+            hit = await self.cache.aget(key) if key is not None and self.cache is not None else None
             if hit is not None:
-                return OpenChat(_replay(200, {"content-type": "application/json", "x-bodhi-cache": "hit"}, hit,
-                                        _label(dest)), dest, False, cached=True)
-        if meter is not None:
-            req = meter.routed(dest, req)  # budget check; remote streams asked for usage
-        resp = await self._forward(dest, endpoint, req, stream, meter)
-        if key is not None and self.cache is not None and resp.ok:
-            raw, data = await resp.aread_json()
-            if isinstance(data, dict) and isinstance(data.get("choices"), list):
-                self.cache.put_later(key, raw)  # committed by the cache's writer thread
-            resp = _replay(resp.status, resp.headers, raw, resp.label, resp.upstream_seconds)
-        return OpenChat(resp, dest, stream)
+                headers = {"content-type": "application/json", "x-bodhi-cache": "hit",
+                           **({TARGET_HEADER: name} if name is not None else {})}
+                return OpenChat(_replay(200, headers, hit, _label(dest)), dest, False, cached=True, target=name)
+        if ra is None:
+            dest = legs[0][1]
+            resp = await self._forward(dest, endpoint, bodies[0], stream, meter)
+            return OpenChat(await self._kept(resp, keys[0]), dest, stream)
+        return await self._fall_back(ra, legs, bodies, keys, stream, meter, endpoint)
+
+    async def _resolve(self, name: str) -> Destination:
+        """API names resolve from the store's in-memory index; local ones read alias files and
+        the Hugging Face cache, so that lookup runs off the event loop."""
+        dest: Destination | None = self.router.resolve_api(name)
+        return dest if dest is not None else await asyncio.to_thread(self.router.resolve_target, name)
+
+    async def _legs(self, ra: RouterAlias) -> list[tuple[str | None, Destination]]:
+        legs: list[tuple[str | None, Destination]] = []
+        for name in ra.targets:
+            try:
+                legs.append((name, await self._resolve(name)))
+            except ModelNotFound:
+                continue  # not served (any more); explain() shows it as "unknown"
+        if not legs:
+            raise NotFoundError(f"No target of router alias '{ra.alias}' is served by an API model or local alias "
+                                f"({', '.join(ra.targets)}).", param="model", code="model_not_found")
+        return legs
+
+    async def _kept(self, resp: UpstreamResponse, key: str | None) -> UpstreamResponse:
+        """A successful completion stored in the response cache (when `key`), readable again."""
+        if key is None or self.cache is None or not resp.ok:
+            return resp
+        raw, data = await resp.aread_json()
+        if isinstance(data, dict) and isinstance(data.get("choices"), list):
+            self.cache.put_later(key, raw)  # committed by the cache's writer thread
+        return _replay(resp.status, resp.headers, raw, resp.label, resp.upstream_seconds)
 
     async def completion(self, body: dict[str, Any], *, cache: bool | None = None) -> dict[str, Any]:
         """A non-streamed completion as a dict; an upstream error status raises."""
@@ -163,59 +173,37 @@ class Gateway:
         finally:
             await resp.aclose()
 
-    async def _open_routed(self, ra: RouterAlias, req: dict[str, Any], stream: bool, use_cache: bool,
-                           meter: Meter | None, endpoint: str = CHAT) -> OpenChat:
+    async def _fall_back(self, ra: RouterAlias, legs: list[tuple[str | None, Destination]],
+                         bodies: list[dict[str, Any]], keys: list[str | None], stream: bool, meter: Meter | None,
+                         endpoint: str) -> OpenChat:
         """Try a router alias's targets in order. A 429, a 5xx or no connection moves on to the
         next target and cools the failed one down (its Retry-After when given and honoured),
         and cooling targets get no request. Other 4xx are the caller's: they are answered as
         they are. A stream falls back only here, before its first byte reaches the caller."""
-        legs: list[tuple[str, Destination]] = []
-        for name in ra.targets:
-            leg: Destination | None = self.router.resolve_api(name)
-            if leg is None:
-                try:
-                    leg = await asyncio.to_thread(self.router.resolve_target, name)
-                except ModelNotFound:
-                    continue  # not served (any more); explain() shows it as "unknown"
-            legs.append((name, leg))
-        if not legs:
-            raise NotFoundError(f"No target of router alias '{ra.alias}' is served by an API model or local alias "
-                                f"({', '.join(ra.targets)}).", param="model", code="model_not_found")
-        keys: dict[str, str] = {}
-        if use_cache and self.cache is not None:  # any target's earlier answer: a re-run sends nothing
-            for name, leg in legs:
-                keys[name] = cache_key(cache_target(leg), _with_alias_defaults(leg, req))
-                hit = await self.cache.aget(keys[name])
-                if hit is not None:
-                    headers = {"content-type": "application/json", "x-bodhi-cache": "hit", TARGET_HEADER: name}
-                    return OpenChat(_replay(200, headers, hit, _label(leg)), leg, False, cached=True, target=name)
         cooldowns = self.router.cooldowns
         failed: list[str] = []
         last: BodhiError | None = None
         tried = 0
-        for name, leg in legs:
+        for (name, leg), body, key in zip(legs, bodies, keys, strict=True):
+            assert name is not None
             if tried >= ra.attempts:
                 break
             if cooldowns.remaining(name) > 0:
                 continue
             try:
-                body = req
-                if meter is not None:
-                    meter.strip = False  # set again by routed() for this leg
-                    body = meter.routed(leg, req)  # budget check; remote streams asked for usage
+                resp = await self._forward(leg, endpoint, body, stream, meter)
             except BudgetExceeded as exc:  # today's budget, not this target's health: no cooldown
                 last = exc
                 continue
-            tried += 1
-            try:
-                resp = await self._forward(leg, endpoint, body, stream, meter)
             except BodhiError as exc:
+                tried += 1
                 if not _falls_back(exc.status):
                     raise
                 cooldowns.cool(name, ra.cooldown_for(hinted_delay(exc.headers)))
                 failed.append(f"{name}: {exc.status}")
                 last = exc
                 continue
+            tried += 1
             if _falls_back(resp.status):
                 last = await resp.error()  # reads and closes it
                 cooldowns.cool(name, ra.cooldown_for(hinted_delay(resp.headers)))
@@ -223,53 +211,47 @@ class Gateway:
                 continue
             cooldowns.ready(name)
             resp.headers[TARGET_HEADER] = name
-            key = keys.get(name)
-            if key is not None and self.cache is not None and resp.ok:
-                raw, data = await resp.aread_json()
-                if isinstance(data, dict) and isinstance(data.get("choices"), list):
-                    self.cache.put_later(key, raw)
-                resp = _replay(resp.status, resp.headers, raw, resp.label, resp.upstream_seconds)
-            return OpenChat(resp, leg, stream, target=name)
-        waits = [cooldowns.remaining(name) for name, _ in legs]
+            return OpenChat(await self._kept(resp, key), leg, stream, target=name)
+        waits = [cooldowns.remaining(name) for name, _ in legs if name is not None]
         if last is None or all(w > 0 for w in waits):  # (None: one cooled off while we looked)
             raise TargetsCoolingDown(ra.alias, max(1, math.ceil(min(waits))), ", ".join(failed))
         raise last  # max_attempts used up by failures, or today's budget
 
     async def _forward(self, dest: Destination, endpoint: str, body: dict[str, Any], stream: bool,
                        meter: Meter | None) -> UpstreamResponse:
-        """Open one destination's response. API models get the body as it is (model renamed);
-        the local engine gets it adapted by `_local_adapter` (and its answer with it)."""
-        if isinstance(dest, Local):
-            fmt = dest.alias.context_params.chat_format if isinstance(dest.alias, UserModelAlias) else None
-            defaults = _with_alias_defaults(dest, body) if endpoint == CHAT else body
-            plan = adapt(endpoint, defaults, model=dest.alias.alias, stream=stream, chat_format=fmt,
-                         keep_usage=meter is not None)  # a 400 here comes before any engine start
-            target, _ = await self._target(dest, body, endpoint)
-            if meter is not None and plan.stream and not plan.usage_asked:
-                meter.strip = True  # the ledger reads the engine's usage chunk, then drops it
-            return await forward_local(self.upstream, target, plan)
-        target, body = await self._target(dest, body, endpoint)
-        if endpoint == CHAT:
-            return await self.upstream.forward_chat_completion(target, body, stream)
-        return await self.upstream.forward(target, endpoint, body)
-
-    async def _target(self, dest: Destination, body: dict[str, Any],
-                      endpoint: str = CHAT) -> tuple[ForwardTarget, dict[str, Any]]:
+        """Open one destination's response. The meter, when there is one, sees where it goes first
+        (the budget check, and for a stream whether to ask for usage and strip it again). API models
+        get the body as it is (model renamed); the local engine gets it adapted by `_local_adapter`
+        (and its answer with it)."""
+        if meter is not None:
+            body = meter.routed(dest, body, stream)
         if isinstance(dest, Remote):
             a = dest.api_alias
             db = self.router.db
             key = db.get_api_key(a.id) if db.key_ready() else await asyncio.to_thread(db.get_api_key, a.id)
-            return ForwardTarget(a.base_url, dest.upstream_model, key, f"API model '{a.id}'"), body
-        assert isinstance(dest, Local)
+            target = ForwardTarget(a.base_url, dest.upstream_model, key, f"API model '{a.id}'")
+            if endpoint == CHAT:
+                return await self.upstream.forward_chat_completion(target, body, stream)
+            return await self.upstream.forward(target, endpoint, body)
+        fmt = dest.alias.context_params.chat_format if isinstance(dest.alias, UserModelAlias) else None
+        plan = adapt(endpoint, body, model=dest.alias.alias, stream=stream, chat_format=fmt,
+                     keep_usage=meter is not None)  # a 400 here comes before any engine start
         if self.engine is None:
             raise LocalEngineUnavailable(
                 f"'{dest.alias.alias}' is a local model, but the local engine is not available here. "
                 f"Install it with: {LOCAL_EXTRA_HINT}")
         engine = await self.engine.ensure(dest.alias, "embeddings" if endpoint == EMBEDDINGS else "chat")
-        if isinstance(dest.alias, UserModelAlias) and endpoint == CHAT:
-            body = {**body, **dest.alias.request_params.defaults_for(body)}
         target = ForwardTarget(engine.base_url, dest.alias.alias, engine.api_key, "local engine")
-        return target, body
+        return await forward_local(self.upstream, target, plan)
+
+
+async def relayable_error_body(resp: UpstreamResponse) -> bytes:
+    """The body of a non-2xx upstream answer to relay to an HTTP client as it is (an OpenAI error
+    envelope, the key already masked), or raise it as our error when it is anything else."""
+    body = await resp.aread()
+    if openai_error(body) is None:
+        raise upstream_status_error(resp.status, body, resp.headers, resp.label)
+    return body
 
 
 def _falls_back(status: int) -> bool:
@@ -286,8 +268,10 @@ def cache_target(dest: Destination) -> str:
     return f"local:{a_local.alias}|{a_local.repo}|{a_local.filename}|{a_local.snapshot}"
 
 
-def _with_alias_defaults(dest: Destination, body: dict[str, Any]) -> dict[str, Any]:
-    if isinstance(dest, Local) and isinstance(dest.alias, UserModelAlias):
+def _with_alias_defaults(dest: Destination, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+    """A chat body with a user alias's request defaults filled in where the request left a field
+    unset (the one place they are applied: the cache key and the forwarded body both use it)."""
+    if endpoint == CHAT and isinstance(dest, Local) and isinstance(dest.alias, UserModelAlias):
         return {**body, **dest.alias.request_params.defaults_for(body)}
     return body
 

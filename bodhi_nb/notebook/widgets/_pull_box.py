@@ -13,7 +13,7 @@ from typing import Any
 
 import ipywidgets as W
 
-from ...services.hub import CancelFlag
+from ...server_core.operations import CancelFlag
 from ..client import Bodhi
 from ._tasks import TaskRunner
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...services.db import ConfigStore
+from ...services.local_engine import LocalEngine
 from ...services.local_models import LocalModels
 from ...services.upstream_client import UpstreamClient
 from ..gateway import Gateway
@@ -22,12 +23,14 @@ from ._chat import ChatOps, structured_format
 from ._embeddings import DEFAULT_BATCH_SIZE, EmbeddingOps, as_texts
 from ._map import CANCELLED, MapJob, MapOps, MapResult
 from ._models import ModelOps
-from ._pull import PullOps
+from ._pull import CancelFlag, PullOps
 from ._router_aliases import RouterAliasOps
-from ._usage import UsageOps, UsagePage
+from ._service import CacheOps, EngineOps, KeyOps
+from ._usage import USAGE_ROW_FIELDS, USAGE_SUM_FIELDS, UsageOps, UsagePage, parse_usage_by
 
 __all__ = ["Operations", "ApiModelOps", "AliasOps", "ChatOps", "ModelOps", "PullOps", "UsageOps", "UsagePage", "RouterAliasOps", "structured_format",
-           "EmbeddingOps", "DEFAULT_BATCH_SIZE", "as_texts", "MapOps", "MapJob", "MapResult", "CANCELLED"]
+           "EmbeddingOps", "DEFAULT_BATCH_SIZE", "as_texts", "MapOps", "MapJob", "MapResult", "CANCELLED",
+           "USAGE_ROW_FIELDS", "USAGE_SUM_FIELDS", "parse_usage_by", "CacheOps", "EngineOps", "KeyOps", "CancelFlag"]
 
 
 @dataclass(frozen=True)
@@ -43,10 +46,14 @@ class Operations:
     embeddings: EmbeddingOps
     pull: PullOps
     map: MapOps
+    cache: CacheOps
+    engine: EngineOps
+    keys: KeyOps
 
     @classmethod
     def create(cls, db: ConfigStore, data: LocalModels, upstream: UpstreamClient, router: ModelRouter,
-               gateway: Gateway) -> Operations:
+               gateway: Gateway, engine: LocalEngine) -> Operations:
         return cls(ApiModelOps(db, upstream), AliasOps(data), ModelOps(router), ChatOps(gateway),
                    UsageOps(gateway.ledger), router_aliases=RouterAliasOps(router),
-                   embeddings=EmbeddingOps(gateway), pull=PullOps(data), map=MapOps(gateway))
+                   embeddings=EmbeddingOps(gateway), pull=PullOps(data), map=MapOps(gateway),
+                   cache=CacheOps(gateway.cache), engine=EngineOps(engine), keys=KeyOps(db))

@@ -23,8 +23,8 @@ from typing import Any
 from ...objs.errors import BodhiError, InvalidRequestError, StructuredOutputError
 from ...objs.openai import completion_text
 from ...services.retry import RateGate, hinted_delay, retry_delay, retryable
-from ..origin import set_surface
 from ..gateway import Gateway
+from ..origin import set_surface
 from ._chat import structured_format
 
 __all__ = ["CANCELLED", "MapJob", "MapOps", "MapResult", "RowMessages"]

@@ -14,7 +14,7 @@ from ...services.hub import CancelFlag, HubService, ProgressFn
 from ...services.local_models import LocalModels
 from ..contract import PullJobResponse, PullRequest, parse
 
-__all__ = ["PullOps"]
+__all__ = ["CancelFlag", "PullOps"]
 
 
 class PullOps:

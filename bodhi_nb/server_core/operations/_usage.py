@@ -12,10 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...objs.errors import BodhiError
-from ...services.usage import BudgetState, Ledger, Price
+from ...services.usage import ROW_FIELDS, SUM_FIELDS, BudgetState, Ledger, Price, parse_by
 from ...services.usage.pricing import Scope
 
-__all__ = ["UsageOps", "UsagePage"]
+__all__ = ["UsageOps", "UsagePage", "USAGE_ROW_FIELDS", "USAGE_SUM_FIELDS", "parse_usage_by"]
+
+USAGE_ROW_FIELDS = ROW_FIELDS  # a ledger row's columns, in order (the facade's DataFrame)
+USAGE_SUM_FIELDS = SUM_FIELDS  # a group's sums, after its keys
+parse_usage_by = parse_by  # "model,day" or a list -> the group keys (400 for an unknown one)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bodhi_nb.objs.errors import BudgetExceeded, InvalidRequestError, NotFoundError
-from bodhi_nb.server_core.origin import current_surface
+from bodhi_nb.server_core.origin import current_surface, using_surface
 from bodhi_nb.services.usage import (
     Ledger,
     StreamTap,
@@ -23,7 +23,6 @@ from bodhi_nb.services.usage import (
     UsageRecord,
     parse_when,
     usage_from_body,
-    using_surface,
     with_include_usage,
 )
 from bodhi_nb.services.usage._sqlite import connect, iso_utc, write_tx
