@@ -39,14 +39,14 @@ def panel(*args: Any, **kwargs: Any) -> Any:
 
 def openai_client(*args: Any, **kwargs: Any) -> Any:
     """An `openai.OpenAI` client for the running Jupyter server's gateway."""
-    from .notebook._server_info import openai_client as _client
+    from .notebook.server_info import openai_client as _client
 
     return _client(*args, **kwargs)
 
 
 def server_info() -> Any:
     """The running Jupyter server's gateway: `.gateway_url` and `.token` (hidden in reprs)."""
-    from .notebook._server_info import find_server
+    from .notebook.server_info import find_server
 
     return find_server()
 
@@ -60,7 +60,7 @@ def load_ipython_extension(ipython: Any) -> None:
 
 def configure_jupyter_ai(*args: Any, **kwargs: Any) -> Any:
     """Point jupyter-ai's `%%ai` aliases and chat model at this gateway (no key is stored)."""
-    from .notebook._jupyter_ai import configure_jupyter_ai as _configure
+    from .notebook.jupyter_ai import configure_jupyter_ai as _configure
 
     return _configure(*args, **kwargs)
 

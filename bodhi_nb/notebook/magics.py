@@ -224,7 +224,7 @@ class _Plain:
 
 def _strip_fence(text: str) -> str:
     """The first fenced code block's content, else the text itself."""
-    from .widgets._markdown import code_blocks
+    from .widgets.markdown import code_blocks
 
     blocks = code_blocks(text)
     return (blocks[0] if blocks else text).strip()

@@ -15,7 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_seriali
 
 __all__ = ["ApiFormat", "ApiModelAlias", "mask_api_key", "normalize_base_url", "utc_now", "API_MODEL_ID_PATTERN",
            "MAX_BASE_URL_LENGTH", "MAX_MODEL_NAME_LENGTH", "MAX_API_KEY_LENGTH", "STORED", "check_api_model_id",
-           "check_api_key"]
+           "check_api_key", "MAX_TEST_PROMPT"]
+
+MAX_TEST_PROMPT = 30  # characters: a test prompt checks a key and a model, it is not a chat
 
 API_MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 _ID_RE = re.compile(API_MODEL_ID_PATTERN)

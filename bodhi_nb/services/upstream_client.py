@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from ..objs.api_model_alias import check_api_key, normalize_base_url
+from ..objs.api_model_alias import MAX_TEST_PROMPT, check_api_key, normalize_base_url
 from ..objs.errors import BodhiError, InvalidRequestError, UpstreamError
 from ..objs.openai import build_messages, completion_text
 from ._upstream import KeyRedactor, UpstreamResponse, openai_error, transport_error, upstream_status_error
@@ -45,8 +45,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-MAX_TEST_PROMPT = 30
 
 
 @dataclass(frozen=True)

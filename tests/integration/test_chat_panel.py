@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from bodhi_nb.notebook.widgets import AliasesPanel, ApiModelsPanel, ChatPanel
-from bodhi_nb.notebook.widgets._markdown import render_markdown
+from bodhi_nb.notebook.widgets.markdown import render_markdown
 
 MARKDOWN = ("Here:\n```python\nprint('hi')\n```\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n"
             "<img src=x onerror=alert(1)> [x](javascript:alert(2)) <script>alert(3)</script>")

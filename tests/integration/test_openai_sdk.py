@@ -10,7 +10,7 @@ import openai
 import pytest
 
 import bodhi_nb
-from bodhi_nb.notebook._server_info import ServerInfo, find_server
+from bodhi_nb.notebook.server_info import ServerInfo, find_server
 from tests.conftest import TEST_KEY
 
 

@@ -54,7 +54,7 @@ async def test_non_stream_is_counted_with_the_upstream_usage(api, upstream):
 
 async def test_a_kernel_client_names_its_kernel_and_notebook(api, upstream, monkeypatch):
     from bodhi_nb import openai_client
-    from bodhi_nb.notebook._server_info import ServerInfo
+    from bodhi_nb.notebook.server_info import ServerInfo
     from bodhi_nb.server_core import origin as context
 
     monkeypatch.setenv("JPY_SESSION_NAME", "work/report.ipynb")

@@ -57,6 +57,29 @@ def test_imports_only_go_down_and_the_wings_stay_apart() -> None:
     assert violations(graph(ROOT)) == []
 
 
+def private_violations(edges: list[Edge]) -> list[str]:
+    """A private module (`_name`) is imported only from inside the package that holds it."""
+    out = []
+    for e in edges:
+        parts = e.target.split(".")
+        private = [i for i, p in enumerate(parts) if p.startswith("_")]
+        if not private:
+            continue
+        home = ".".join(parts[: private[-1]])
+        if e.source != home and not e.source.startswith(home + "."):
+            out.append(f"{e.source}:{e.line} imports the private {e.target} from outside {home}")
+    return out
+
+
+def test_private_modules_stay_in_their_package() -> None:
+    assert private_violations(graph(ROOT)) == []
+
+
+def test_a_private_import_from_outside_is_caught() -> None:
+    assert private_violations([Edge("bodhi_nb.http.extension", "bodhi_nb.services.db._encryption", 1)]) != []
+    assert private_violations([Edge("bodhi_nb.services.db.store", "bodhi_nb.services.db._encryption", 1)]) == []
+
+
 def test_no_import_circles() -> None:
     assert cycles(graph(ROOT)) == []
 

@@ -16,8 +16,8 @@ import ipywidgets as W
 from ...objs.errors import InvalidRequestError
 from ...objs.openai import build_messages, delta_text
 from ..client import Bodhi
-from ._markdown import MARKDOWN_CSS, code_blocks, render_markdown
 from ._tasks import TaskRunner, esc
+from .markdown import MARKDOWN_CSS, code_blocks, render_markdown
 
 __all__ = ["ChatPanel"]
 

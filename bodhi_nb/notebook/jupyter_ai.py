@@ -1,4 +1,4 @@
-"""Private: point jupyter-ai 3 (its `%%ai` magic and Jupyternaut's chat model) at this gateway.
+"""Point jupyter-ai 3 (its `%%ai` magic and Jupyternaut's chat model) at this gateway.
 
 jupyter-ai 3 reaches models through LiteLLM, so an OpenAI-compatible gateway is the
 `openai/<model>` provider with an `api_base`. We write exactly what jupyter-ai documents:
@@ -104,7 +104,7 @@ def configure_jupyter_ai(model: str | None = None, models: Iterable[str] | None 
     serves). The gateway is the running Jupyter server's unless `gateway_url` is given.
     In this process `OPENAI_API_KEY` is set to the Jupyter token when it is unset.
     """
-    from ._server_info import find_server
+    from .server_info import find_server
 
     try:
         info = find_server()

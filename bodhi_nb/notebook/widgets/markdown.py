@@ -1,4 +1,4 @@
-"""Private: model replies as safe HTML (Markdown with tables, highlighted code).
+"""Model replies as safe HTML (Markdown with tables, highlighted code).
 
 Replies are untrusted text. markdown-it-py renders them with raw HTML switched off (so
 `<img onerror=...>` arrives as text), then nh3 (ammonia) sanitises the result anyway:

@@ -1,4 +1,4 @@
-"""Private: find the running Jupyter server's gateway from any kernel.
+"""Find the running Jupyter server's gateway from any kernel.
 
 Order: `BODHI_GATEWAY_URL`/`BODHI_GATEWAY_TOKEN`; `JUPYTER_SERVER_URL`/`JUPYTER_TOKEN`
 (set by JupyterHub and some launchers); else the runtime files of running servers,
