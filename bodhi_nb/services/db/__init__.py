@@ -1,5 +1,6 @@
 """The encrypted, multi-process store (docs/ARCHITECTURE.md, "Encryption and rotation")."""
 
+from ._encryption import PBKDF2_ITERATIONS
 from .master_key import (
     MasterSecret,
     load_master_secret,
@@ -10,6 +11,7 @@ from .store import DB_FILENAME, ApiModelRecord, ConfigStore, RotationResult
 
 __all__ = [
     "DB_FILENAME",
+    "PBKDF2_ITERATIONS",
     "ApiModelRecord",
     "ConfigStore",
     "LockedJSONStorage",
