@@ -47,6 +47,7 @@ from ..objs.errors import LocalEngineUnavailable
 from ..objs.model_alias import DiscoveredModelAlias, UserModelAlias
 from ._child_env import child_env
 from ._engine_main import HEALTH_PATH, IDLE_EXIT_MESSAGE
+from .files import atomic_write
 from .local_models import LocalModels
 
 __all__ = [
@@ -381,9 +382,4 @@ class LocalEngine:
 
     def _write_state(self, st: EngineState) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_file.with_suffix(".json.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            os.fchmod(f.fileno(), 0o600)  # a leftover tmp file keeps its old mode otherwise
-            f.write(json.dumps(asdict(st)))
-        os.replace(tmp, self.state_file)
+        atomic_write(self.state_file, json.dumps(asdict(st)), mode=0o600)  # it holds the engine's key

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from ..objs.alias import ALIAS_NAME_PATTERN, Alias
 from ..objs.errors import ConflictError, InvalidRequestError, NotFoundError, validation_message
 from ..objs.model_alias import DiscoveredModelAlias, UserModelAlias
+from .files import atomic_write, created_file_mode
 
 __all__ = ["LocalModels", "AliasFileError", "BUILTIN_ALIAS", "hf_hub_dir", "validation_message", "alias_not_found",
            "alias_file_name"]
@@ -93,7 +94,8 @@ class AliasFileError:
 
 _NAME_RE = re.compile(ALIAS_NAME_PATTERN)
 _FILE_SAFE = frozenset(string.ascii_letters + string.digits + "_.-")
-# NAME_MAX is 255 bytes on common file systems; the atomic write adds ".tmp".
+# NAME_MAX is 255 bytes on common file systems; 250 leaves room to spare (the atomic write's
+# temp file has a short name of its own, services/files.py).
 _MAX_FILE_NAME = 250
 _INVALID_NAME = ("The alias name is not valid: it must start with a letter or digit and use only letters, "
                  "digits, '_', '.', ':', '/' or '-' (at most 128 characters).")
@@ -245,12 +247,10 @@ class LocalModels:
         self.aliases_dir.mkdir(parents=True, exist_ok=True)
         path = self.aliases_dir / file
         self._make_room(path, alias.alias)
-        tmp = path.with_suffix(".yaml.tmp")
+        text = yaml.safe_dump(alias.model_dump(mode="json", exclude_none=True), sort_keys=False)
         try:
-            tmp.write_text(yaml.safe_dump(alias.model_dump(mode="json", exclude_none=True), sort_keys=False))
-            os.replace(tmp, path)
+            atomic_write(path, text, mode=created_file_mode())  # a file people edit: the umask's mode
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             if exc.errno == errno.ENAMETOOLONG:
                 raise InvalidRequestError("The alias name is too long for a file name on this file system; "
                                           "use a shorter name.", param="alias") from None

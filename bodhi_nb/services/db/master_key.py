@@ -15,13 +15,14 @@ import base64
 import logging
 import os
 import secrets
-import tempfile
+import tempfile  # noqa: F401 - tests/unit/services/test_rotation.py patches master_key.tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ...objs.errors import StoreError
-from .storage import fsync_dir as _fsync_dir
+from ..files import atomic_write
+from ..files import fsync_dir as _fsync_dir
 
 __all__ = [
     "ENV_VAR",
@@ -154,23 +155,12 @@ def persist_master_secret(home: Path, origin: str, value: str) -> None:
 
 
 def _write_key_file(path: Path, value: str) -> None:
+    # `_fsync_dir` is passed by its name here so a test can make the step after the rename
+    # fail (tests/unit/services/test_rotation.py patches master_key._fsync_dir).
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f"{KEY_FILE}.", suffix=".tmp", dir=path.parent)
+        atomic_write(path, value, mode=0o600, sync_dir=_fsync_dir)
     except OSError as exc:
-        raise StoreError(f"cannot write in {path.parent} ({exc.strerror or exc})") from None
-    try:
-        with os.fdopen(fd, "w") as fh:  # mkstemp files are 0600 already
-            fh.write(value)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         raise StoreError(f"cannot write {path} ({exc.strerror or exc})") from None
-    _fsync_dir(path.parent)
 
 
 def read_persisted_secret(home: Path, origin: str) -> str | None:

@@ -6,8 +6,9 @@ writers. This storage:
 
 - takes an exclusive file lock (filelock) for every read-modify-write, through
   `transaction()`; readers need no lock because a write is never seen half-done,
-- writes to a temp file, fsyncs it and `os.replace`s it over the old one, so a writer
-  killed at any point leaves either the old file or the new one,
+- writes through `services/files.py` (`atomic_write`: a temp file, fsynced, `os.replace`d
+  over the old one, the directory fsynced), so a writer killed at any point leaves either
+  the old file or the new one,
 - re-reads the file only when its (inode, mtime, size) changed, and counts reloads
   in `generation` so callers can rebuild in-memory indexes exactly when needed.
 """
@@ -17,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +28,7 @@ from filelock import FileLock, Timeout
 from tinydb.storages import Storage
 
 from ...objs.errors import StoreError
+from ..files import atomic_write
 
 __all__ = ["LockedJSONStorage"]
 
@@ -162,41 +163,16 @@ class LockedJSONStorage(Storage):
 
     def _atomic_write(self, raw: bytes) -> None:
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+            mode = self.path.stat().st_mode & 0o777  # keep a mode the user chose
+        except FileNotFoundError:
+            mode = 0o600
         except OSError as exc:
             raise StoreError(f"Could not write {self.path}: {exc.strerror or exc}") from None
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(raw)
-                fh.flush()
-                os.fsync(fh.fileno())
-            if self.path.exists():
-                os.chmod(tmp, self.path.stat().st_mode & 0o777)
-            else:
-                os.chmod(tmp, 0o600)
-            os.replace(tmp, self.path)
+            atomic_write(self.path, raw, mode=mode)
         except OSError as exc:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
             raise StoreError(f"Could not write {self.path}: {exc.strerror or exc}") from exc
-        fsync_dir(self.path.parent)
         with self._mutex:
             self._raw = raw
             self._sig = self._stat()
             self.generation += 1
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename in `path` durable (best effort: some filesystems cannot fsync a directory)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
