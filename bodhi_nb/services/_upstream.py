@@ -19,6 +19,7 @@ import httpx
 
 from ..objs.api_model_alias import mask_api_key
 from ..objs.errors import BodhiError, UpstreamError
+from .sse import MEDIA_TYPE
 
 __all__ = ["KeyRedactor", "UpstreamResponse", "openai_error", "transport_error", "upstream_status_error"]
 
@@ -146,7 +147,7 @@ class UpstreamResponse:
 
     @property
     def is_event_stream(self) -> bool:
-        return self.headers.get("content-type", "").startswith("text/event-stream")
+        return self.headers.get("content-type", "").startswith(MEDIA_TYPE)
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         """Body bytes as they come off the socket (no re-buffering), with the key masked."""

@@ -27,6 +27,7 @@ from ..objs.errors import BodhiError, InvalidRequestError, UpstreamError
 from ..objs.openai import build_messages, completion_text
 from ._upstream import KeyRedactor, UpstreamResponse, openai_error, transport_error, upstream_status_error
 from .db import ConfigStore
+from .sse import MEDIA_TYPE
 
 __all__ = [
     "UpstreamClient",
@@ -176,7 +177,7 @@ class UpstreamClient:
     @staticmethod
     def _headers(api_key: str | None, stream: bool = False) -> dict[str, str]:
         h = {"accept-encoding": "identity", "content-type": "application/json",
-             "accept": "text/event-stream" if stream else "application/json"}
+             "accept": MEDIA_TYPE if stream else "application/json"}
         if api_key:
             h["authorization"] = f"Bearer {api_key}"
         return h

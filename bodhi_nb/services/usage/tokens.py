@@ -8,15 +8,15 @@ taken back out so the client receives exactly the stream it asked for.
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..sse import DONE, EventSplitter, encode_event, event_json, split_events
+
 __all__ = ["StreamTap", "TokenUsage", "usage_from_body", "wants_usage", "with_include_usage"]
 
-# One SSE event, terminator included ("\n\n" or "\r\n\r\n", as sse-starlette writes).
-_EVENT = re.compile(rb".*?\r?\n\r?\n", re.DOTALL)
+# The SSE wire format (where an event ends, its data, how one is written) is services/sse.py's.
+_DONE = DONE.encode()
 _USAGE = b'"usage"'
 _NULL_USAGE = (b'"usage":null', b'"usage": null')
 _ERROR = b'{"error"'
@@ -72,16 +72,6 @@ def with_include_usage(body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     return {**body, "stream_options": extra}, True
 
 
-def _event_json(event: bytes) -> Any:
-    data = [line[5:].lstrip(b" ") for line in event.splitlines() if line.startswith(b"data:")]
-    if not data:
-        return None
-    try:
-        return json.loads(b"\n".join(data))
-    except ValueError:
-        return None
-
-
 class StreamTap:
     """Watches the SSE bytes of a chat stream for the usage event as they are relayed.
 
@@ -104,20 +94,15 @@ class StreamTap:
         self.text: list[str] = []
         self.done = False  # the `data: [DONE]` event went through
         self.error: str | None = None  # the code of an error event the upstream sent mid-stream
-        self._pending = b""  # an incomplete trailing event (parsed once it completes)
+        self._events = EventSplitter()  # holds an incomplete trailing event (parsed once it completes)
 
     def feed(self, chunk: bytes) -> bytes:
-        buf = self._pending + chunk if self._pending else chunk
-        if buf.endswith(b"\n\n"):  # the usual case: whole events, nothing held back
-            complete, self._pending = buf, b""
-        else:
-            end = _last_boundary(buf)
-            complete, self._pending = buf[:end], buf[end:]
+        complete = self._events.feed(chunk)
         if self.count:
             self.content_events += sum(complete.count(t) for t in _TEXT) - sum(complete.count(t) for t in _EMPTY)
         if self.collect:
             self._collect(complete)
-        if b"[DONE]" in complete[-16:]:  # always the last event
+        if _DONE in complete[-16:]:  # always the last event
             self.done = True
         if _ERROR in complete:
             self._find_error(complete)
@@ -127,17 +112,17 @@ class StreamTap:
 
     def end(self) -> bytes:
         """What is left when the upstream ends (an unterminated last event, passed on as is)."""
-        rest, self._pending = self._pending, b""
+        rest = self._events.end()
         return rest if self.strip else b""
 
     def _scan(self, part: bytes) -> bytes:
         out: list[bytes] = []
         changed = False
-        for event in _EVENT.findall(part):
+        for event in split_events(part):
             if _USAGE not in event or any(n in event for n in _NULL_USAGE):
                 out.append(event)
                 continue
-            data = _event_json(event)
+            data = event_json(event)
             usage = usage_from_body(data)
             if usage is not None:
                 self.usage = usage
@@ -145,31 +130,26 @@ class StreamTap:
                 changed = True
                 if data.get("choices"):
                     data.pop("usage", None)
-                    out.append(b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n")
+                    out.append(encode_event(data))
                 continue
             out.append(event)
         return b"".join(out) if changed else part
 
     def _find_error(self, part: bytes) -> None:
-        for event in _EVENT.findall(part):
+        for event in split_events(part):
             if _ERROR in event:
-                data = _event_json(event)
+                data = event_json(event)
                 if isinstance(data, dict) and "error" in data:
                     err = data["error"]
                     code = err.get("code") if isinstance(err, dict) else None
                     self.error = code if isinstance(code, str) and code else "upstream_error"
 
     def _collect(self, part: bytes) -> None:
-        for event in _EVENT.findall(part):
-            data = _event_json(event)
+        for event in split_events(part):
+            data = event_json(event)
             if isinstance(data, dict):
                 for choice in data.get("choices") or []:
                     text = (choice.get("delta") or {}).get("content") if isinstance(choice, dict) else None
                     if isinstance(text, str):
                         self.text.append(text)
 
-
-def _last_boundary(buf: bytes) -> int:
-    """The end of the last complete event in `buf` (0 when there is none)."""
-    a, b = buf.rfind(b"\n\n"), buf.rfind(b"\n\r\n")
-    return max(a + 2 if a >= 0 else 0, b + 3 if b >= 0 else 0)
