@@ -29,7 +29,7 @@ from typing import Any
 
 from ...objs.errors import BudgetExceeded, InvalidRequestError, NotFoundError
 from ._sqlite import ROW_FIELDS, initialise, iso_utc, read_tx, write_tx
-from .pricing import BudgetState, Price, Scope, _amount, _price_for, _today, cost_usd
+from .pricing import BudgetState, Price, Scope, cost_usd, price_for, usd_amount, utc_today
 from .query import UsageFilter, parse_by, select_groups, select_rows
 
 __all__ = ["DEFAULT_RETENTION_DAYS", "BudgetState", "Ledger", "Price", "UsageRecord", "cost_usd"]
@@ -101,7 +101,7 @@ class Ledger:
         self.path = Path(path)
         self.log_content = log_content
         self.retention_days = None if retention_days is None else _days(retention_days, "usage_retention_days")
-        option = None if daily_budget_usd is None else _amount(daily_budget_usd, "daily_budget_usd")
+        option = None if daily_budget_usd is None else usd_amount(daily_budget_usd, "daily_budget_usd")
         self.option_budget = None if server else option  # this process's own extra limit
         self.flush_interval = flush_interval
         self.batch_size = batch_size
@@ -234,7 +234,7 @@ class Ledger:
                 rows = []
                 for r in batch:
                     cost = r.cost_usd if r.cost_usd is not None else cost_usd(
-                        r, _price_for(prices, r.model, r.upstream_model, r.provider))
+                        r, price_for(prices, r.model, r.upstream_model, r.provider))
                     rows.append((iso_utc(r.ts), r.surface, r.model, r.provider, r.upstream_model, r.target,
                                  r.status, r.error_code, r.prompt_tokens, r.completion_tokens, r.total_tokens,
                                  int(r.cached), r.latency_ms, r.ttft_ms, cost, r.kernel_id, r.notebook,
@@ -262,8 +262,8 @@ class Ledger:
             raise InvalidRequestError("'scope' must be 'model' or 'provider'.", param="scope")
         if not isinstance(name, str) or not name.strip():
             raise InvalidRequestError("A price needs the model or provider name.", param="name")
-        price = Price(scope, name.strip(), _amount(input_usd_per_mtok, "input_usd_per_mtok"),
-                      _amount(output_usd_per_mtok, "output_usd_per_mtok"), iso_utc(time.time()))
+        price = Price(scope, name.strip(), usd_amount(input_usd_per_mtok, "input_usd_per_mtok"),
+                      usd_amount(output_usd_per_mtok, "output_usd_per_mtok"), iso_utc(time.time()))
         with write_tx(self.path) as conn:
             conn.execute("INSERT OR REPLACE INTO prices VALUES (?, ?, ?, ?, ?)",
                          (price.scope, price.name, price.input_usd_per_mtok, price.output_usd_per_mtok,
@@ -288,7 +288,7 @@ class Ledger:
 
     def set_budget(self, daily_usd: float | None) -> BudgetState:
         """Set the daily budget shared by every process of this BODHI_HOME (None removes it)."""
-        value = None if daily_usd is None else _amount(daily_usd, "daily_usd")
+        value = None if daily_usd is None else usd_amount(daily_usd, "daily_usd")
         with write_tx(self.path) as conn:
             _store(conn, _BUDGET_KEY, value)
         return self.budget()
@@ -309,9 +309,9 @@ class Ledger:
         if time.time() - st.checked_at > self.budget_refresh and not self._refresh_pending and not self._closed:
             self._refresh_pending = True
             self._wake.set()
-        if not st.exceeded or st.day != _today():
+        if not st.exceeded or st.day != utc_today():
             return
-        if _price_for(self._prices, model, upstream_model, provider) is None:
+        if price_for(self._prices, model, upstream_model, provider) is None:
             return
         assert st.daily_usd is not None
         secs = 86400 - int(time.time()) % 86400
@@ -323,7 +323,7 @@ class Ledger:
             f"{where}, or wait until 00:00 UTC.", headers={"Retry-After": str(secs)})
 
     def _read_budget(self) -> BudgetState:
-        day = _today()
+        day = utc_today()
         with read_tx(self.path) as conn:
             stored = _setting(conn, _BUDGET_KEY)
             options = [x for x in (_setting(conn, _OPTION_BUDGET_KEY), self.option_budget) if x is not None]

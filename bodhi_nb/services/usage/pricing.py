@@ -2,6 +2,9 @@
 
 No price list is built in or downloaded: prices are what the user set, per model name (as
 asked, or upstream) or per provider (API model id), in USD per million tokens.
+
+This module depends on nothing else in the ledger: `cost_usd` takes anything with token
+counts (a `UsageRecord`, a `TokenUsage`), so ledger.py imports pricing and never the reverse.
 """
 
 from __future__ import annotations
@@ -9,16 +12,23 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from ...objs.errors import InvalidRequestError
 
-if TYPE_CHECKING:
-    from .ledger import UsageRecord
-
-__all__ = ["BudgetState", "Price", "Scope", "cost_usd"]
+__all__ = ["BudgetState", "Price", "Scope", "TokenCounts", "cost_usd", "price_for", "usd_amount", "utc_today"]
 
 Scope = Literal["model", "provider"]
+
+
+class TokenCounts(Protocol):
+    """What a cost is computed from: the tokens in and out (None where unknown)."""
+
+    @property
+    def prompt_tokens(self) -> int | None: ...
+
+    @property
+    def completion_tokens(self) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -57,7 +67,7 @@ class BudgetState:
         return {**out, "remaining_usd": self.remaining_usd, "exceeded": self.exceeded}
 
 
-def cost_usd(rec: UsageRecord, price: Price | None) -> float | None:
+def cost_usd(rec: TokenCounts, price: Price | None) -> float | None:
     """Input tokens at the input price plus output tokens at the output price."""
     if price is None or (rec.prompt_tokens is None and rec.completion_tokens is None):
         return None
@@ -65,18 +75,20 @@ def cost_usd(rec: UsageRecord, price: Price | None) -> float | None:
             + (rec.completion_tokens or 0) * price.output_usd_per_mtok) / 1_000_000
 
 
-def _price_for(prices: dict[tuple[str, str], Price], model: str, upstream: str | None,
+def price_for(prices: dict[tuple[str, str], Price], model: str, upstream: str | None,
                provider: str | None) -> Price | None:
     """A model price (the name asked, then the upstream name) wins over a provider price."""
     return (prices.get(("model", model)) or (prices.get(("model", upstream)) if upstream else None)
             or (prices.get(("provider", provider)) if provider else None))
 
 
-def _today() -> str:
+def utc_today() -> str:
+    """Today's date in UTC (YYYY-MM-DD), the budget's day."""
     return time.strftime("%Y-%m-%d", time.gmtime())
 
 
-def _amount(value: object, param: str) -> float:
+def usd_amount(value: object, param: str) -> float:
+    """A price or budget from user input: a finite number of US dollars, 0 or more (400 otherwise)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise InvalidRequestError(f"'{param}' must be a number of US dollars, 0 or more.", param=param)
     return float(value)
