@@ -14,7 +14,8 @@ Protocol: the parent writes one JSON line to stdin (repo, filename, revision,
 cache_dir) and keeps stdin open; end of stdin (the parent died) ends this process.
 Every stdout line is JSON: `{"done", "total"}` after bytes reach the file (so the
 partial file always holds at least what was reported), then `{"path"}` or
-`{"error", "status", "kind"}`. See docs/ARCHITECTURE.md (Notebook surface).
+`{"error", "status", "kind"}` (`_hub_errors.py`, which both sides share). See
+docs/ARCHITECTURE.md (Notebook surface).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 from ..objs.errors import BodhiError, UpstreamError
+from ._hub_errors import error_line, hub_error
 
 Emit = Callable[..., None]
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -165,16 +167,14 @@ def _exit_with_parent() -> None:
 
 
 def main() -> int:
-    from .hub import _hub_error
-
     req = json.loads(sys.stdin.readline() or "{}")
     threading.Thread(target=_exit_with_parent, daemon=True).start()
     repo, filename = req["repo"], req["filename"]
     try:
         path = fetch(repo, filename, req.get("revision") or "main", Path(req["cache_dir"]), _emit)
     except Exception as exc:  # noqa: BLE001 - every failure goes back to the parent as one error line
-        err = exc if isinstance(exc, BodhiError) else _hub_error(exc, repo, filename)
-        _emit(error=err.to_envelope()["error"], status=err.status, kind=type(err).__name__)
+        err = exc if isinstance(exc, BodhiError) else hub_error(exc, repo, filename)
+        _emit(**error_line(err))
         return 1
     _emit(path=str(path))
     return 0

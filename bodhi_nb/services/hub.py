@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from ..objs.errors import BodhiError, InvalidRequestError, NotFoundError, PullCancelled, UpstreamError
 from ._child_env import child_env
+from ._hub_errors import error_from, hub_error
 from .local_models import quant_of
 
 __all__ = ["CancelFlag", "HubService", "ProgressFn", "PullJob", "PullRef", "choose_file"]
@@ -204,7 +205,7 @@ class HubService:
         try:
             info = HfApi(endpoint=self._endpoint(), token=self._token()).model_info(repo, revision=revision)
         except Exception as exc:  # noqa: BLE001 - every hub failure becomes one readable BodhiError
-            raise _hub_error(exc, repo) from None
+            raise hub_error(exc, repo) from None
         return [s.rfilename for s in info.siblings or []]
 
     def resolve(self, ref: str, revision: str = "main") -> tuple[PullRef, str]:
@@ -271,7 +272,7 @@ class HubService:
                 raise PullCancelled(f"Pull of {repo}/{filename} stopped at {done / 1e6:,.1f} MB; pull it again "
                                     "to resume.")
             if failure is not None:
-                raise _error_from(failure)
+                raise error_from(failure)
             if result is None:
                 errors.seek(0)
                 tail = errors.read().decode("utf-8", "replace").strip().splitlines()[-1:]
@@ -346,28 +347,6 @@ def _served_name(repo: str, filename: str) -> str:
     return f"{repo}:{quant_of(Path(filename).name)}"
 
 
-def _hub_error(exc: Exception, repo: str, filename: str | None = None) -> BodhiError:
-    """huggingface_hub's exceptions as bodhi errors with one line that says what to do."""
-    from huggingface_hub import errors as e
-
-    what = f"{repo}/{filename}" if filename else repo
-    if isinstance(exc, e.GatedRepoError):
-        return BodhiError(f"{repo} is gated: accept its terms on the Hub and set HF_TOKEN.", param="model",
-                          code="gated_repo", status=403)
-    if isinstance(exc, e.RepositoryNotFoundError):
-        return NotFoundError(f"Repo {repo} was not found on the Hub (private repos need HF_TOKEN).",
-                             param="model", code="repo_not_found")
-    if isinstance(exc, e.RevisionNotFoundError):
-        return NotFoundError(f"{repo} has no such revision.", param="revision", code="revision_not_found")
-    if isinstance(exc, e.EntryNotFoundError):
-        return NotFoundError(f"{what} was not found on the Hub.", param="model", code="file_not_found")
-    if isinstance(exc, e.HfHubHTTPError):
-        status = exc.response.status_code if exc.response is not None else 502
-        return UpstreamError(f"The Hub answered {status} for {what}.")
-    return UpstreamError(f"Could not download {what} from {HubService._endpoint() or 'the Hub'}: "
-                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": "))
-
-
 def _child_env() -> dict[str, str]:
     """The transfer process's environment: HF_* (endpoint, token, home), paths and proxies; no bodhi secrets."""
     env = child_env(_PULL_NAMES, ("HF_",), allow=_PULL_SECRETS)
@@ -382,18 +361,6 @@ def _kill(proc: subprocess.Popen[str]) -> None:
             proc.kill()
         except OSError:
             pass
-
-
-_ERRORS: dict[str, type[BodhiError]] = {c.__name__: c for c in (BodhiError, InvalidRequestError, NotFoundError,
-                                                                UpstreamError, PullCancelled)}
-
-
-def _error_from(msg: dict[str, Any]) -> BodhiError:
-    """The child's error line as the same BodhiError it raised (class, status, code, param, message)."""
-    err = msg.get("error") or {}
-    cls = _ERRORS.get(str(msg.get("kind")), BodhiError)
-    return cls(str(err.get("message") or "The pull failed."), param=err.get("param"), code=err.get("code"),
-               status=int(msg.get("status") or cls.status))
 
 
 def _draw(bar: Any, filename: str, done: int, total: int | None) -> Any:
