@@ -9,13 +9,13 @@ relay, which closes the upstream stream at once.
 from __future__ import annotations
 
 import asyncio
-import json
 
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 from tornado.iostream import StreamClosedError
 
 from ..objs.errors import BodhiError
+from ..objs.sse import DONE_FRAME, encode_event
 from ..server_core.contract import ChatCompletionRequest, ChatCompletionResponse
 from ..server_core.gateway import UpstreamResponse
 from ..server_core.origin import set_http_origin
@@ -23,9 +23,6 @@ from ._base import Op
 from ._relay import UpstreamRelayHandler
 
 __all__ = ["ChatCompletionsHandler"]
-
-_DONE = b"data: [DONE]\n\n"
-
 
 class ChatCompletionsHandler(UpstreamRelayHandler):
     path = "chat/completions"
@@ -66,10 +63,10 @@ class ChatCompletionsHandler(UpstreamRelayHandler):
                 self.write(chunk)
                 await self.flush()
                 tail = (tail + chunk)[-64:]
-            if _DONE.strip() not in tail:
-                self.write(_DONE)
+            if DONE_FRAME.strip() not in tail:
+                self.write(DONE_FRAME)
         except BodhiError as exc:
-            self.write(b"data: " + json.dumps(exc.to_envelope()).encode() + b"\n\n")
+            self.write(encode_event(exc.to_envelope()))
         except StreamClosedError:
             return
         finally:

@@ -16,7 +16,7 @@ from typing import Any, Literal, TypeVar, overload
 
 from pydantic import BaseModel
 
-from ..objs.openai import Messages, build_messages, delta_text, reply_text
+from ..objs.openai import Messages, chat_body, delta_text, reply_text
 from ..server_core.app_services import AppServices
 from ..server_core.model_router import Candidate, ModelEntry, Resolved
 from ..server_core.operations import DEFAULT_BATCH_SIZE, Operations, as_texts, structured_format
@@ -234,23 +234,23 @@ class Bodhi:
                    **params: Any) -> dict[str, Any]:
         """The full OpenAI chat.completion response as a dict; `cache=True` answers a repeated
         request from the response cache (`b.cache`) and stores new ones."""
-        body = {**params, "model": model, "messages": build_messages(messages, system)}
+        body = chat_body(model, messages, system=system, **params)
         return self._loop.run(self.ops.chat.completion(body, cache=cache))
 
     async def acompletion(self, model: str, messages: Messages, *, system: str | None = None, cache: bool = False,
                           **params: Any) -> dict[str, Any]:
-        body = {**params, "model": model, "messages": build_messages(messages, system)}
+        body = chat_body(model, messages, system=system, **params)
         return await self._loop.arun(self.ops.chat.completion(body, cache=cache))
 
     def stream(self, model: str, messages: Messages, *, system: str | None = None,
                **params: Any) -> Iterator[dict[str, Any]]:
         """Raw `chat.completion.chunk` dicts as they arrive."""
-        body = {**params, "model": model, "messages": build_messages(messages, system)}
+        body = chat_body(model, messages, system=system, **params)
         return self._loop.iterate(self._on_loop_chunks(body))
 
     async def astream(self, model: str, messages: Messages, *, system: str | None = None,
                       **params: Any) -> AsyncIterator[dict[str, Any]]:
-        body = {**params, "model": model, "messages": build_messages(messages, system)}
+        body = chat_body(model, messages, system=system, **params)
         async for chunk in self._loop.aiterate(self._on_loop_chunks(body)):
             yield chunk
 
@@ -278,7 +278,7 @@ class Bodhi:
         if stream:
             return _texts(self.stream(model, messages, system=system, **_format(params, response_format)))
         if response_format is not None:
-            body = {**params, "model": model, "messages": build_messages(messages, system)}
+            body = chat_body(model, messages, system=system, **params)
             return self._loop.run(self.ops.chat.structured(body, response_format, cache=cache))
         return reply_text(self.completion(model, messages, system=system, cache=cache, **params))
 
@@ -300,7 +300,7 @@ class Bodhi:
         if stream:
             return _atexts(self.astream(model, messages, system=system, **_format(params, response_format)))
         if response_format is not None:
-            body = {**params, "model": model, "messages": build_messages(messages, system)}
+            body = chat_body(model, messages, system=system, **params)
             return await self._loop.arun(self.ops.chat.structured(body, response_format, cache=cache))
         return reply_text(await self.acompletion(model, messages, system=system, cache=cache, **params))
 

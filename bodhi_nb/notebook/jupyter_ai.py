@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..server_core.operations import atomic_write, created_file_mode
+
 __all__ = ["JupyterAiSetup", "configure_jupyter_ai"]
 
 KEY_ENV = "OPENAI_API_KEY"  # what LiteLLM's openai provider reads at request time
@@ -64,9 +66,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=2) + "\n", mode=created_file_mode())  # the one durability rule
 
 
 def _ipython_profile_dir(ipython_dir: str | Path | None) -> Path:

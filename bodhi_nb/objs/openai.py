@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Messages", "build_messages", "completion_text", "delta_text", "reply_text"]
+__all__ = ["Messages", "build_messages", "chat_body", "completion_text", "delta_text", "reply_text"]
 
 Messages = str | list[dict[str, Any]]
 """What a caller may pass as a prompt: one user text, or OpenAI messages as they are."""
@@ -24,6 +24,12 @@ def build_messages(text_or_messages: Messages, system: str | None = None) -> lis
     if system and system.strip():
         msgs = [{"role": "system", "content": system}, *msgs]
     return msgs
+
+
+def chat_body(model: str, messages: Messages, *, system: str | None = None, **params: Any) -> dict[str, Any]:
+    """The one shape of a chat request a Python surface sends: the caller's parameters, then
+    `model` and `messages` (a later `response_format` and `stream` go after them)."""
+    return {**params, "model": model, "messages": build_messages(messages, system)}
 
 
 def completion_text(resp: object) -> str | None:

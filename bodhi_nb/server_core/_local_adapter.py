@@ -40,7 +40,7 @@ from typing import Any
 import httpx
 
 from ..objs.errors import BodhiError, InvalidRequestError, UpstreamError
-from ..services.sse import DONE, SSEDecoder
+from ..objs.sse import DONE, DONE_FRAME, SSEDecoder, encode_event
 from ..services.upstream_client import ForwardTarget, UpstreamClient, UpstreamResponse
 from ..services.usage import StreamTap
 
@@ -255,10 +255,6 @@ async def _fan_out_stream(upstream: UpstreamClient, target: ForwardTarget, plan:
     return _streamed(first, _relay_choices(upstream, target, plan, first))
 
 
-def _event(data: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
-
-
 async def _relay_choices(upstream: UpstreamClient, target: ForwardTarget, plan: LocalPlan,
                          first: UpstreamResponse) -> AsyncIterator[bytes]:
     resp: UpstreamResponse | None = first
@@ -270,7 +266,7 @@ async def _relay_choices(upstream: UpstreamClient, target: ForwardTarget, plan: 
                 resp = await upstream.forward_chat_completion(target, _leg(plan, i), True)
                 if not resp.ok:
                     err = await resp.error()
-                    yield _event(err.to_envelope())
+                    yield encode_event(err.to_envelope())
                     return
             dec = SSEDecoder()
             try:
@@ -285,7 +281,7 @@ async def _relay_choices(upstream: UpstreamClient, target: ForwardTarget, plan: 
                         if not isinstance(event, dict):
                             continue
                         if "error" in event:
-                            yield _event(event)
+                            yield encode_event(event)
                             return
                         usage = event.get("usage")
                         if isinstance(usage, dict) and not event.get("choices"):
@@ -297,18 +293,18 @@ async def _relay_choices(upstream: UpstreamClient, target: ForwardTarget, plan: 
                             if isinstance(c, dict):
                                 c["index"] = i
                         last = event
-                        yield _event(event)
+                        yield encode_event(event)
             finally:
                 await resp.aclose()
             resp = None
         if plan.usage_event:
-            yield _event({"id": last.get("id", "chatcmpl-local"), "object": "chat.completion.chunk",
+            yield encode_event({"id": last.get("id", "chatcmpl-local"), "object": "chat.completion.chunk",
                           "created": last.get("created", 0), "model": last.get("model", ""), "choices": [],
                           "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
                                     "total_tokens": prompt + completion}})
-        yield b"data: " + DONE.encode() + b"\n\n"
+        yield DONE_FRAME
     except BodhiError as exc:
-        yield _event(exc.to_envelope())
+        yield encode_event(exc.to_envelope())
     finally:
         if resp is not None:
             await resp.aclose()

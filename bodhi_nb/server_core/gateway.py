@@ -28,10 +28,10 @@ from ..objs.errors import (
 )
 from ..objs.model_alias import DiscoveredModelAlias, UserModelAlias
 from ..objs.router_alias import RouterAlias
+from ..objs.sse import iter_sse_json
 from ..services.cache import ResponseCache, cache_key
 from ..services.local_engine import LOCAL_EXTRA_HINT, EngineEndpoint, Purpose
 from ..services.retry import hinted_delay
-from ..services.sse import iter_sse_json
 from ..services.upstream_client import (
     ForwardTarget,
     UpstreamClient,

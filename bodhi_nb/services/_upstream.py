@@ -19,7 +19,7 @@ import httpx
 
 from ..objs.api_model_alias import mask_api_key
 from ..objs.errors import BodhiError, UpstreamError
-from .sse import MEDIA_TYPE
+from ..objs.sse import MEDIA_TYPE
 
 __all__ = ["KeyRedactor", "UpstreamResponse", "openai_error", "transport_error", "upstream_status_error"]
 

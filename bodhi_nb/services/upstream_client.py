@@ -25,9 +25,9 @@ import httpx
 from ..objs.api_model_alias import MAX_TEST_PROMPT, check_api_key, normalize_base_url
 from ..objs.errors import BodhiError, InvalidRequestError, UpstreamError
 from ..objs.openai import build_messages, completion_text
+from ..objs.sse import MEDIA_TYPE
 from ._upstream import KeyRedactor, UpstreamResponse, openai_error, transport_error, upstream_status_error
 from .db import ConfigStore
-from .sse import MEDIA_TYPE
 
 __all__ = [
     "UpstreamClient",

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...services.db import ConfigStore
+from ...services.files import atomic_write, created_file_mode
 from ...services.local_engine import LocalEngine
 from ...services.local_models import LocalModels
 from ...services.upstream_client import UpstreamClient
@@ -30,7 +31,9 @@ from ._usage import USAGE_ROW_FIELDS, USAGE_SUM_FIELDS, UsageOps, UsagePage, par
 
 __all__ = ["Operations", "ApiModelOps", "AliasOps", "ChatOps", "ModelOps", "PullOps", "UsageOps", "UsagePage", "RouterAliasOps", "structured_format",
            "EmbeddingOps", "DEFAULT_BATCH_SIZE", "as_texts", "MapOps", "MapJob", "MapResult", "CANCELLED",
-           "USAGE_ROW_FIELDS", "USAGE_SUM_FIELDS", "parse_usage_by", "CacheOps", "EngineOps", "KeyOps", "CancelFlag"]
+           "USAGE_ROW_FIELDS", "USAGE_SUM_FIELDS", "parse_usage_by", "CacheOps", "EngineOps", "KeyOps", "CancelFlag",
+           # the one atomic, durable file write (services/files.py), for the wings' own files
+           "atomic_write", "created_file_mode"]
 
 
 @dataclass(frozen=True)

@@ -53,8 +53,10 @@ class MapJob:
     """Runs on the private loop; the caller's thread reads its counters for the progress bar."""
 
     def __init__(self, gateway: Gateway, n: int, messages: RowMessages, body: dict[str, Any], *, concurrency: int,
-                 max_retries: int, cache: bool, parse: Callable[[str], Any] | None) -> None:
+                 max_retries: int, cache: bool, parse: Callable[[str], Any] | None,
+                 tail: dict[str, Any] | None = None) -> None:
         self.gateway, self.n, self.messages, self.body, self.parse = gateway, n, messages, body, parse
+        self.tail = tail or {}  # fields after the messages (response_format), where Bodhi.chat puts them
         self.concurrency, self.max_retries, self.cache = concurrency, max_retries, cache
         self.results: list[MapResult | None] = [None] * n
         self.done = self.failed = self.tokens = self.from_cache = 0
@@ -93,7 +95,8 @@ class MapJob:
     async def _row(self, i: int) -> MapResult:
         t0 = time.perf_counter()
         try:
-            body = {**self.body, "messages": self.messages(i)}
+            # The shape Bodhi.chat sends (objs/openai.chat_body, then Gateway.completion), key for key.
+            body = {**self.body, "messages": self.messages(i), **self.tail, "stream": False}
         except BodhiError as exc:
             return MapResult(error=exc.message)
         except (KeyError, IndexError, ValueError) as exc:
@@ -158,7 +161,6 @@ class MapOps:
         payload, parse = structured_format(response_format)
         body = {**params, "model": model}
         body.pop("stream", None)
-        if payload is not None:
-            body["response_format"] = payload
+        body.pop("messages", None)
         return MapJob(self._gateway, n, messages, body, concurrency=concurrency, max_retries=max_retries,
-                      cache=cache, parse=parse)
+                      cache=cache, parse=parse, tail={"response_format": payload} if payload is not None else None)

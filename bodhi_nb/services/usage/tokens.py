@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..sse import DONE, EventSplitter, encode_event, event_json, split_events
+from ...objs.sse import DONE, EventSplitter, encode_event, event_json, split_events
 
 __all__ = ["StreamTap", "TokenUsage", "usage_from_body", "wants_usage", "with_include_usage"]
 

@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from bodhi_nb.services import sse
-from bodhi_nb.services.sse import (
+from bodhi_nb.objs import sse
+from bodhi_nb.objs.sse import (
     DONE,
     DONE_FRAME,
     MEDIA_TYPE,
