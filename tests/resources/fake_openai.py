@@ -14,7 +14,7 @@ Behaviour by model name:
                  text as a mid-stream error event, split across two writes
 Under the path prefix /echo-key/v1, GET models and POST chat/completions both answer that 401.
 GET /v1/models lists: echo, echo-2, slow-stream, forever, cut.
-GET /_last returns the last chat request's headers and body (for assertions).
+GET /_last returns the last chat request's headers, body and raw bytes as text (for assertions).
 GET /_counts returns chat requests received per model name ({model: n}); POST /_counts clears it.
   structured     replies with JSON that matches response_format.json_schema.schema (a minimal instance)
 POST /v1/embeddings: one 8-dimensional vector per input text, derived from the text's SHA-256
@@ -119,7 +119,7 @@ class Embeddings(Base):
     def post(self) -> None:
         body = json.loads(self.request.body)
         LAST.clear()
-        LAST.update(headers=dict(self.request.headers), body=body)
+        LAST.update(headers=dict(self.request.headers), body=body, raw=self.request.body.decode())
         if not self.check_key():
             return
         model = str(body.get("model", ""))
@@ -162,7 +162,7 @@ class Chat(Base):
         body = json.loads(self.request.body)
         COUNTS[str(body.get("model", ""))] = COUNTS.get(str(body.get("model", "")), 0) + 1
         LAST.clear()
-        LAST.update(headers=dict(self.request.headers), body=body)
+        LAST.update(headers=dict(self.request.headers), body=body, raw=self.request.body.decode())
         if not self.check_key():
             return
         model = body.get("model", "")
