@@ -73,6 +73,9 @@ def cache_key(target: str, body: dict[str, Any]) -> str:
     return hashlib.sha256(canon.encode()).hexdigest()
 
 
+_JOURNAL_LOCK = threading.Lock()
+
+
 class ResponseCache:
     """Completions stored under `path` (created on first use), shared across processes.
 
@@ -119,9 +122,15 @@ class ResponseCache:
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.executescript(_SCHEMA)
+        # Switching the journal mode needs the file to itself and SQLite's busy wait does not cover
+        # it, so a reader and the writer thread opening a new file together could see "database is
+        # locked": the switch is made once per process under a lock, and never again once the file
+        # is in WAL mode (the mode is stored in the file).
+        with _JOURNAL_LOCK:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
         return conn
 
     def _reader(self) -> sqlite3.Connection:
