@@ -192,15 +192,9 @@ def _streamed(first: UpstreamResponse, gen: AsyncIterator[bytes]) -> UpstreamRes
 
 
 async def _strip_usage(resp: UpstreamResponse) -> AsyncIterator[bytes]:
-    tap = StreamTap(strip=True)
     try:
-        async for chunk in resp.aiter_bytes():
-            out = tap.feed(chunk)
-            if out:
-                yield out
-        rest = tap.end()
-        if rest:
-            yield rest
+        async for out in StreamTap(strip=True).relay(resp.aiter_bytes()):
+            yield out
     finally:
         await resp.aclose()
 

@@ -152,24 +152,16 @@ class MeteredResponse(UpstreamResponse):
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         m = self._meter
         tap = self._tap = StreamTap(strip=m.strip, count=m.local, content=m.messages is not None)
-        first: float | None = None
         try:
-            async for chunk in self._inner.aiter_bytes():
-                if first is None:
-                    first = time.perf_counter()
-                out = tap.feed(chunk)
-                if out:
-                    yield out
-            rest = tap.end()
-            if rest:
-                yield rest
+            async for out in tap.relay(self._inner.aiter_bytes()):
+                yield out
         except BodhiError as exc:
-            m.finish(exc.status, exc.code, self._usage(), ttft=first)
+            m.finish(exc.status, exc.code, self._usage(), ttft=tap.first_at)
             raise
         except (asyncio.CancelledError, GeneratorExit):
-            self._end_stream(first, completed=False)
+            self._end_stream(tap.first_at, completed=False)
             raise
-        self._end_stream(first, completed=True)
+        self._end_stream(tap.first_at, completed=True)
 
     def _usage(self) -> TokenUsage | None:
         tap = self._tap

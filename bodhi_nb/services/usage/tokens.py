@@ -8,6 +8,8 @@ taken back out so the client receives exactly the stream it asked for.
 
 from __future__ import annotations
 
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +97,20 @@ class StreamTap:
         self.done = False  # the `data: [DONE]` event went through
         self.error: str | None = None  # the code of an error event the upstream sent mid-stream
         self._events = EventSplitter()  # holds an incomplete trailing event (parsed once it completes)
+        self.first_at: float | None = None  # perf_counter() when `relay` saw the first chunk
+
+    async def relay(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """The bytes to pass on for a whole stream: `feed` for each chunk, then `end` (the one
+        relay loop of the gateway's taps: the ledger's and the local adapter's)."""
+        async for chunk in chunks:
+            if self.first_at is None:
+                self.first_at = time.perf_counter()
+            out = self.feed(chunk)
+            if out:
+                yield out
+        rest = self.end()
+        if rest:
+            yield rest
 
     def feed(self, chunk: bytes) -> bytes:
         complete = self._events.feed(chunk)
