@@ -37,8 +37,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from ..objs.errors import BodhiError, InvalidRequestError, UpstreamError
 from ..objs.sse import DONE, DONE_FRAME, SSEDecoder, encode_event
 from ..services.upstream_client import ForwardTarget, UpstreamClient, UpstreamResponse
@@ -149,7 +147,7 @@ async def forward_local(upstream: UpstreamClient, target: ForwardTarget, plan: L
     if plan.n == 1:
         resp = await upstream.forward_chat_completion(target, plan.body, plan.stream)
         if plan.stream and resp.ok and not plan.usage_event:
-            return _streamed(resp, _strip_usage(resp))
+            return UpstreamResponse.streamed(resp, _strip_usage(resp))
         return resp
     if plan.stream:
         return await _fan_out_stream(upstream, target, plan)
@@ -161,34 +159,6 @@ def _leg(plan: LocalPlan, i: int) -> dict[str, Any]:
     if i and isinstance(seed, int) and not isinstance(seed, bool):
         return {**plan.body, "seed": seed + i}
     return plan.body
-
-
-def _replayed(status: int, headers: dict[str, str], body: bytes, label: str, seconds: float) -> UpstreamResponse:
-    out = UpstreamResponse(httpx.Response(status, headers=headers, content=body), label)
-    out.upstream_seconds = seconds
-    return out
-
-
-class _ByteStream(httpx.AsyncByteStream):
-    """An async body for `httpx.Response` whose `aclose` ends the generator (and with it
-    every engine response it holds open)."""
-
-    def __init__(self, gen: AsyncIterator[bytes]) -> None:
-        self._gen = gen
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._gen:
-            yield chunk
-
-    async def aclose(self) -> None:
-        await self._gen.aclose()  # type: ignore[attr-defined]
-
-
-def _streamed(first: UpstreamResponse, gen: AsyncIterator[bytes]) -> UpstreamResponse:
-    headers = {**first.headers, "content-type": "text/event-stream"}
-    out = UpstreamResponse(httpx.Response(200, headers=headers, stream=_ByteStream(gen)), first.label)
-    out.upstream_seconds = first.upstream_seconds
-    return out
 
 
 async def _strip_usage(resp: UpstreamResponse) -> AsyncIterator[bytes]:
@@ -209,7 +179,7 @@ async def _as_base64(resp: UpstreamResponse) -> UpstreamResponse:
     except (KeyError, TypeError, struct.error):
         raise UpstreamError(f"The {resp.label} answered with something that is not an embeddings list.") from None
     body = json.dumps(data, separators=(",", ":")).encode()
-    return _replayed(resp.status, {**resp.headers, **_JSON}, body, resp.label,
+    return UpstreamResponse.replayed(resp.status, {**resp.headers, **_JSON}, body, resp.label,
                      resp.upstream_seconds + time.perf_counter() - t)
 
 
@@ -239,14 +209,14 @@ async def _fan_out(upstream: UpstreamClient, target: ForwardTarget, plan: LocalP
     if isinstance(usage, dict):
         prompt = int(usage.get("prompt_tokens") or 0)
         merged["usage"] = {**usage, "completion_tokens": completion, "total_tokens": prompt + completion}
-    return _replayed(200, _JSON, json.dumps(merged, separators=(",", ":")).encode(), label, seconds)
+    return UpstreamResponse.replayed(200, _JSON, json.dumps(merged, separators=(",", ":")).encode(), label, seconds)
 
 
 async def _fan_out_stream(upstream: UpstreamClient, target: ForwardTarget, plan: LocalPlan) -> UpstreamResponse:
     first = await upstream.forward_chat_completion(target, _leg(plan, 0), True)
     if not first.ok:
         return first  # nothing sent yet: the caller gets the engine's error as it is
-    return _streamed(first, _relay_choices(upstream, target, plan, first))
+    return UpstreamResponse.streamed(first, _relay_choices(upstream, target, plan, first))
 
 
 async def _relay_choices(upstream: UpstreamClient, target: ForwardTarget, plan: LocalPlan,

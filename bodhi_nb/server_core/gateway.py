@@ -15,8 +15,6 @@ import math
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-import httpx
-
 from ..objs.errors import (
     BodhiError,
     BudgetExceeded,
@@ -112,7 +110,7 @@ class Gateway:
             if hit is not None:
                 headers = {"content-type": "application/json", "x-bodhi-cache": "hit",
                            **({TARGET_HEADER: name} if name is not None else {})}
-                return OpenChat(_replay(200, headers, hit, _label(dest)), dest, False, cached=True, target=name)
+                return OpenChat(UpstreamResponse.replayed(200, headers, hit, _label(dest)), dest, False, cached=True, target=name)
         if ra is None:
             dest = legs[0][1]
             resp = await self._forward(dest, endpoint, bodies[0], stream, meter)
@@ -144,7 +142,7 @@ class Gateway:
         raw, data = await resp.aread_json()
         if isinstance(data, dict) and isinstance(data.get("choices"), list):
             self.cache.put_later(key, raw)  # committed by the cache's writer thread
-        return _replay(resp.status, resp.headers, raw, resp.label, resp.upstream_seconds)
+        return UpstreamResponse.replayed(resp.status, resp.headers, raw, resp.label, resp.upstream_seconds)
 
     async def completion(self, body: dict[str, Any], *, cache: bool | None = None) -> dict[str, Any]:
         """A non-streamed completion as a dict; an upstream error status raises."""
@@ -278,11 +276,3 @@ def _with_alias_defaults(dest: Destination, endpoint: str, body: dict[str, Any])
 
 def _label(dest: Destination) -> str:
     return f"API model '{dest.api_alias.id}'" if isinstance(dest, Remote) else "local engine"
-
-
-def _replay(status: int, headers: dict[str, str], body: bytes, label: str, upstream_seconds: float = 0.0
-            ) -> UpstreamResponse:
-    """A response already read (or from the cache) as an `UpstreamResponse` callers can read again."""
-    out = UpstreamResponse(httpx.Response(status, headers=headers, content=body), label)
-    out.upstream_seconds = upstream_seconds
-    return out

@@ -126,6 +126,21 @@ class KeyRedactor:
         return data[:cut], data[cut:]
 
 
+class _ByteStream(httpx.AsyncByteStream):
+    """An async body for `httpx.Response` whose `aclose` ends the generator (and with it every
+    upstream response the generator holds open)."""
+
+    def __init__(self, gen: AsyncIterator[bytes]) -> None:
+        self._gen = gen
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._gen:
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._gen.aclose()  # type: ignore[attr-defined]
+
+
 class UpstreamResponse:
     """An open upstream response: status, filtered headers, and its body as it arrives."""
 
@@ -140,6 +155,24 @@ class UpstreamResponse:
         # Time spent waiting on the upstream (open + body read), so the gateway can report
         # its own overhead as total time minus this.
         self.upstream_seconds = 0.0
+
+    @classmethod
+    def replayed(cls, status: int, headers: dict[str, str], body: bytes, label: str,
+                 upstream_seconds: float = 0.0) -> UpstreamResponse:
+        """A response already read (from the cache, or translated) that callers can read again."""
+        out = cls(httpx.Response(status, headers=headers, content=body), label)
+        out.upstream_seconds = upstream_seconds
+        return out
+
+    @classmethod
+    def streamed(cls, first: UpstreamResponse, body: AsyncIterator[bytes]) -> UpstreamResponse:
+        """An SSE response whose events are `body` (made from `first`'s), with `first`'s
+        headers and timing; closing it closes `body`, and whatever `body` holds open."""
+        headers = {**first.headers, "content-type": MEDIA_TYPE}
+        headers.pop("content-length", None)
+        out = cls(httpx.Response(first.status, headers=headers, stream=_ByteStream(body)), first.label)
+        out.upstream_seconds = first.upstream_seconds
+        return out
 
     @property
     def ok(self) -> bool:

@@ -1,25 +1,16 @@
-"""Private: the usage database file: connections, pragmas, schema.
-
-One SQLite file (`$BODHI_HOME/usage.sqlite`) is shared by the Jupyter server and every
-kernel. WAL mode lets readers run while one process writes; `busy_timeout` makes a
-writer wait for another's short transaction instead of failing. Connections are opened
-per use and always closed (no connection outlives its thread, none is left for the
-garbage collector to warn about).
-"""
+"""Private: the usage database file's schema (`$BODHI_HOME/usage.sqlite`), opened and
+written as every SQLite file here is (services/sqlite.py)."""
 
 from __future__ import annotations
 
-import os
-import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
 from pathlib import Path
+
+from ..sqlite import connect, create_database, read_tx, write_tx
 
 __all__ = ["ROW_FIELDS", "SCHEMA_VERSION", "connect", "initialise", "iso_utc", "read_tx", "write_tx"]
 
 SCHEMA_VERSION = 1
-BUSY_TIMEOUT_S = 10.0
 
 # The ledger's row fields, in order (also the HTTP and DataFrame column names).
 ROW_FIELDS = (
@@ -69,50 +60,6 @@ def iso_utc(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """A connection in autocommit mode (transactions are explicit), waiting on locks."""
-    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-    conn.execute("PRAGMA synchronous = NORMAL")  # WAL: durable at checkpoints, never corrupt
-    return conn
-
-
-@contextmanager
-def write_tx(path: Path) -> Iterator[sqlite3.Connection]:
-    """One short write transaction (BEGIN IMMEDIATE takes the write lock up front)."""
-    with closing(connect(path)) as conn:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-
-
-@contextmanager
-def read_tx(path: Path) -> Iterator[sqlite3.Connection]:
-    """A consistent snapshot for several SELECTs (WAL readers never block the writer)."""
-    with closing(connect(path)) as conn:
-        conn.execute("BEGIN")
-        try:
-            yield conn
-        finally:
-            conn.execute("COMMIT")
-
-
 def initialise(path: Path) -> None:
-    """Create the file (owner-only: it may hold prompts), WAL mode and the tables."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        try:
-            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        except FileExistsError:
-            pass  # another process created it first
-    with closing(connect(path)) as conn:
-        conn.execute("PRAGMA journal_mode = WAL")
-    with write_tx(path) as conn:
-        for stmt in _SCHEMA:
-            conn.execute(stmt)
-        if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    """Create the ledger's file (owner-only: it may hold prompts), WAL mode and the tables."""
+    create_database(path, _SCHEMA, SCHEMA_VERSION)
