@@ -25,7 +25,7 @@ from typing import Any
 
 import jsonschema
 import yaml
-from referencing import Registry, Resource
+from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 __all__ = ["DOCUMENT", "SchemaMismatch", "schema_names", "validate"]
@@ -89,7 +89,7 @@ def _document() -> dict[str, Any]:
 
 @lru_cache(maxsize=1)
 def _registry() -> Registry:
-    return Registry().with_resource(_URI, Resource(contents=_document(), specification=DRAFT202012))
+    return Registry().with_resource(_URI, DRAFT202012.create_resource(_document()))
 
 
 @lru_cache(maxsize=64)

@@ -361,6 +361,9 @@ class EventsToChat:
         data = event.data
         kind, index = data.get("type") or event.event, data.get("output_index", 0)
         if kind in ("response.created", "response.in_progress", "response.queued"):
+            created = (data.get("response") or {}).get("created_at")
+            if isinstance(created, (int, float)) and not self._role_sent:
+                self._created = int(created)
             return self._with_role()
         if kind == "response.output_text.delta" and data.get("delta"):
             self._texts.add(index)

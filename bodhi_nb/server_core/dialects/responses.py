@@ -18,6 +18,8 @@ Choices:
   strict by default, chat does not. A Responses tool without `strict` stays unset in chat.
 - An assistant turn goes upstream as an `EasyInputMessage` with string content (a chat
   refusal becomes that text), followed by one `function_call` item per tool call.
+- `max_output_tokens` goes upstream as given, although OpenAI refuses values below 16 (other
+  Responses servers accept them); raising it silently would change what the caller asked for.
 - `chat_to_response` / `chat_to_events` take the client's Responses request (optional
   `request=`) to echo its fields (instructions, tools, text, ...) into the response object.
 
@@ -69,6 +71,7 @@ _CHAT_DEFAULTS: dict[str, tuple[Any, ...]] = {"n": (1,), "stop": ([], ""), "logp
                                               "logit_bias": ({},), "modalities": (["text"],)}
 _CHAT_REFUSED = ("seed", "audio", "prediction", "web_search_options", "functions", "function_call")
 
+
 def _unsupported(field: str, why: str, code: str | None = None) -> InvalidRequestError:
     return InvalidRequestError(f"'{field}' {why}", param=field, code=code or f"unsupported_{field.split('.')[-1]}")
 
@@ -97,6 +100,16 @@ def input_items(body: dict[str, Any]) -> list[dict[str, Any]]:
 
 def request_to_chat(body: dict[str, Any]) -> dict[str, Any]:
     """A Responses request (as `responses.create` sends it) as a chat request body."""
+    if not isinstance(body, dict):
+        raise InvalidRequestError("The request body must be a JSON object.", code="invalid_value")
+    try:
+        return _request_to_chat(body)
+    except (AttributeError, TypeError, KeyError) as exc:  # a field of the wrong JSON type
+        raise InvalidRequestError(f"Malformed Responses request ({type(exc).__name__}: {exc}).",
+                                  code="invalid_value") from exc
+
+
+def _request_to_chat(body: dict[str, Any]) -> dict[str, Any]:
     if body.get("previous_response_id") is not None:
         raise InvalidRequestError("'previous_response_id' must be expanded into 'input' before translation.",
                                   param="previous_response_id", code="previous_response_id_not_expanded")
@@ -126,7 +139,7 @@ def request_to_chat(body: dict[str, Any]) -> dict[str, Any]:
             if value:
                 chat["stream_options"] = {**chat.get("stream_options", {}), "include_usage": True}
         elif key == "stream_options":
-            if value.get("include_obfuscation") is not None:
+            if body.get("stream") and value.get("include_obfuscation") is not None:
                 chat["stream_options"] = {**chat.get("stream_options", {}),
                                           "include_obfuscation": value["include_obfuscation"]}
         elif key in _DEFAULTS:

@@ -101,6 +101,12 @@ def sdk_client(handler: Any) -> openai.OpenAI:
                          http_client=httpx2.Client(transport=httpx2.MockTransport(handler)))
 
 
+def error_of(status: int, body: Any) -> dict[str, Any]:
+    err = r.upstream_error(status, body)
+    assert err is not None
+    return err
+
+
 def refused(fn: Any, *args: Any, **kwargs: Any) -> InvalidRequestError:
     with pytest.raises(InvalidRequestError) as info:
         fn(*args, **kwargs)
@@ -294,14 +300,15 @@ def test_events_to_chat_stream() -> None:
 def test_events_to_chat_done_only_provider_and_incomplete() -> None:
     """A provider that sends only `.done` events still yields the text and the arguments."""
     conv = r.events_to_chat(model="m")
-    events = [{"type": "response.created", "response": {}},
+    events: list[dict[str, Any]] = [
+              {"type": "response.created", "response": {}},
               {"type": "response.output_item.done", "output_index": 0, "item": {
                   "type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "cut"}]}},
               {"type": "response.output_item.done", "output_index": 1, "item": {
                   "type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"}},
               {"type": "response.incomplete", "response": {"status": "incomplete",
                                                            "incomplete_details": {"reason": "max_output_tokens"}}}]
-    chunks = [c for e in events for c in conv.feed(SseEvent(None, e))]  # data-only events: the type names them
+    chunks = [c for e in events for c in conv.feed(SseEvent(None, dict(e)))]  # data-only events: the type names them
     check_chunks(chunks)
     assert [c["choices"][0]["delta"] for c in chunks[1:3]] == [
         {"content": "cut"},
@@ -331,7 +338,7 @@ def test_upstream_error_reads_the_openai_envelope() -> None:
         assert r.upstream_error(401, body) == env["error"]
     assert r.upstream_error(500, {"error": {"message": "down"}}) == {
         "message": "down", "type": "server_error", "param": None, "code": None}
-    assert r.upstream_error(200, {"type": "error", "code": "x", "message": "mid-stream", "param": None,
+    assert error_of(200, {"type": "error", "code": "x", "message": "mid-stream", "param": None,
                                   "sequence_number": 3})["message"] == "mid-stream"
     assert r.upstream_error(502, b"<html>bad gateway</html>") is None
     assert r.upstream_error(400, {"detail": "x"}) is None
@@ -434,6 +441,7 @@ def test_request_to_chat_string_input_and_stream() -> None:
      "unsupported_content_part"),
     ({"input": [{"role": "tool", "content": "x"}]}, "invalid_role"),
     ({"input": 5}, "invalid_value"), ({"model": None}, "invalid_value"),
+    ({"tools": "weather"}, "invalid_value"), ({"text": "json"}, "invalid_value"),
 ])
 def test_request_to_chat_refuses_what_chat_cannot_express(extra: dict, code: str) -> None:
     err = refused(r.request_to_chat, {"model": "m", "input": "hi", **extra})
@@ -493,7 +501,7 @@ def test_chat_to_response_refusal_and_defaults() -> None:
 
 
 def test_chat_to_events_tool_stream() -> None:
-    request = {"model": "alias", "input": "hi", "tools": [
+    request: dict[str, Any] = {"model": "alias", "input": "hi", "tools": [
         {"type": "function", "name": "weather", "parameters": WEATHER, "strict": True}]}
     conv = r.chat_to_events(model="alias", request=request)
     events = [e for c in tool_stream() for e in conv.feed(c)] + conv.end()
@@ -515,7 +523,7 @@ def test_chat_to_events_tool_stream() -> None:
     assert [d["delta"] for d in data[10:12]] == ['{"ci', 'ty": "Paris"}'] and data[12]["arguments"] == '{"city": "Paris"}'
     assert {d["output_index"] for d in data[9:14]} == {1} and data[12]["name"] == "weather"
     final = data[-1]["response"]
-    assert final is conv.response and final["status"] == "completed" and final["tools"] == request["tools"]
+    assert conv.response is not None and final is conv.response and final["status"] == "completed" and final["tools"] == request["tools"]
     assert [i["type"] for i in final["output"]] == ["message", "function_call"]
     assert final["output"][1]["arguments"] == '{"city": "Paris"}'
     assert final["usage"]["input_tokens"] == 5 and final["usage"]["output_tokens"] == 3
@@ -674,7 +682,8 @@ def test_fake_responses_server_checks_the_wire_and_answers() -> None:
             assert {"echo", "tool"} <= set(r.parse_models(http.get("/models").json()))
 
             # Upstream path: chat -> Responses -> the fake -> chat.
-            chat = {"messages": [{"role": "system", "content": "sys"}, {"role": "user", "content": "hello there"}],
+            chat: dict[str, Any] = {
+                "messages": [{"role": "system", "content": "sys"}, {"role": "user", "content": "hello there"}],
                     "max_tokens": 32, "tools": [{"type": "function", "function": {"name": "weather",
                                                                                   "parameters": WEATHER}}]}
             res = http.post("/responses", json=r.chat_to_request(chat, model="echo"))
@@ -702,9 +711,25 @@ def test_fake_responses_server_checks_the_wire_and_answers() -> None:
 
             res = http.post("/responses", json={"model": "status-429", "input": "x"})
             assert res.status_code == 429 and res.headers["retry-after"] == "7"
-            assert r.upstream_error(429, res.content)["message"] == "fake upstream says 429"
+            assert error_of(429, res.content)["message"] == "fake upstream says 429"
             res = http.post("/responses", json={"model": "echo-key", "input": "x"})
-            assert res.status_code == 401 and "sk-test" in r.upstream_error(401, res.content)["message"]
+            assert res.status_code == 401 and "sk-test" in error_of(401, res.content)["message"]
+            res = http.post("/responses", json={"model": "echo-key", "input": "x", "stream": True})
+            quoting = r.events_to_chat(model="m")
+            with pytest.raises(UpstreamError, match="sk-test"):
+                for e in parse_sse(res.text):
+                    quoting.feed(e)
+
+            fmt = {"type": "json_schema", "json_schema": {"name": "w", "schema": WEATHER}}
+            res = http.post("/responses", json=r.chat_to_request({"messages": chat["messages"],
+                                                                  "response_format": fmt}, model="structured"))
+            assert json.loads(r.response_to_chat(res.json(), model="m")["choices"][0]["message"]["content"]) == {
+                "city": "text"}
+            res = http.post("/responses", json=r.chat_to_request({"messages": chat["messages"], "stream": True},
+                                                                 model="incomplete"))
+            cut = r.events_to_chat(model="m")
+            chunks = [c for e in parse_sse(res.text) for c in cut.feed(e)] + cut.end()
+            assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "length"
 
         # The openai SDK itself reads the fake's answers.
         client = openai.OpenAI(api_key="sk-test", base_url=base, max_retries=0)
