@@ -201,7 +201,8 @@ class EventsToChat:
     def feed(self, event: SseEvent) -> list[dict[str, Any]]:
         data = event.data
         if isinstance(data.get("error"), dict):
-            err = openai_error(int(data["error"].get("code") or 500), data["error"])
+            code = data["error"].get("code")
+            err = openai_error(code if isinstance(code, int) else 500, data["error"])
             raise UpstreamError(f"Gemini failed mid-stream: {err['message']}", code=err["code"])
         if data.get("usageMetadata"):
             self._usage = data["usageMetadata"]
@@ -269,9 +270,9 @@ class ChatToEvents:
                 fn = tc.get("function") or {}
                 buf["function"]["name"] = fn.get("name") or buf["function"].get("name")
                 buf["function"]["arguments"] += fn.get("arguments") or ""
-            if delta.get("content"):
-                out.append(self._event([{"content": {"role": "model", "parts": [{"text": delta["content"]}]},
-                                         "index": i}]))
+            text = delta.get("content") or delta.get("refusal")
+            if text:
+                out.append(self._event([{"content": {"role": "model", "parts": [{"text": text}]}, "index": i}]))
             if choice.get("finish_reason"):
                 self._finish[i] = choice["finish_reason"]
         return out
@@ -373,24 +374,35 @@ def _result_text(response: Any) -> str:
     return json.dumps(response, ensure_ascii=False)
 
 
+def _objects(value: Any, where: str) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise _bad(f"{where} must be a list of objects", "invalid_request", where)
+    return value
+
+
 def request_to_chat(body: dict[str, Any]) -> dict[str, Any]:
     """A `generateContent` body as a chat body, without `model` and `stream` (see the docstring)."""
     for key in body:
         if key not in _BODY:
             raise _bad(f"{key}: this field has no equivalent in chat", "unsupported_parameter", key)
+    for key in ("systemInstruction", "generationConfig", "toolConfig"):
+        if not isinstance(body.get(key) or {}, dict):
+            raise _bad(f"{key} must be an object", "invalid_request", key)
     messages: list[dict[str, Any]] = []
     if body.get("systemInstruction"):
-        texts = [p.get("text") for p in body["systemInstruction"].get("parts") or []]
+        texts = [p.get("text") for p in _objects(body["systemInstruction"].get("parts"), "systemInstruction.parts")]
         if not all(isinstance(t, str) for t in texts):
             raise _bad("systemInstruction: text parts only", "unsupported_content_part", "systemInstruction")
         messages.append({"role": "system", "content": "\n".join(texts)})
     pending: list[tuple[str, str]] = []  # (id, name) of the calls not answered yet
-    for i, content in enumerate(body.get("contents") or []):
+    for i, content in enumerate(_objects(body.get("contents"), "contents")):
         role, parts, calls, results = content.get("role") or "user", [], [], []
         if role not in ("user", "model", "function"):
             raise _bad(f"contents[{i}].role {role!r} has no equivalent in chat", "unsupported_role",
                        f"contents[{i}].role")
-        for j, part in enumerate(content.get("parts") or []):
+        for j, part in enumerate(_objects(content.get("parts"), f"contents[{i}].parts")):
             at = f"contents[{i}].parts[{j}]"
             if part.get("thought"):
                 continue
@@ -421,11 +433,11 @@ def request_to_chat(body: dict[str, Any]) -> dict[str, Any]:
             messages.append({"role": "user", "content": parts[0]["text"] if one_text else parts})
     chat: dict[str, Any] = {"messages": messages, **_chat_config(body.get("generationConfig") or {})}
     tools = []
-    for j, tool in enumerate(body.get("tools") or []):
+    for j, tool in enumerate(_objects(body.get("tools"), "tools")):
         if set(tool) != {"functionDeclarations"}:
             raise _bad(f"tools[{j}]: only functionDeclarations translate to chat", "unsupported_tool_type",
                        f"tools[{j}]")
-        for d in tool["functionDeclarations"]:
+        for d in _objects(tool["functionDeclarations"], f"tools[{j}].functionDeclarations"):
             params = d.get("parametersJsonSchema", _json_schema(d.get("parameters")))
             fn = {"name": d.get("name"), **({"description": d["description"]} if d.get("description") else {}),
                   **({"parameters": params} if params is not None else {})}

@@ -258,8 +258,10 @@ def _generation_config(chat: dict[str, Any]) -> dict[str, Any]:
         if chat.get(src) is not None:
             config[dst] = chat[src]
     stop = chat.get("stop")
+    if stop and not (isinstance(stop, str) or isinstance(stop, list) and all(isinstance(x, str) for x in stop)):
+        raise _bad("stop must be a string or a list of strings", "invalid_request", "stop")
     if stop:
-        config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+        config["stopSequences"] = [stop] if isinstance(stop, str) else stop
     rf = chat.get("response_format")
     kind = rf.get("type") if isinstance(rf, dict) else rf
     if isinstance(rf, dict) and kind in ("json_object", "json_schema"):
@@ -316,11 +318,13 @@ def response_to_chat(response: dict[str, Any], *, model: str) -> dict[str, Any]:
     choices = []
     for cand in response.get("candidates") or []:
         text, calls = _s.parts_to_message((cand.get("content") or {}).get("parts") or [])
-        message: dict[str, Any] = {"role": "assistant", "content": text, **({"tool_calls": calls} if calls else {})}
-        choices.append({"index": int(cand.get("index") or 0), "message": message,
+        message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None,
+                                   **({"tool_calls": calls} if calls else {})}
+        choices.append({"index": int(cand.get("index") or 0), "message": message, "logprobs": None,
                         "finish_reason": _s.finish_to_chat(cand.get("finishReason"), bool(calls))})
     if not choices:  # no candidates: the prompt was blocked (promptFeedback.blockReason)
-        choices = [{"index": 0, "message": {"role": "assistant", "content": ""}, "finish_reason": "content_filter"}]
+        choices = [{"index": 0, "message": {"role": "assistant", "content": "", "refusal": None}, "logprobs": None,
+                    "finish_reason": "content_filter"}]
     out = {"id": _s.new_id("chatcmpl-"), "object": "chat.completion", "created": int(time.time()),
            "model": model, "choices": choices}
     usage = _s.usage_to_chat(response.get("usageMetadata"))

@@ -240,6 +240,7 @@ USER = [{"role": "user", "content": "x"}]
     ({"web_search_options": {}}, "unsupported_parameter", "web_search_options"),
     ({"prediction": {"type": "content", "content": "x"}}, "unsupported_parameter", "prediction"),
     ({"x_custom": 1}, "unsupported_parameter", "x_custom"),
+    ({"stop": 5}, "invalid_request", "stop"),
     ({"tools": [{"type": "custom", "custom": {"name": "c"}}]}, "unsupported_tool_type", "tools[0]"),
     ({"tools": [WEATHER], "tool_choice": {"type": "custom", "custom": {"name": "c"}}}, "unsupported_tool_choice",
      "tool_choice"),
@@ -331,6 +332,10 @@ GEN = {"contents": [{"role": "user", "parts": [{"text": "x"}]}]}
 
 @pytest.mark.parametrize(("extra", "code", "param"), [
     ({"cachedContent": "cachedContents/1"}, "unsupported_parameter", "cachedContent"),
+    ({"contents": ["hi"]}, "invalid_request", "contents"),
+    ({"contents": [{"role": "user", "parts": "hi"}]}, "invalid_request", "contents[0].parts"),
+    ({"generationConfig": [1]}, "invalid_request", "generationConfig"),
+    ({"tools": [{"functionDeclarations": ["f"]}]}, "invalid_request", "tools[0].functionDeclarations"),
     ({"generationConfig": {"topK": 3}}, "unsupported_parameter", "generationConfig.topK"),
     ({"generationConfig": {"thinkingConfig": {"thinkingBudget": 0}}}, "unsupported_parameter",
      "generationConfig.thinkingConfig"),
@@ -484,6 +489,9 @@ def test_an_error_event_mid_stream_raises_the_providers_message():
         conv.feed(SseEvent(None, {"error": {"code": 503, "message": "The model is overloaded.",
                                             "status": "UNAVAILABLE"}}))
     assert "The model is overloaded." in info.value.message and info.value.code == "service_unavailable"
+    with pytest.raises(UpstreamError) as info:
+        G.events_to_chat(model="m").feed(SseEvent(None, {"error": {"code": "oops", "message": "odd"}}))
+    assert info.value.code == "internal_error"
 
 
 def chat_chunk(delta: dict | None = None, finish: str | None = None, **extra) -> dict:
@@ -526,6 +534,15 @@ def test_a_stream_survives_the_round_trip_through_gemini_events():
                                                                        "arguments": '{"city":"Paris"}'})]
     assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "tool_calls"
     assert chunks[-1]["usage"] == {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}
+
+
+def test_a_streamed_refusal_is_text_and_a_call_with_bad_arguments_is_an_error_event():
+    conv = G.chat_to_events(model="g")
+    [event] = conv.feed(chat_chunk({"refusal": "I can't."}))
+    assert T.GenerateContentResponse.model_validate(event.data).text == "I can't."
+    conv.feed(chat_chunk({"tool_calls": [{"index": 0, "id": "c", "function": {"name": "f", "arguments": "[1]"}}]}))
+    [event] = conv.end()
+    assert event.data["error"]["code"] == 502
 
 
 def test_a_client_stream_error_is_googles_envelope():
