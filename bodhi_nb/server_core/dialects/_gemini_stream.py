@@ -392,8 +392,9 @@ def request_to_chat(body: dict[str, Any]) -> dict[str, Any]:
             raise _bad(f"{key} must be an object", "invalid_request", key)
     messages: list[dict[str, Any]] = []
     if body.get("systemInstruction"):
-        texts = [p.get("text") for p in _objects(body["systemInstruction"].get("parts"), "systemInstruction.parts")]
-        if not all(isinstance(t, str) for t in texts):
+        parts = _objects(body["systemInstruction"].get("parts"), "systemInstruction.parts")
+        texts = [p["text"] for p in parts if isinstance(p.get("text"), str)]
+        if len(texts) != len(parts):
             raise _bad("systemInstruction: text parts only", "unsupported_content_part", "systemInstruction")
         messages.append({"role": "system", "content": "\n".join(texts)})
     pending: list[tuple[str, str]] = []  # (id, name) of the calls not answered yet
