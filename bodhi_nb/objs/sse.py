@@ -8,12 +8,13 @@ so where an event ends, what its data is and how one is written are decided once
 - `MEDIA_TYPE`: `"text/event-stream"`, the content type of a stream.
 - `DONE`: `"[DONE]"`, the data of the last event.
 - `DONE_FRAME`: `b"data: [DONE]\\n\\n"`, that whole last event.
-- `encode_event(obj)`: one `data:` event holding a JSON value, compact separators
-  (`b'data: {"a":1}\\n\\n'`).
+- `encode_event(obj, event=None)`: one `data:` event holding a JSON value, compact separators
+  (`b'data: {"a":1}\\n\\n'`), after an `event:` line when named.
 - `EventSplitter`: feed it byte chunks split anywhere; `feed` returns the complete events
   so far (as one run of bytes) and holds back an incomplete tail, `end()` hands that tail
   over when the stream ends.
 - `split_events(part)`: the events of such a run, each with its terminator.
+- `event_name(event)`: the `event:` name of one event (None when it has none).
 - `event_data(event)`: the data of one event, its `data:` lines joined by `\\n` (None when
   it has none).
 - `event_json(event)`: that data parsed as JSON (None when it has none or is not JSON).
@@ -40,6 +41,7 @@ __all__ = [
     "SSEDecoder",
     "encode_event",
     "event_data",
+    "event_name",
     "event_json",
     "iter_sse_json",
     "split_events",
@@ -53,9 +55,19 @@ DONE_FRAME = b"data: " + DONE.encode() + b"\n\n"
 _EVENT = re.compile(rb".*?\r?\n\r?\n", re.DOTALL)
 
 
-def encode_event(obj: Any) -> bytes:
-    """One `data:` event holding the JSON value `obj` (compact separators, ASCII)."""
-    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+def encode_event(obj: Any, event: str | None = None) -> bytes:
+    """One `data:` event holding the JSON value `obj` (compact separators, ASCII), after an
+    `event:` line when `event` is given (Anthropic and the Responses API name their events)."""
+    head = b"event: " + event.encode() + b"\n" if event else b""
+    return head + b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+
+
+def event_name(event: bytes) -> str | None:
+    """The `event:` name of one event (None when it has none)."""
+    for line in event.splitlines():
+        if line.startswith(b"event:"):
+            return line[6:].strip().decode()
+    return None
 
 
 def split_events(part: bytes) -> list[bytes]:

@@ -133,4 +133,11 @@ def test_iter_sse_json_stops_at_done():
 def test_every_export_is_listed():
     assert sorted(sse.__all__) == sorted(
         ["DONE", "DONE_FRAME", "MEDIA_TYPE", "EventSplitter", "SSEDecoder", "encode_event", "event_data",
-         "event_json", "iter_sse_json", "split_events"])
+         "event_json", "event_name", "iter_sse_json", "split_events"])
+
+
+def test_named_events_round_trip():
+    frame = sse.encode_event({"type": "message_stop"}, "message_stop")
+    assert frame == b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+    assert sse.event_name(frame) == "message_stop" and sse.event_json(frame) == {"type": "message_stop"}
+    assert sse.event_name(sse.encode_event({"a": 1})) is None

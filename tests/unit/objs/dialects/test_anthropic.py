@@ -21,9 +21,9 @@ import pytest
 from anthropic.types import Message, RawMessageStreamEvent
 from anthropic.types.beta_error_response import BetaErrorResponse
 
+from bodhi_nb.objs.dialects import anthropic as A
+from bodhi_nb.objs.dialects.base import SseEvent
 from bodhi_nb.objs.errors import InvalidRequestError, UpstreamError
-from bodhi_nb.server_core.dialects import anthropic as A
-from bodhi_nb.server_core.dialects.base import SseEvent
 from tests.resources.openapi_check import validate
 from tests.resources.servers import start_fake
 

@@ -19,9 +19,9 @@ import pytest
 from google import genai
 from google.genai import types as T
 
+from bodhi_nb.objs.dialects import gemini as G
+from bodhi_nb.objs.dialects.base import SseEvent
 from bodhi_nb.objs.errors import InvalidRequestError, UpstreamError
-from bodhi_nb.server_core.dialects import gemini as G
-from bodhi_nb.server_core.dialects.base import SseEvent
 from tests.resources.openapi_check import validate
 from tests.resources.servers import start_fake
 

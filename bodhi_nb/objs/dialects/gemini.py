@@ -50,8 +50,7 @@ import time
 from typing import Any
 from urllib.parse import quote, urlparse
 
-from bodhi_nb.objs.errors import InvalidRequestError, UpstreamError
-
+from ..errors import InvalidRequestError, UpstreamError
 from . import _gemini_stream as _s
 from ._gemini_stream import request_to_chat
 from .base import UpstreamWire

@@ -43,8 +43,7 @@ import time
 import uuid
 from typing import Any
 
-from bodhi_nb.objs.errors import InvalidRequestError, UpstreamError
-
+from ..errors import InvalidRequestError, UpstreamError
 from .base import SseEvent
 
 __all__ = ["ChatToEvents", "EventsToChat", "call_part", "finish_to_chat", "finish_to_gemini", "google_error",

@@ -1,4 +1,4 @@
-"""The OpenAI Responses dialect (bodhi_nb/server_core/dialects/responses.py), every direction.
+"""The OpenAI Responses dialect (bodhi_nb/objs/dialects/responses.py), every direction.
 
 What it produces is checked three ways: the translated fields themselves, the openai SDK's
 pydantic types (`Response`, the `ResponseStreamEvent` union, `ChatCompletion[Chunk]`, and the
@@ -20,9 +20,9 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
+from bodhi_nb.objs.dialects import responses as r
+from bodhi_nb.objs.dialects.base import DialectProtocol, SseEvent
 from bodhi_nb.objs.errors import InvalidRequestError, UpstreamError
-from bodhi_nb.server_core.dialects import responses as r
-from bodhi_nb.server_core.dialects.base import DialectProtocol, SseEvent
 from tests.resources.openapi_check import validate
 from tests.resources.servers import start_fake
 

@@ -37,8 +37,7 @@ import json
 import time
 from typing import Any
 
-from bodhi_nb.objs.errors import InvalidRequestError, UpstreamError
-
+from ..errors import InvalidRequestError, UpstreamError
 from ._responses_stream import (
     ChatToEvents,
     EventsToChat,
@@ -531,7 +530,8 @@ def upstream_error(status: int, body: Any) -> dict[str, Any] | None:
     if err is None or not isinstance(err.get("message"), str):
         return None
     kind = err.get("type") if err.get("type") not in (None, "error") else None
-    return error_envelope(status, {**err, "type": kind})["error"]
+    out: dict[str, Any] = error_envelope(status, {**err, "type": kind})["error"]
+    return out
 
 
 def _auth(api_key: str | None) -> dict[str, str]:

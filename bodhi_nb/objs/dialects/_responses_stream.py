@@ -28,8 +28,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from bodhi_nb.objs.errors import UpstreamError
-
+from ..errors import UpstreamError
 from .base import SseEvent
 
 __all__ = ["ChatToEvents", "EventsToChat", "failure_code", "finish_for", "message_items", "new_id",

@@ -43,7 +43,7 @@ import re
 import time
 from typing import Any
 
-from ...objs.errors import InvalidRequestError, UpstreamError
+from ..errors import InvalidRequestError, UpstreamError
 from ._anthropic_stream import (
     ERROR_STATUS,
     FINISH_TO_STOP,
@@ -121,7 +121,8 @@ def _neutral(name: str, value: Any) -> bool:
         return True
     if name not in _NEUTRAL or (isinstance(value, bool) and name not in ("logprobs", "store")):
         return False
-    return bool(_NEUTRAL[name](value))
+    check: Any = _NEUTRAL[name]
+    return bool(check(value))
 
 
 def _texts(content: Any, where: str) -> list[str]:

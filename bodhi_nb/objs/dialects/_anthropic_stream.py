@@ -26,7 +26,7 @@ import time
 import uuid
 from typing import Any
 
-from ...objs.errors import UpstreamError
+from ..errors import UpstreamError
 from .base import SseEvent
 
 __all__ = [
