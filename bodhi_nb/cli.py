@@ -16,12 +16,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .objs.api_model_alias import ApiFormat
 from .objs.errors import BodhiError, InvalidRequestError
 from .objs.urls import gateway_url
 
 __all__ = ["main"]
 
 QUICKSTART = Path("notebooks") / "01_quickstart.ipynb"
+API_FORMATS = [f.value for f in ApiFormat]
 
 
 def _print(data: Any) -> None:
@@ -82,10 +84,10 @@ def cmd_api_models(args: argparse.Namespace) -> int:
     elif args.action == "create":
         key = _read_key(args, required=False)
         _print(am.create(args.id, args.base_url, api_key=key, models=args.models or [], prefix=args.prefix,
-                         forward_all_with_prefix=args.forward_all))
+                         forward_all_with_prefix=args.forward_all, api_format=args.api_format or "openai"))
     elif args.action == "update":
         changes: dict[str, Any] = {}
-        for k in ("base_url", "prefix"):
+        for k in ("base_url", "prefix", "api_format"):
             if getattr(args, k) is not None:
                 changes[k] = getattr(args, k)
         if args.models is not None:
@@ -244,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
             c.add_argument("--set-key", action="store_true", help="replace the stored key (prompted or from env)")
         c.add_argument("--models", nargs="*")
         c.add_argument("--prefix")
+        c.add_argument("--api-format", dest="api_format", choices=API_FORMATS,
+                       help="the provider's wire format (default openai: chat completions)")
         c.add_argument("--forward-all", action=argparse.BooleanOptionalAction, default=None if name == "update" else False)
         c.add_argument("--api-key-env", default="BODHI_API_KEY", help="environment variable holding the key")
         c.add_argument("--no-key", action="store_true", help="the provider needs no key")

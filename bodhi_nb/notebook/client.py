@@ -53,9 +53,12 @@ class ApiModels(_Section):
         return f"<ApiModels {self._run(self._ops.api_models.list(1, 1)).total} registered>"
 
     def create(self, id: str, base_url: str, api_key: str | None = None, models: builtins.list[str] | None = None,
-               prefix: str | None = None, forward_all_with_prefix: bool = False) -> dict[str, Any]:
+               prefix: str | None = None, forward_all_with_prefix: bool = False,
+               api_format: str = "openai") -> dict[str, Any]:
+        """Register a provider. `api_format`: "openai" (chat completions), "openai_responses",
+        "anthropic" or "gemini"; every model name works the same on every surface whatever it is."""
         req = _given(id=id, base_url=base_url, api_key=api_key, models=models, prefix=prefix,
-                     forward_all_with_prefix=forward_all_with_prefix)
+                     forward_all_with_prefix=forward_all_with_prefix, api_format=api_format)
         return self._run(self._ops.api_models.create(req)).model_dump(mode="json")
 
     def get(self, id: str) -> dict[str, Any]:
@@ -73,24 +76,25 @@ class ApiModels(_Section):
         self._run(self._ops.api_models.delete(id))
 
     def test(self, model: str, prompt: str = "Say hello", *, id: str | None = None, base_url: str | None = None,
-             api_key: str | None = None) -> dict[str, Any]:
+             api_key: str | None = None, api_format: str | None = None) -> dict[str, Any]:
         """Send a short prompt (at most 30 characters); failures come back as success=False."""
-        req = _given(model=model, prompt=prompt, id=id, base_url=base_url, api_key=api_key)
+        req = _given(model=model, prompt=prompt, id=id, base_url=base_url, api_key=api_key, api_format=api_format)
         return self._run(self._ops.api_models.test(req)).model_dump(mode="json")
 
     async def atest(self, model: str, prompt: str = "Say hello", *, id: str | None = None,
-                    base_url: str | None = None, api_key: str | None = None) -> dict[str, Any]:
-        req = _given(model=model, prompt=prompt, id=id, base_url=base_url, api_key=api_key)
+                    base_url: str | None = None, api_key: str | None = None,
+                    api_format: str | None = None) -> dict[str, Any]:
+        req = _given(model=model, prompt=prompt, id=id, base_url=base_url, api_key=api_key, api_format=api_format)
         return (await self._arun(self._ops.api_models.test(req))).model_dump(mode="json")
 
     def fetch_models(self, id: str | None = None, *, base_url: str | None = None,
-                     api_key: str | None = None) -> builtins.list[str]:
-        req = _given(id=id, base_url=base_url, api_key=api_key)
+                     api_key: str | None = None, api_format: str | None = None) -> builtins.list[str]:
+        req = _given(id=id, base_url=base_url, api_key=api_key, api_format=api_format)
         return self._run(self._ops.api_models.fetch_models(req)).models
 
     async def afetch_models(self, id: str | None = None, *, base_url: str | None = None,
-                            api_key: str | None = None) -> builtins.list[str]:
-        req = _given(id=id, base_url=base_url, api_key=api_key)
+                            api_key: str | None = None, api_format: str | None = None) -> builtins.list[str]:
+        req = _given(id=id, base_url=base_url, api_key=api_key, api_format=api_format)
         return (await self._arun(self._ops.api_models.fetch_models(req))).models
 
 

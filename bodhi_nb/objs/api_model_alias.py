@@ -104,9 +104,13 @@ def mask_api_key(key: str) -> str:
 
 
 class ApiFormat(str, Enum):
-    """Wire format of the upstream; only OpenAI-compatible for now."""
+    """The wire format an API model's provider speaks (objs/dialects translates the others to
+    and from OpenAI chat completions, the gateway's own language)."""
 
-    OPENAI = "openai"
+    OPENAI = "openai"  # chat completions: POST {base_url}/chat/completions, Bearer
+    OPENAI_RESPONSES = "openai_responses"  # POST {base_url}/responses, Bearer
+    ANTHROPIC = "anthropic"  # POST {base_url}/messages, x-api-key + anthropic-version
+    GEMINI = "gemini"  # POST {base_url}/models/{model}:generateContent, x-goog-api-key
 
     def __str__(self) -> str:
         return self.value

@@ -37,6 +37,14 @@ __all__ = ["Meter", "MeteredResponse"]
 CLIENT_CLOSED = 499  # the caller went away before the response ended (nginx's convention)
 
 
+def _prompt(body: object) -> Any:
+    """What the prompt was, for the ledger's optional content column: chat's and Anthropic's
+    `messages`, the Responses API's `input`."""
+    if not isinstance(body, dict):
+        return None
+    return body.get("messages", body.get("input"))
+
+
 class Meter:
     """What is known about one request, from arrival to its last byte."""
 
@@ -70,17 +78,20 @@ class Meter:
         self.target: str | None = None  # the router-alias target that answered
         self.strip = False  # the gateway added include_usage: take the usage event out again
         self.local = False
-        self.messages = body.get("messages") if ledger.log_content and isinstance(body, dict) else None
+        self.messages = _prompt(body) if ledger.log_content else None
         self.done = False
 
-    def routed(self, dest: Destination, body: dict[str, Any], stream: bool) -> dict[str, Any]:
+    def routed(self, dest: Destination, body: dict[str, Any], stream: bool, *, native: bool = False
+               ) -> dict[str, Any]:
         """Before forwarding (each router-alias leg again): note where it goes, check the budget,
         and decide here, once, whether a stream's usage event is the caller's or only the ledger's:
         a remote stream is asked for usage on the caller's behalf, and the local engine always ends
         a stream with one (services/_engine_fidelity.py); either is stripped unless the caller asked."""
         self._where(dest)
         self.ledger.check_budget(self.model or "", self.upstream_model, self.provider)
-        if isinstance(dest, Remote):
+        if native:  # a dialect's own stream, relayed as it is: its usage is read, never stripped
+            self.strip = False
+        elif isinstance(dest, Remote):
             body, self.strip = with_include_usage(body)
         else:
             self.strip = stream and not wants_usage(body)

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from ..objs.errors import (
     BodhiError,
     BudgetExceeded,
+    InvalidRequestError,
     LocalEngineUnavailable,
     ModelNotFound,
     NotFoundError,
@@ -89,6 +90,52 @@ class Gateway:
     async def open_embeddings(self, body: object, *, surface: str | None = None) -> OpenChat:
         """Route and open an embeddings response (never from the response cache)."""
         return await self.open_chat(body, cache=False, surface=surface, endpoint=EMBEDDINGS)
+
+    async def open_native(self, body: dict[str, Any], api_format: str, *, surface: str | None = None
+                          ) -> OpenChat | None:
+        """Relay a request in a client's own dialect (`api_format`, e.g. "anthropic") as it is, when
+        its name resolves to an API model of that same format: the body (model renamed), status,
+        answer and events pass through, and the ledger reads the dialect's usage. None when the
+        name is a router alias or resolves to anything else: the caller then translates to chat
+        and calls `open_chat` (docs/ARCHITECTURE.md, "Dialects")."""
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise InvalidRequestError("model is required.", param="model")
+        if not self.router.index_is_current():
+            await asyncio.to_thread(self.router.refresh_index)
+        if self.router.router_alias(model) is not None:
+            return None
+        dest = await self._resolve(model)
+        if not isinstance(dest, Remote) or dest.api_alias.api_format.value != api_format:
+            return None
+        stream = body.get("stream") is True
+        meter = Meter(self.ledger, body, surface) if self.ledger is not None else None
+        try:
+            if meter is not None:
+                meter.routed(dest, body, stream, native=True)
+            resp = await self.upstream.forward_native(await self._remote_target(dest), body, stream)
+        except BaseException as exc:
+            if meter is not None:
+                meter.failed(exc)
+            raise
+        opened = OpenChat(resp, dest, stream)
+        return meter.attach(opened) if meter is not None else opened
+
+    async def native_json(self, body: dict[str, Any], api_format: str, path: str) -> dict[str, Any] | None:
+        """A side request of a dialect (Anthropic's count_tokens) to an API model of that format,
+        its JSON answer; None when the name does not resolve to one. Not a generation: no ledger
+        row. An error answer raises."""
+        model = body.get("model")
+        if not isinstance(model, str) or self.router.router_alias(model) is not None:
+            return None
+        dest = await self._resolve(model)
+        if not isinstance(dest, Remote) or dest.api_alias.api_format.value != api_format:
+            return None
+        resp = await self.upstream.forward_native(await self._remote_target(dest), body, False, path)
+        if not resp.ok:
+            raise await resp.error()
+        data = (await resp.aread_json())[1]
+        return data if isinstance(data, dict) else None
 
     async def _open(self, body: object, cache: bool | None, meter: Meter | None, endpoint: str) -> OpenChat:
         parse(ChatCompletionRequest if endpoint == CHAT else EmbeddingRequest, body)  # the raw body is forwarded
@@ -215,6 +262,14 @@ class Gateway:
             raise TargetsCoolingDown(ra.alias, max(1, math.ceil(min(waits))), ", ".join(failed))
         raise last  # max_attempts used up by failures, or today's budget
 
+    async def _remote_target(self, dest: Remote) -> ForwardTarget:
+        """An API model's request target; its key is decrypted on the loop when the cipher is
+        ready, else (after another process rotated the key) in a thread."""
+        a = dest.api_alias
+        db = self.router.db
+        key = db.get_api_key(a.id) if db.key_ready() else await asyncio.to_thread(db.get_api_key, a.id)
+        return ForwardTarget(a.base_url, dest.upstream_model, key, f"API model '{a.id}'", a.api_format.value)
+
     async def _forward(self, dest: Destination, endpoint: str, body: dict[str, Any], stream: bool,
                        meter: Meter | None) -> UpstreamResponse:
         """Open one destination's response. The meter, when there is one, sees where it goes first
@@ -224,10 +279,7 @@ class Gateway:
         if meter is not None:
             body = meter.routed(dest, body, stream)
         if isinstance(dest, Remote):
-            a = dest.api_alias
-            db = self.router.db
-            key = db.get_api_key(a.id) if db.key_ready() else await asyncio.to_thread(db.get_api_key, a.id)
-            target = ForwardTarget(a.base_url, dest.upstream_model, key, f"API model '{a.id}'")
+            target = await self._remote_target(dest)
             if endpoint == CHAT:
                 return await self.upstream.forward_chat_completion(target, body, stream)
             return await self.upstream.forward(target, endpoint, body)

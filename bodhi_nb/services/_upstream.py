@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -21,7 +22,7 @@ from ..objs.api_model_alias import mask_api_key
 from ..objs.errors import BodhiError, UpstreamError
 from ..objs.sse import MEDIA_TYPE
 
-__all__ = ["KeyRedactor", "UpstreamResponse", "openai_error", "transport_error", "upstream_status_error"]
+__all__ = ["ForwardTarget", "KeyRedactor", "UpstreamResponse", "openai_error", "transport_error", "upstream_status_error"]
 
 _HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
@@ -124,6 +125,18 @@ class KeyRedactor:
                     break
                 i += 1
         return data[:cut], data[cut:]
+
+
+@dataclass(frozen=True)
+class ForwardTarget:
+    """Where one chat request goes: upstream base URL, key, and the upstream model id."""
+
+    base_url: str
+    model: str
+    api_key: str | None = field(default=None, repr=False)
+    label: str = "upstream"  # said in error messages, e.g. "API model 'openai'"
+    api_format: str = "openai"  # the provider's wire format (ApiFormat's value)
+
 
 
 class _ByteStream(httpx.AsyncByteStream):

@@ -23,10 +23,19 @@ from typing import Any
 import httpx
 
 from ..objs.api_model_alias import MAX_TEST_PROMPT, check_api_key, normalize_base_url
+from ..objs.dialects.base import UpstreamWire
 from ..objs.errors import BodhiError, InvalidRequestError, UpstreamError
 from ..objs.openai import build_messages, completion_text
 from ..objs.sse import MEDIA_TYPE
-from ._upstream import KeyRedactor, UpstreamResponse, openai_error, transport_error, upstream_status_error
+from . import _formats
+from ._upstream import (
+    ForwardTarget,
+    KeyRedactor,
+    UpstreamResponse,
+    openai_error,
+    transport_error,
+    upstream_status_error,
+)
 from .db import ConfigStore
 
 __all__ = [
@@ -54,6 +63,7 @@ class RawCredentials:
 
     base_url: str
     api_key: str | None = field(default=None, repr=False)
+    api_format: str = "openai"
 
 
 @dataclass(frozen=True)
@@ -66,24 +76,14 @@ class StoredCredentials:
 Credentials = RawCredentials | StoredCredentials
 
 
-def credentials(id: str | None, base_url: str | None, api_key: str | None) -> Credentials:
+def credentials(id: str | None, base_url: str | None, api_key: str | None, api_format: str = "openai") -> Credentials:
     """A stored api model's credentials when `id` is given, else the raw ones typed by the user."""
     if id is not None:
         return StoredCredentials(id)
     if base_url is None:
         raise InvalidRequestError("Give either 'id' of a stored API model or 'base_url' (and 'api_key').",
                                   param="base_url")
-    return RawCredentials(base_url, api_key)
-
-
-@dataclass(frozen=True)
-class ForwardTarget:
-    """Where one chat request goes: upstream base URL, key, and the upstream model id."""
-
-    base_url: str
-    model: str
-    api_key: str | None = field(default=None, repr=False)
-    label: str = "upstream"  # said in error messages, e.g. "API model 'openai'"
+    return RawCredentials(base_url, api_key, api_format)
 
 
 @dataclass(frozen=True)
@@ -156,13 +156,15 @@ class UpstreamClient:
 
     # -- credentials ----------------------------------------------------------------------
 
-    def _resolve(self, creds: Credentials) -> tuple[str, str | None, str]:
+    def _resolve(self, creds: Credentials) -> tuple[str, str | None, str, str]:
+        """Base URL, key, label and wire format of the credentials."""
         if isinstance(creds, StoredCredentials):
             if self._db is None:
                 raise InvalidRequestError("No store is configured to look up stored credentials.")
             alias = self._db.get(creds.id)
             label = f"API model '{creds.id}'"
-            return checked_url(alias.base_url, label), self._db.get_api_key(creds.id), label
+            return (checked_url(alias.base_url, label), self._db.get_api_key(creds.id), label,
+                    alias.api_format.value)
         try:
             url = normalize_base_url(creds.base_url)
         except ValueError as exc:
@@ -172,21 +174,39 @@ class UpstreamClient:
                 check_api_key(creds.api_key)
             except ValueError as exc:
                 raise InvalidRequestError(str(exc), param="api_key") from None
-        return url, creds.api_key, "provider"
+        return url, creds.api_key, "provider", creds.api_format
 
     @staticmethod
     def _headers(api_key: str | None, stream: bool = False) -> dict[str, str]:
         h = {"accept-encoding": "identity", "content-type": "application/json",
              "accept": MEDIA_TYPE if stream else "application/json"}
-        if api_key:
-            h["authorization"] = f"Bearer {api_key}"
-        return h
+        return {**h, **UpstreamClient._auth(api_key)}
+
+    @staticmethod
+    def _auth(api_key: str | None) -> dict[str, str]:
+        """OpenAI's auth header (other formats bring theirs in their wire)."""
+        return {"authorization": f"Bearer {api_key}"} if api_key else {}
+
+    async def get(self, base_url: str, wire: UpstreamWire, key: str | None, label: str) -> bytes:
+        """GET `{base_url}/{wire.path}`: the body with the key masked; an error status raises."""
+        try:
+            r = await self._client().get(f"{base_url}/{wire.path}", params=wire.params or None,
+                                         headers={**self._headers(None), **wire.headers})
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, label) from None
+        redactor = KeyRedactor(key)
+        if not r.is_success:
+            raise upstream_status_error(r.status_code, redactor.error_body(r.content),
+                                        redactor.headers(dict(r.headers)), label)
+        return redactor.body(r.content)
 
     # -- operations -----------------------------------------------------------------------
 
     async def fetch_models(self, creds: Credentials) -> list[str]:
         """Upstream model ids in the order the upstream lists them."""
-        base_url, key, label = await asyncio.to_thread(self._resolve, creds)  # may read the store
+        base_url, key, label, api_format = await asyncio.to_thread(self._resolve, creds)  # may read the store
+        if api_format != "openai":
+            return await _formats.models(self, base_url, key, label, api_format)
         try:
             r = await self._client().get(f"{base_url}/models", headers=self._headers(key))
         except httpx.HTTPError as exc:
@@ -205,10 +225,11 @@ class UpstreamClient:
         """Send a short prompt; upstream failures come back as `success=False`, never raised."""
         if not model:
             raise InvalidRequestError("A model is needed for the test prompt.", param="model")
-        base_url, key, label = await asyncio.to_thread(self._resolve, creds)  # may read the store
+        base_url, key, label, api_format = await asyncio.to_thread(self._resolve, creds)  # may read the store
         body = {"model": model, "messages": build_messages(prompt), "max_tokens": 50, "stream": False}
         try:
-            resp = await self.forward_chat_completion(ForwardTarget(base_url, model, key, label), body, stream=False)
+            target = ForwardTarget(base_url, model, key, label, api_format)
+            resp = await self.forward_chat_completion(target, body, stream=False)
             if not resp.ok:
                 return TestPromptResult(False, error=(await resp.error()).message)
             text = completion_text((await resp.aread_json())[1])
@@ -234,15 +255,29 @@ class UpstreamClient:
         Connection failures raise `UpstreamError` (nothing has been sent to the caller yet);
         an upstream error status is returned as is, for the caller to relay.
         """
+        if target.api_format != "openai":
+            return await _formats.forward_chat(self, target, endpoint, body, stream)
         payload = dict(body)
         payload["model"] = target.model
+        return await self.send(target, UpstreamWire(endpoint, self._auth(target.api_key), {}), payload, stream)
+
+    async def forward_native(self, target: ForwardTarget, body: dict[str, Any], stream: bool,
+                             path: str | None = None) -> UpstreamResponse:
+        """A body already in the provider's own format (`target.api_format`), relayed as it is
+        apart from the model name, and its answer as the provider gave it (see `forward`)."""
+        return await _formats.forward_native(self, target, body, stream, path)
+
+    async def send(self, target: ForwardTarget, wire: UpstreamWire, payload: dict[str, Any],
+                   stream: bool) -> UpstreamResponse:
+        """POST `payload` to `{base_url}/{wire.path}` with the wire's headers and query, and return
+        the open response whatever its status (connection failures raise `UpstreamError`)."""
         client = self._client()
         timeout = (httpx.Timeout(None, connect=self.connect_timeout) if stream
                    else httpx.Timeout(self.timeout, connect=self.connect_timeout))
         req = client.build_request(
-            "POST", f"{checked_url(target.base_url, target.label)}/{endpoint}",
+            "POST", f"{checked_url(target.base_url, target.label)}/{wire.path}", params=wire.params or None,
             content=json.dumps(payload, separators=(",", ":")).encode(),
-            headers=self._headers(target.api_key, stream), timeout=timeout,
+            headers={**self._headers(None, stream), **wire.headers}, timeout=timeout,
         )
         t = time.perf_counter()
         try:

@@ -15,6 +15,10 @@ __all__ = ["ApiModelsPanel"]
 
 _LABELS = {"description_width": "110px"}  # wide enough for every label here: none is cut off, inputs align
 _NEW = "+ new"  # plain text: an icon glyph shows as a box where the font lacks it
+# Each wire format with its provider's usual base URL (the base URL field's placeholder).
+_FORMATS = {"openai": "https://api.openai.com/v1", "openai_responses": "https://api.openai.com/v1",
+            "anthropic": "https://api.anthropic.com/v1",
+            "gemini": "https://generativelanguage.googleapis.com/v1beta"}
 
 
 class ApiModelsPanel(W.VBox):
@@ -26,6 +30,8 @@ class ApiModelsPanel(W.VBox):
         self.selector = W.Dropdown(style=_LABELS, description="Edit", options=[_NEW])
         self.id = W.Text(style=_LABELS, description="ID", placeholder="openai")
         self.base_url = W.Text(style=_LABELS, description="Base URL", placeholder="https://api.openai.com/v1")
+        # The provider's wire format; the placeholder follows it so the usual base URL is one glance away.
+        self.api_format = W.Dropdown(style=_LABELS, description="Format", options=list(_FORMATS), value="openai")
         self.api_key = W.Password(style=_LABELS, description="API key", placeholder="sk-...")
         self.prefix = W.Text(style=_LABELS, description="Prefix", placeholder="optional, e.g. openai/")
         self.forward_all = W.Checkbox(style={"description_width": "initial"}, indent=False,
@@ -46,6 +52,7 @@ class ApiModelsPanel(W.VBox):
         self._all_models: list[str] = []
 
         self.selector.observe(self._on_select, names="value")
+        self.api_format.observe(self._on_format, names="value")
         self.search.observe(lambda _: self._filter(), names="value")
         self.fetch_btn.on_click(self._on_fetch)
         self.select_all_btn.on_click(lambda _: setattr(self.models, "value", tuple(self.models.options)))
@@ -53,7 +60,8 @@ class ApiModelsPanel(W.VBox):
         self.test_btn.on_click(self._on_test)
         self.save_btn.on_click(self._on_save)
         super().__init__([
-            W.HTML("<h3>API models</h3>"), self.table, self.selector, self.id, self.base_url, self.api_key,
+            W.HTML("<h3>API models</h3>"), self.table, self.selector, self.id, self.api_format, self.base_url,
+            self.api_key,
             self.prefix, self.forward_all,
             W.HBox([self.fetch_btn, self.select_all_btn, self.clear_btn]), self.search, self.models,
             W.HBox([self.prompt, self.test_btn]), self.result,
@@ -89,6 +97,7 @@ class ApiModelsPanel(W.VBox):
         self.result.value = ""
         if self.selector.value == _NEW:
             self.id.disabled = False
+            self.api_format.value = "openai"
             for w in (self.id, self.base_url, self.prefix):
                 w.value = ""
             self.forward_all.value = False
@@ -99,6 +108,7 @@ class ApiModelsPanel(W.VBox):
             return
         rec = self.bodhi.api_models.get(self.selector.value)
         self.id.value, self.id.disabled = rec["id"], True
+        self.api_format.value = rec["api_format"]
         self.base_url.value = rec["base_url"]
         self.prefix.value = rec["prefix"] or ""
         self.forward_all.value = rec["forward_all_with_prefix"]
@@ -109,13 +119,17 @@ class ApiModelsPanel(W.VBox):
         self.save_btn.description = "Save"
         self.delete_btn.disabled = False
 
+    def _on_format(self, change: dict[str, Any]) -> None:
+        self.base_url.placeholder = _FORMATS[change["new"]]
+
     # -- actions --------------------------------------------------------------------------
 
     def _creds(self) -> dict[str, Any]:
         """Stored credentials when editing with an empty key field, else what is typed."""
         if self.selector.value != _NEW and not self.api_key.value:
             return {"id": self.selector.value}
-        return {"base_url": self.base_url.value, "api_key": self.api_key.value or None}
+        return {"base_url": self.base_url.value, "api_key": self.api_key.value or None,
+                "api_format": self.api_format.value}
 
     def _on_fetch(self, _: Any = None) -> None:
         async def work() -> str:
@@ -142,7 +156,7 @@ class ApiModelsPanel(W.VBox):
     def _on_save(self, _: Any = None) -> None:
         key = self.api_key.value or None
         fields = dict(models=list(self.models.value), prefix=self.prefix.value or None,
-                      forward_all_with_prefix=self.forward_all.value)
+                      forward_all_with_prefix=self.forward_all.value, api_format=self.api_format.value)
         try:
             if self.selector.value == _NEW:
                 rec = self.bodhi.api_models.create(self.id.value, self.base_url.value, api_key=key, **fields)

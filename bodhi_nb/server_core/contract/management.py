@@ -62,9 +62,11 @@ class PaginatedApiModelResponse(BaseModel):
 
 
 class _CredsRequest(_Strict):
-    id: str | None = Field(default=None, description="Use the stored base URL and key of this API model.")
+    id: str | None = Field(default=None, description="Use the stored base URL, key and format of this API model.")
     base_url: str | None = None
     api_key: SecretStr | None = None
+    api_format: ApiFormat = Field(default=ApiFormat.OPENAI,
+                                  description="The provider's wire format, with base_url (a stored id uses its own).")
 
 
 class TestPromptRequest(_CredsRequest):

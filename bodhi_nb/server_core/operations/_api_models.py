@@ -37,7 +37,7 @@ def _secret(s: SecretStr | None) -> str | None:
 
 
 def _creds(req: TestPromptRequest | FetchModelsRequest) -> Credentials:
-    return credentials(req.id, req.base_url, _secret(req.api_key))
+    return credentials(req.id, req.base_url, _secret(req.api_key), req.api_format.value)
 
 
 class ApiModelOps:

@@ -21,7 +21,7 @@ __all__ = ["StreamTap", "TokenUsage", "usage_from_body", "wants_usage", "with_in
 _DONE = DONE.encode()
 _USAGE = b'"usage"'
 _NULL_USAGE = (b'"usage":null', b'"usage": null')
-_ERROR = b'{"error"'
+_ERROR = (b'{"error"', b'"type":"error"', b'"type": "error"')  # OpenAI's envelope; Anthropic's and Responses' events
 _TEXT = (b'"content":"', b'"content": "')
 _EMPTY = (b'"content":""', b'"content": ""')
 
@@ -40,18 +40,36 @@ def _int(v: object) -> int | None:
 
 
 def usage_from_body(body: object) -> TokenUsage | None:
-    """The `usage` of a chat completion, an embeddings response or a stream's usage chunk."""
+    """The `usage` of a chat completion, an embeddings response or a stream's usage chunk; also
+    of the other dialects a client may speak natively (docs/ARCHITECTURE.md, "Dialects"): an
+    Anthropic message or its message_start / message_delta events (`input_tokens`,
+    `output_tokens`), and a Responses object or its response.completed event."""
     if not isinstance(body, dict):
         return None
     u = body.get("usage")
     if not isinstance(u, dict):
-        return None
-    p, c, t = _int(u.get("prompt_tokens")), _int(u.get("completion_tokens")), _int(u.get("total_tokens"))
+        inner = body.get("message") if isinstance(body.get("message"), dict) else body.get("response")
+        u = inner.get("usage") if isinstance(inner, dict) else None
+        if not isinstance(u, dict):
+            return None
+    p = _int(u.get("prompt_tokens", u.get("input_tokens")))
+    c = _int(u.get("completion_tokens", u.get("output_tokens")))
+    t = _int(u.get("total_tokens"))
     if p is None and c is None and t is None:
         return None
     if t is None:
         t = (p or 0) + (c or 0)
     return TokenUsage(p, c, t)
+
+
+def _merged(old: TokenUsage | None, new: TokenUsage) -> TokenUsage:
+    """Counts reported across several events (Anthropic: input at message_start, output at the
+    end) as one: a later count wins, a count not given keeps the earlier one."""
+    if old is None:
+        return new
+    p = new.prompt_tokens if new.prompt_tokens is not None else old.prompt_tokens
+    c = new.completion_tokens if new.completion_tokens is not None else old.completion_tokens
+    return TokenUsage(p, c, (p or 0) + (c or 0))
 
 
 def wants_usage(body: dict[str, Any]) -> bool:
@@ -120,7 +138,7 @@ class StreamTap:
             self._collect(complete)
         if _DONE in complete[-16:]:  # always the last event
             self.done = True
-        if _ERROR in complete:
+        if any(e in complete for e in _ERROR):
             self._find_error(complete)
         if _USAGE in complete:
             complete = self._scan(complete)
@@ -141,7 +159,7 @@ class StreamTap:
             data = event_json(event)
             usage = usage_from_body(data)
             if usage is not None:
-                self.usage = usage
+                self.usage = _merged(self.usage, usage)
             if self.strip and isinstance(data, dict) and usage is not None:
                 changed = True
                 if data.get("choices"):
@@ -153,12 +171,12 @@ class StreamTap:
 
     def _find_error(self, part: bytes) -> None:
         for event in split_events(part):
-            if _ERROR in event:
+            if any(e in event for e in _ERROR):
                 data = event_json(event)
-                if isinstance(data, dict) and "error" in data:
-                    err = data["error"]
-                    code = err.get("code") if isinstance(err, dict) else None
-                    self.error = code if isinstance(code, str) and code else "upstream_error"
+                if isinstance(data, dict) and ("error" in data or data.get("type") == "error"):
+                    err = data.get("error", data)
+                    code = (err.get("code") or err.get("type")) if isinstance(err, dict) else None
+                    self.error = code if isinstance(code, str) and code and code != "error" else "upstream_error"
 
     def _collect(self, part: bytes) -> None:
         for event in split_events(part):
