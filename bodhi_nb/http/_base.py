@@ -36,7 +36,7 @@ _STATUS_TYPES = {401: ("authentication_error", "unauthorized"), 403: ("permissio
 
 @dataclass(frozen=True)
 class Op:
-    """OpenAPI description of one handler method (read by routes_app/openapi.py)."""
+    """OpenAPI description of one handler method (read by http/openapi.py)."""
 
     summary: str
     request: type[BaseModel] | None = None
@@ -46,6 +46,7 @@ class Op:
     errors: tuple[int, ...] = (400, 403)
     tags: tuple[str, ...] = ()
     stream: bool = False
+    error: type[BaseModel] | None = None  # the error envelope, when not OpenAI's (another dialect's route)
 
 
 class BodhiHandler(APIHandler):
@@ -138,6 +139,7 @@ class BodhiHandler(APIHandler):
             etype, code = _STATUS_TYPES.get(status, ("invalid_request_error" if status < 500 else "api_error",
                                                      None))
             body = {"error": {"message": message, "type": etype, "param": None, "code": code}}
+        body = self.error_envelope(status, body)
         self.set_status(status)
         for k, v in headers.items():
             self.set_header(k, v)
@@ -145,6 +147,10 @@ class BodhiHandler(APIHandler):
             self.set_header("x-bodhi-overhead-ms", f"{(time.perf_counter() - self._t0) * 1000:.3f}")
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(body))
+
+    def error_envelope(self, status: int, body: dict[str, Any]) -> dict[str, Any]:
+        """An error in this route's envelope: OpenAI's here; the other dialects' handlers override it."""
+        return body
 
     def log_exception(self, typ, value, tb):  # type: ignore[no-untyped-def]
         if isinstance(value, BodhiError):

@@ -19,9 +19,11 @@ from .aliases import AliasesHandler, AliasHandler
 from .api_models import ApiModelHandler, ApiModelsHandler, FetchModelsHandler, TestPromptHandler
 from .chat import ChatCompletionsHandler
 from .embeddings import EmbeddingsHandler
+from .messages import ANTHROPIC_PREFIX, CountTokensHandler, MessagesHandler
 from .modelfiles import ModelfilesPullHandler, ModelfilesPullJobHandler
 from .models import ModelHandler, ModelsHandler
 from .openapi import OpenApiHandler
+from .responses import ResponseHandler, ResponseInputItemsHandler, ResponsesHandler
 from .router_aliases import RouterAliasesHandler, RouterAliasHandler
 from .usage import BudgetHandler, PriceHandler, PricesHandler, UsageHandler
 
@@ -36,7 +38,10 @@ ROUTES: list[type[BodhiHandler]] = [
     AliasesHandler, AliasHandler, ModelfilesPullHandler, ModelfilesPullJobHandler, OpenApiHandler,
     UsageHandler, PricesHandler, PriceHandler, BudgetHandler,
     RouterAliasesHandler, RouterAliasHandler,
+    ResponsesHandler, ResponseInputItemsHandler, ResponseHandler, CountTokensHandler, MessagesHandler,
 ]
+# Anthropic's SDK appends /v1/messages to its base_url: the same handlers, also under bodhi/anthropic/v1/.
+ANTHROPIC_ROUTES: list[type[BodhiHandler]] = [CountTokensHandler, MessagesHandler]
 
 
 class UnknownRouteHandler(BodhiHandler):
@@ -107,6 +112,7 @@ class BodhiExtension(ExtensionApp):
 
     def initialize_handlers(self) -> None:
         self.handlers.extend((URL_PREFIX + h.path, h) for h in ROUTES)
+        self.handlers.extend((ANTHROPIC_PREFIX + h.path, h) for h in ANTHROPIC_ROUTES)
         self.handlers.append((URL_PREFIX + UnknownRouteHandler.path, UnknownRouteHandler))  # always last
 
     async def stop_extension(self) -> None:

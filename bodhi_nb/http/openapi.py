@@ -38,16 +38,17 @@ def build_openapi(handlers: list[type[BodhiHandler]], server_url: str) -> dict[s
     models: set[type[BaseModel]] = {OpenAIErrorEnvelope}
     for h in handlers:
         for op in h.openapi.values():
-            models.update(m for m in (op.request, op.response) if m is not None)
+            models.update(m for m in (op.request, op.response, op.error) if m is not None)
     ordered = sorted(models, key=lambda m: m.__name__)
     _, defs = models_json_schema([(m, "validation") for m in ordered], ref_template=_REF)
     schemas = defs.get("$defs", {})
-    error = {"description": "Error", "content": {"application/json": {"schema": _ref(OpenAIErrorEnvelope)}}}
     paths: dict[str, Any] = {}
     for h in handlers:
         path, params = _path(h.path)
         item = paths.setdefault(path, {})
         for method, op in h.openapi.items():
+            envelope = op.error or OpenAIErrorEnvelope  # another dialect's route answers in its own
+            error = {"description": "Error", "content": {"application/json": {"schema": _ref(envelope)}}}
             item[method] = _operation(h, method, op, params, error)
     return {
         "openapi": "3.1.0",

@@ -23,6 +23,7 @@ from ..services.db.master_key import ENV_VAR
 from ..services.home import bodhi_home
 from ..services.local_engine import LocalEngine
 from ..services.local_models import LocalModels
+from ..services.responses_store import ResponsesStore
 from ..services.upstream_client import UpstreamClient
 from ..services.usage import Ledger
 from .gateway import Gateway
@@ -108,7 +109,8 @@ class AppServices:
     @cached_property
     def ops(self) -> Operations:
         """The operations every surface calls (docs/ARCHITECTURE.md)."""
-        return Operations.create(self.db, self.data, self.upstream, self.router, self.gateway, self.engine)
+        return Operations.create(self.db, self.data, self.upstream, self.router, self.gateway, self.engine,
+                                 ResponsesStore(self.home))
 
     async def aclose(self, *, final: bool = True) -> None:
         """The one shutdown. Always: close this loop's upstream client. `final` (the server

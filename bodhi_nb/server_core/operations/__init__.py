@@ -15,6 +15,7 @@ from ...services.db import ConfigStore
 from ...services.files import atomic_write, created_file_mode
 from ...services.local_engine import LocalEngine
 from ...services.local_models import LocalModels
+from ...services.responses_store import ResponsesStore
 from ...services.upstream_client import UpstreamClient
 from ..gateway import Gateway
 from ..model_router import ModelRouter
@@ -23,15 +24,17 @@ from ._api_models import ApiModelOps
 from ._chat import ChatOps, structured_format
 from ._embeddings import DEFAULT_BATCH_SIZE, EmbeddingOps, as_texts
 from ._map import CANCELLED, MapJob, MapOps, MapResult
+from ._messages import MessagesOps
 from ._models import ModelOps
 from ._pull import CancelFlag, PullOps
+from ._responses import ResponsesOps
 from ._router_aliases import RouterAliasOps
 from ._service import CacheOps, EngineOps, KeyOps
 from ._usage import USAGE_ROW_FIELDS, USAGE_SUM_FIELDS, UsageOps, UsagePage, parse_usage_by
 
 __all__ = ["Operations", "ApiModelOps", "AliasOps", "ChatOps", "ModelOps", "PullOps", "UsageOps", "UsagePage", "RouterAliasOps", "structured_format",
            "EmbeddingOps", "DEFAULT_BATCH_SIZE", "as_texts", "MapOps", "MapJob", "MapResult", "CANCELLED",
-           "USAGE_ROW_FIELDS", "USAGE_SUM_FIELDS", "parse_usage_by", "CacheOps", "EngineOps", "KeyOps", "CancelFlag",
+           "USAGE_ROW_FIELDS", "USAGE_SUM_FIELDS", "parse_usage_by", "CacheOps", "EngineOps", "KeyOps", "CancelFlag", "MessagesOps", "ResponsesOps",
            # the one atomic, durable file write (services/files.py), for the wings' own files
            "atomic_write", "created_file_mode"]
 
@@ -52,11 +55,14 @@ class Operations:
     cache: CacheOps
     engine: EngineOps
     keys: KeyOps
+    messages: MessagesOps
+    responses: ResponsesOps
 
     @classmethod
     def create(cls, db: ConfigStore, data: LocalModels, upstream: UpstreamClient, router: ModelRouter,
-               gateway: Gateway, engine: LocalEngine) -> Operations:
+               gateway: Gateway, engine: LocalEngine, responses: ResponsesStore) -> Operations:
         return cls(ApiModelOps(db, upstream), AliasOps(data), ModelOps(router), ChatOps(gateway),
                    UsageOps(gateway.ledger), router_aliases=RouterAliasOps(router),
                    embeddings=EmbeddingOps(gateway), pull=PullOps(data), map=MapOps(gateway),
-                   cache=CacheOps(gateway.cache), engine=EngineOps(engine), keys=KeyOps(db))
+                   cache=CacheOps(gateway.cache), engine=EngineOps(engine), keys=KeyOps(db),
+                   messages=MessagesOps(gateway), responses=ResponsesOps(gateway, responses))
