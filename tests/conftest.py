@@ -61,14 +61,15 @@ def db(bodhi_home: Path):
 
 
 class FakeUpstream:
-    """A running fake_openai.py process: `base_url`, `key`, and `last()` request."""
+    """A running fake provider process (fake_openai.py unless `script` names another):
+    `base_url` (`http://127.0.0.1:<port><path>`), `key`, and `last()` request."""
 
-    def __init__(self, key: str | None) -> None:
+    def __init__(self, key: str | None, script: str = "fake_openai.py", path: str = "/v1") -> None:
         from tests.resources.servers import start_fake
 
         self.key = key
-        self.proc, self.port = start_fake("fake_openai.py", *(["--key", key] if key else []))
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.proc, self.port = start_fake(script, *(["--key", key] if key else []))
+        self.base_url = f"http://127.0.0.1:{self.port}{path}"
 
     def last(self) -> dict:
         import httpx
@@ -84,5 +85,29 @@ class FakeUpstream:
 def upstream():
     """A real OpenAI-compatible server on 127.0.0.1 that requires TEST_KEY."""
     up = FakeUpstream(TEST_KEY)
+    yield up
+    up.stop()
+
+
+@pytest.fixture(scope="session")
+def anthropic_upstream():
+    """A real Anthropic Messages server on 127.0.0.1 (tests/resources/fake_anthropic.py), key TEST_KEY."""
+    up = FakeUpstream(TEST_KEY, "fake_anthropic.py")
+    yield up
+    up.stop()
+
+
+@pytest.fixture(scope="session")
+def responses_upstream():
+    """A real OpenAI Responses server on 127.0.0.1 (tests/resources/fake_responses.py), key TEST_KEY."""
+    up = FakeUpstream(TEST_KEY, "fake_responses.py")
+    yield up
+    up.stop()
+
+
+@pytest.fixture(scope="session")
+def gemini_upstream():
+    """A real Gemini generateContent server on 127.0.0.1 (tests/resources/fake_gemini.py), key TEST_KEY."""
+    up = FakeUpstream(TEST_KEY, "fake_gemini.py", "/v1beta")
     yield up
     up.stop()

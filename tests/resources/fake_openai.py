@@ -17,6 +17,8 @@ GET /v1/models lists: echo, echo-2, slow-stream, forever, cut.
 GET /_last returns the last chat request's headers, body and raw bytes as text (for assertions).
 GET /_counts returns chat requests received per model name ({model: n}); POST /_counts clears it.
   structured     replies with JSON that matches response_format.json_schema.schema (a minimal instance)
+  tool           calls the first tool with {"city": "Paris"} (streamed: arguments in two fragments); once the
+                 last message is a tool result, answers "tool said: <result>"
 POST /v1/embeddings: one 8-dimensional vector per input text, derived from the text's SHA-256
 (the same text always gets the same vector); encoding_format "base64" is float32
 little-endian as OpenAI sends it; models status-NNN and echo-key fail as for chat.
@@ -157,7 +159,52 @@ def chunk(model: str, text: str | None, finish: str | None = None) -> bytes:
     return b"data: " + json.dumps(body).encode() + b"\n\n"
 
 
+def text_of(content: object) -> str:
+    """A message's text: the string, or its text parts joined (image parts are left out)."""
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return content if isinstance(content, str) else ""
+
+
+def tool_call_args(tools: list) -> tuple[str, str]:
+    """The first tool's name and the arguments the `tool` model calls it with."""
+    fn = (tools[0].get("function") or {}) if tools else {}
+    return str(fn.get("name") or "none"), json.dumps({"city": "Paris"})
+
+
 class Chat(Base):
+    async def tool(self, body: dict) -> None:
+        """Model `tool`: calls the first tool with {"city": "Paris"}; after a tool result, answers
+        "tool said: <result>". Streamed: the call's arguments arrive in two fragments."""
+        model, msgs = body["model"], body.get("messages", [])
+        usage = {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}
+        if msgs and msgs[-1].get("role") == "tool":
+            message = {"role": "assistant", "content": "tool said: " + text_of(msgs[-1].get("content"))}
+            finish, deltas = "stop", [{"role": "assistant", "content": message["content"]}]
+        else:
+            name, args = tool_call_args(body.get("tools") or [])
+            call = {"id": "call_fake1", "type": "function", "function": {"name": name, "arguments": args}}
+            message = {"role": "assistant", "content": None, "tool_calls": [call]}
+            finish = "tool_calls"
+            deltas = [{"role": "assistant", "content": None, "tool_calls": [
+                          {"index": 0, "id": "call_fake1", "type": "function", "function": {"name": name, "arguments": ""}}]},
+                      {"tool_calls": [{"index": 0, "function": {"arguments": args[:7]}}]},
+                      {"tool_calls": [{"index": 0, "function": {"arguments": args[7:]}}]}]
+        if not body.get("stream"):
+            self.finish({"id": "chatcmpl-tool", "object": "chat.completion", "created": int(time.time()), "model": model,
+                         "choices": [{"index": 0, "message": {**message, "refusal": None}, "finish_reason": finish,
+                                      "logprobs": None}], "usage": usage})
+            return
+        self.set_header("Content-Type", "text/event-stream")
+        base = {"id": "chatcmpl-tool", "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+        for d in deltas:
+            self.write(b"data: " + json.dumps({**base, "choices": [{"index": 0, "delta": d, "finish_reason": None}]}).encode() + b"\n\n")
+        self.write(b"data: " + json.dumps({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}).encode() + b"\n\n")
+        if (body.get("stream_options") or {}).get("include_usage"):
+            self.write(b"data: " + json.dumps({**base, "choices": [], "usage": usage}).encode() + b"\n\n")
+        self.write(b"data: [DONE]\n\n")
+        self.finish()
+
     async def post(self) -> None:
         body = json.loads(self.request.body)
         COUNTS[str(body.get("model", ""))] = COUNTS.get(str(body.get("model", "")), 0) + 1
@@ -196,7 +243,10 @@ class Chat(Base):
         if model == "slow-first":
             await asyncio.sleep(30)
         user = [m for m in body.get("messages", []) if m.get("role") == "user"]
-        text = "echo: " + (user[-1].get("content", "") if user else "")
+        text = "echo: " + (text_of(user[-1].get("content")) if user else "")
+        if model == "tool":
+            await self.tool(body)
+            return
         if model == "structured":
             rf = body.get("response_format") or {}
             text = json.dumps(example((rf.get("json_schema") or {}).get("schema") or {"type": "object"}))
@@ -207,8 +257,8 @@ class Chat(Base):
             self.set_header("Set-Cookie", "upstream=1")
             self.set_header("X-Upstream", "yes")
             self.finish({"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": model,
-                         "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                      "finish_reason": "stop"}],
+                         "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
+                                      "finish_reason": "stop", "logprobs": None}],
                          "usage": {"prompt_tokens": 3, "completion_tokens": len(words), "total_tokens": 3 + len(words)}})
             return
         self.set_header("Content-Type", "text/event-stream")

@@ -51,6 +51,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.resources.fake_openai import example  # noqa: E402
 
 LAST: dict = {}
+_IDS: dict[int, str] = {}  # id(body) -> its response's id: each request its own, as the real API gives
+_SEQ = [0]
 # The top-level fields of OpenAPI `CreateResponse` (tests/resources/openapi/openai-openapi.yaml).
 FIELDS = {"model", "input", "instructions", "max_output_tokens", "temperature", "top_p", "tools", "tool_choice",
           "text", "stream", "stream_options", "store", "previous_response_id", "user", "safety_identifier",
@@ -168,7 +170,7 @@ def last_user_text(items: list) -> str:
 def response(body: dict, output: list, status: str = "completed", words: int = 1) -> dict:
     """The response object, with the request's settings echoed as OpenAI does."""
     text = body.get("text") or {}
-    return {"id": "resp_fake", "object": "response", "created_at": int(time.time()), "status": status,
+    return {"id": _IDS[id(body)], "object": "response", "created_at": int(time.time()), "status": status,
             "completed_at": int(time.time()) if status == "completed" else None, "error": None,
             "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
             "instructions": body.get("instructions"), "max_output_tokens": body.get("max_output_tokens"),
@@ -283,6 +285,8 @@ class Responses(Base):
             self.fail(400, envelope("We could not parse the JSON body of your request."))
             return
         LAST["body"] = body
+        _SEQ[0] += 1
+        _IDS[id(body)] = f"resp_fake{_SEQ[0]}"  # set anew per request: a reused id() gets a fresh id
         if not self.authorised():
             return
         try:
