@@ -12,14 +12,14 @@ from tornado import web
 from traitlets import Bool, Float, Int, Unicode
 
 from ..objs.errors import NotFoundError
-from ..objs.urls import API_PREFIX
+from ..objs.urls import ANTHROPIC_PREFIX, API_PREFIX
 from ..server_core.app_services import PBKDF2_ITERATIONS, AppServices
 from ._base import ROUTES_KEY, SERVICES_KEY, BodhiHandler
 from .aliases import AliasesHandler, AliasHandler
 from .api_models import ApiModelHandler, ApiModelsHandler, FetchModelsHandler, TestPromptHandler
 from .chat import ChatCompletionsHandler
 from .embeddings import EmbeddingsHandler
-from .messages import ANTHROPIC_PREFIX, CountTokensHandler, MessagesHandler
+from .messages import CountTokensHandler, MessagesHandler
 from .modelfiles import ModelfilesPullHandler, ModelfilesPullJobHandler
 from .models import ModelHandler, ModelsHandler
 from .openapi import OpenApiHandler

@@ -26,9 +26,7 @@ from ..server_core.origin import set_http_origin
 from ._base import BodhiHandler, Op
 from ._relay import UpstreamRelayHandler
 
-__all__ = ["ANTHROPIC_PREFIX", "CountTokensHandler", "MessagesHandler"]
-
-ANTHROPIC_PREFIX = "bodhi/anthropic/v1/"  # the Anthropic SDK appends /v1/messages to its base_url
+__all__ = ["CountTokensHandler", "MessagesHandler"]
 _TAGS = ("anthropic",)
 _ERRORS = (400, 401, 403, 404, 429, 500, 502, 503, 504)
 

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..objs.urls import API_PREFIX, gateway_url
+from ..objs.urls import API_PREFIX, anthropic_base_url, gateway_url
 
 __all__ = ["ServerInfo", "find_server", "openai_client"]
 
@@ -23,7 +23,13 @@ class ServerInfo:
 
     @property
     def gateway_url(self) -> str:
+        """The OpenAI SDK's `base_url` (also serves the Responses API)."""
         return gateway_url(self.url)
+
+    @property
+    def anthropic_base_url(self) -> str:
+        """The Anthropic SDK's `base_url` (it appends /v1/messages)."""
+        return anthropic_base_url(self.url)
 
 
 def _norm(url: str) -> str:

@@ -16,8 +16,10 @@ import anthropic
 import httpx
 import openai
 import pytest
+from pydantic import BaseModel
 
 from bodhi_nb.objs.api_model_alias import mask_api_key
+from bodhi_nb.objs.errors import InvalidRequestError
 from bodhi_nb.services.local_engine import local_extra_available
 from bodhi_nb.services.local_models import BUILTIN_ALIAS, LocalModels
 from tests.conftest import TEST_KEY
@@ -327,3 +329,30 @@ async def test_the_key_canary_never_reaches_a_dialect_client(gateway, api, bodhi
     assert mask_api_key(TEST_KEY) in text  # the providers did quote it, and it arrived masked
     for f in bodhi_home.glob("*.sqlite*"):
         assert TEST_KEY.encode() not in f.read_bytes(), f
+
+
+class Verdict(BaseModel):
+    answer: str
+    score: int
+
+
+def test_the_facade_works_with_every_format(bodhi, anthropic_upstream, gemini_upstream, responses_upstream):
+    ups = {"ant": anthropic_upstream, "gem": gemini_upstream, "resp": responses_upstream}
+    for id, fmt in (("ant", "anthropic"), ("gem", "gemini"), ("resp", "openai_responses")):
+        rec = bodhi.api_models.create(id, ups[id].base_url, api_key=TEST_KEY, models=["echo", "structured"],
+                                      prefix=f"{id}/", api_format=fmt)
+        assert rec["api_format"] == fmt and "api_key" not in rec
+        assert bodhi.chat(f"{id}/echo", "hello", system="Be brief.") == "echo: hello", id
+        assert "".join(bodhi.chat(f"{id}/echo", "a b", stream=True)) == "echo: a b", id
+        [row] = bodhi.map(f"{id}/echo", ["row one"], cache=False, progress=False)
+        assert row.error is None and row.text == "echo: row one", id
+        verdict = bodhi.chat(f"{id}/structured", "Judge it.", response_format=Verdict)
+        assert isinstance(verdict, Verdict), id
+        with pytest.raises(InvalidRequestError) as ei:
+            bodhi.embed("x", f"{id}/echo", progress=False)
+        assert ei.value.code == "embeddings_not_supported", id
+        assert "echo" in bodhi.api_models.fetch_models(id), id
+        assert bodhi.api_models.test("echo", "ping", id=id)["response"] == "echo: ping", id
+    bodhi.services.ledger.flush()
+    rows = bodhi.usage(by="model")
+    assert {"ant/echo", "gem/echo", "resp/echo"} <= set(rows["model"])

@@ -29,11 +29,17 @@ def gw(jp_serverapp, http_server_client, jp_http_port, jp_base_url):
 
 
 def _envelope(r: httpx.Response, lo: int = 400, hi: int = 499) -> dict:
+    """The error of a 4xx answer: OpenAI's envelope, or on the Anthropic Messages routes,
+    Anthropic's (`{"type": "error", "error": {"type", "message"}}`)."""
     assert lo <= r.status_code <= hi, (r.status_code, r.text[:300])
     assert r.headers["content-type"].startswith("application/json")
-    err = r.json()["error"]
-    assert set(err) == {"message", "type", "param", "code"} and err["message"]
     assert "Traceback" not in r.text
+    body = r.json()
+    err = body["error"]
+    if "/messages" in r.request.url.path:
+        assert body["type"] == "error" and {"type", "message"} <= set(err) and err["message"]
+        return err
+    assert set(err) == {"message", "type", "param", "code"} and err["message"]
     return err
 
 
