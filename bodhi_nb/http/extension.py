@@ -17,8 +17,10 @@ from ..server_core.app_services import PBKDF2_ITERATIONS, AppServices
 from ._base import ROUTES_KEY, SERVICES_KEY, BodhiHandler
 from .aliases import AliasesHandler, AliasHandler
 from .api_models import ApiModelHandler, ApiModelsHandler, FetchModelsHandler, TestPromptHandler
+from .batches import BatchCancelHandler, BatchesHandler, BatchHandler
 from .chat import ChatCompletionsHandler
 from .embeddings import EmbeddingsHandler
+from .files import FileContentHandler, FileHandler, FilesHandler
 from .messages import CountTokensHandler, MessagesHandler
 from .modelfiles import ModelfilesPullHandler, ModelfilesPullJobHandler
 from .models import ModelHandler, ModelsHandler
@@ -39,6 +41,7 @@ ROUTES: list[type[BodhiHandler]] = [
     UsageHandler, PricesHandler, PriceHandler, BudgetHandler,
     RouterAliasesHandler, RouterAliasHandler,
     ResponsesHandler, ResponseInputItemsHandler, ResponseHandler, CountTokensHandler, MessagesHandler,
+    FilesHandler, FileContentHandler, FileHandler, BatchesHandler, BatchCancelHandler, BatchHandler,
 ]
 # Anthropic's SDK appends /v1/messages to its base_url: the same handlers, also under bodhi/anthropic/v1/.
 ANTHROPIC_ROUTES: list[type[BodhiHandler]] = [CountTokensHandler, MessagesHandler]
@@ -90,6 +93,10 @@ class BodhiExtension(ExtensionApp):
                              help="Daily spending limit in USD (UTC day) over priced models; above it they answer "
                                   "429 budget_exceeded. A budget set with Bodhi().budget() applies too (the "
                                   "stricter wins). Stored in the ledger: every kernel enforces it too.")
+    max_file_mb = Int(200, config=True, help="The largest file bodhi/v1/files accepts, in MB (a larger one is a 413).")
+    batch_poll_seconds = Float(30.0, config=True,
+                               help="Seconds between polls of a batch running at a provider (OpenAI Batch, "
+                                    "Anthropic Message Batches).")
     kdf_iterations = Int(None, allow_none=True, config=True,
                          help=f"PBKDF2 iterations for a new store's master key (default {PBKDF2_ITERATIONS:,}; an "
                               "existing store keeps its own). Change only for tests.")
@@ -104,7 +111,8 @@ class BodhiExtension(ExtensionApp):
             n_threads=self.n_threads or None, response_cache=self.response_cache,
             cache_max_bytes=self.response_cache_max_mb * 1024 * 1024, usage_ledger=self.usage_ledger,
             log_content=self.log_content, usage_retention_days=self.usage_retention_days,
-            daily_budget_usd=self.daily_budget_usd, server=True)
+            daily_budget_usd=self.daily_budget_usd, server=True, max_file_bytes=self.max_file_mb * 1024 * 1024,
+            batch_poll_seconds=self.batch_poll_seconds)
         self.settings[SERVICES_KEY] = self.services
         self.settings[ROUTES_KEY] = ROUTES
         self.log.info("bodhi_nb gateway at %s%s (store %s)", self.serverapp.base_url if self.serverapp else "/",
@@ -114,6 +122,13 @@ class BodhiExtension(ExtensionApp):
         self.handlers.extend((URL_PREFIX + h.path, h) for h in ROUTES)
         self.handlers.extend((ANTHROPIC_PREFIX + h.path, h) for h in ANTHROPIC_ROUTES)
         self.handlers.append((URL_PREFIX + UnknownRouteHandler.path, UnknownRouteHandler))  # always last
+
+    async def _start_jupyter_server_extension(self, serverapp: object) -> None:
+        """Once the loop runs: go on with every unfinished batch no live process runs (a restart)."""
+        if self.services is not None:
+            n = await self.services.ops.batches.resume()
+            if n:
+                self.log.info("bodhi_nb: resumed %d unfinished batch job(s)", n)
 
     async def stop_extension(self) -> None:
         if self.services is not None:

@@ -30,6 +30,7 @@ __all__ = [
     "TargetsCoolingDown",
     "PullCancelled",
     "PromptError",
+    "PayloadTooLarge",
     "validation_message",
 ]
 
@@ -232,3 +233,11 @@ class PromptError(BodhiError):
     status = 400
     error_type = "invalid_request_error"
     default_code = "invalid_prompt"
+
+
+class PayloadTooLarge(BodhiError):
+    """An upload over the server's size limit (nothing of it is kept)."""
+
+    status = 413
+    error_type = "invalid_request_error"
+    default_code = "file_too_large"

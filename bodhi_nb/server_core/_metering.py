@@ -63,10 +63,13 @@ class Meter:
         "target",
         "ts",
         "upstream_model",
+        "request_key",
     )
 
-    def __init__(self, ledger: Ledger, body: object, surface: str | None = None) -> None:
+    def __init__(self, ledger: Ledger, body: object, surface: str | None = None,
+                 request_key: str | None = None) -> None:
         self.ledger = ledger
+        self.request_key = request_key  # a batch row's id: its answer is one ledger row, however often sent
         self.t0 = time.perf_counter()
         self.ts = time.time()
         self.surface = surface or current_surface()
@@ -138,7 +141,7 @@ class Meter:
             cached=cached, latency_ms=round((now - self.t0) * 1000, 3),
             ttft_ms=None if ttft is None else round((ttft - self.t0) * 1000, 3),
             cost_usd=0.0 if cached else None, kernel_id=self.kernel_id, notebook=self.notebook, content=content,
-            ts=self.ts))
+            ts=self.ts, request_key=self.request_key if 200 <= status < 300 else None))
 
 
 class MeteredResponse(UpstreamResponse):

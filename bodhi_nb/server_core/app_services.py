@@ -17,6 +17,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from ..services.batch_store import BatchStore
 from ..services.cache import ResponseCache
 from ..services.db import PBKDF2_ITERATIONS, ConfigStore
 from ..services.db.master_key import ENV_VAR
@@ -28,7 +29,7 @@ from ..services.upstream_client import UpstreamClient
 from ..services.usage import Ledger
 from .gateway import Gateway
 from .model_router import ModelRouter
-from .operations import Operations
+from .operations import DEFAULT_MAX_FILE_BYTES, Operations
 
 __all__ = ["AppServices", "PBKDF2_ITERATIONS"]
 
@@ -45,6 +46,7 @@ class AppServices:
     router: ModelRouter
     gateway: Gateway
     ledger: Ledger | None = None
+    batch_options: dict[str, Any] | None = None  # max_file_bytes, poll_seconds
 
     @classmethod
     def create(
@@ -66,6 +68,8 @@ class AppServices:
         usage_retention_days: float | None = None,
         daily_budget_usd: float | None = None,
         server: bool = False,
+        max_file_bytes: int | None = None,
+        batch_poll_seconds: float = 30.0,
     ) -> AppServices:
         """`cache_max_bytes` and `usage_retention_days` are stored with the data they bound
         (None: follow what is stored); `server=True` (the Jupyter server) also stores
@@ -85,7 +89,8 @@ class AppServices:
         ledger = Ledger.try_open(h, log_content=log_content, retention_days=usage_retention_days,
                                  daily_budget_usd=daily_budget_usd, server=server) if usage_ledger else None
         gateway = Gateway(router, upstream, engine, cache=cache, cache_by_default=response_cache, ledger=ledger)
-        return cls(h, db, data, upstream, engine, router, gateway, ledger)
+        batch = {"max_file_bytes": max_file_bytes or DEFAULT_MAX_FILE_BYTES, "poll_seconds": batch_poll_seconds}
+        return cls(h, db, data, upstream, engine, router, gateway, ledger, batch)
 
     @classmethod
     def shared(cls, home: str | Path | None, options: dict[str, Any]) -> AppServices:
@@ -110,12 +115,14 @@ class AppServices:
     def ops(self) -> Operations:
         """The operations every surface calls (docs/ARCHITECTURE.md)."""
         return Operations.create(self.db, self.data, self.upstream, self.router, self.gateway, self.engine,
-                                 ResponsesStore(self.home))
+                                 ResponsesStore(self.home), BatchStore(self.home), **(self.batch_options or {}))
 
     async def aclose(self, *, final: bool = True) -> None:
         """The one shutdown. Always: close this loop's upstream client. `final` (the server
         stopping): also stop the local engine and close the ledger; otherwise (one `Bodhi` closed
         while others share these services) flush the ledger, and the engine keeps its idle timer."""
+        if "ops" in self.__dict__:  # (built lazily): batch jobs this process runs stop; others take them over
+            await self.ops.batches.aclose()
         await self.upstream.aclose()
         if final:
             await asyncio.to_thread(self.engine.stop, True)

@@ -73,12 +73,14 @@ class Gateway:
         self.ledger = ledger  # one usage row per request (None: not recorded)
 
     async def open_chat(self, body: object, *, cache: bool | None = None, surface: str | None = None,
-                        endpoint: str = CHAT) -> OpenChat:
+                        endpoint: str = CHAT, request_key: str | None = None) -> OpenChat:
         """Route and open the upstream response; `cache` (default: the server option) lets a
         non-streamed chat request be answered from, and stored in, the response cache. The ledger
         row (`surface`: default from the caller's context) completes as the response is read.
-        `endpoint` is chat/completions or embeddings: the same routing, forwarding and ledger."""
-        meter = Meter(self.ledger, body, surface) if self.ledger is not None else None
+        `endpoint` is chat/completions or embeddings: the same routing, forwarding and ledger.
+        `request_key` names a batch row: its successful answer is one ledger row even if a crash
+        made it be sent again."""
+        meter = Meter(self.ledger, body, surface, request_key) if self.ledger is not None else None
         try:
             opened = await self._open(body, cache, meter, endpoint)
         except BaseException as exc:
@@ -113,7 +115,7 @@ class Gateway:
         try:
             if meter is not None:
                 meter.routed(dest, body, stream, native=True)
-            resp = await self.upstream.forward_native(await self._remote_target(dest), body, stream)
+            resp = await self.upstream.forward_native(await self.remote_target(dest), body, stream)
         except BaseException as exc:
             if meter is not None:
                 meter.failed(exc)
@@ -131,7 +133,7 @@ class Gateway:
         dest = await self._resolve(model)
         if not isinstance(dest, Remote) or dest.api_alias.api_format.value != api_format:
             return None
-        resp = await self.upstream.forward_native(await self._remote_target(dest), body, False, path)
+        resp = await self.upstream.forward_native(await self.remote_target(dest), body, False, path)
         if not resp.ok:
             raise await resp.error()
         data = (await resp.aread_json())[1]
@@ -163,6 +165,13 @@ class Gateway:
             resp = await self._forward(dest, endpoint, bodies[0], stream, meter)
             return OpenChat(await self._kept(resp, keys[0]), dest, stream)
         return await self._fall_back(ra, legs, bodies, keys, stream, meter, endpoint)
+
+    async def destination(self, name: str) -> Destination | RouterAlias:
+        """Where `name` goes (a router alias, or one destination); `ModelNotFound` when nowhere."""
+        if not self.router.index_is_current():
+            await asyncio.to_thread(self.router.refresh_index)
+        ra = self.router.router_alias(name)
+        return ra if ra is not None else await self._resolve(name)
 
     async def _resolve(self, name: str) -> Destination:
         """API names resolve from the store's in-memory index; local ones read alias files and
@@ -262,7 +271,7 @@ class Gateway:
             raise TargetsCoolingDown(ra.alias, max(1, math.ceil(min(waits))), ", ".join(failed))
         raise last  # max_attempts used up by failures, or today's budget
 
-    async def _remote_target(self, dest: Remote) -> ForwardTarget:
+    async def remote_target(self, dest: Remote) -> ForwardTarget:
         """An API model's request target; its key is decrypted on the loop when the cipher is
         ready, else (after another process rotated the key) in a thread."""
         a = dest.api_alias
@@ -279,7 +288,7 @@ class Gateway:
         if meter is not None:
             body = meter.routed(dest, body, stream)
         if isinstance(dest, Remote):
-            target = await self._remote_target(dest)
+            target = await self.remote_target(dest)
             if endpoint == CHAT:
                 return await self.upstream.forward_chat_completion(target, body, stream)
             return await self.upstream.forward(target, endpoint, body)

@@ -19,7 +19,7 @@ from pathlib import Path
 __all__ = ["ORIGIN_HEADERS", "SURFACES", "current_origin", "current_surface", "kernel_identity", "origin_headers",
            "set_http_origin", "set_surface", "using_surface"]
 
-SURFACES = ("http", "python", "widget", "map", "magic")
+SURFACES = ("http", "python", "widget", "map", "magic", "batch")
 
 _surface: ContextVar[str] = ContextVar("bodhi_nb_surface", default="python")
 _origin: ContextVar[tuple[str | None, str | None]] = ContextVar("bodhi_nb_origin", default=(None, None))

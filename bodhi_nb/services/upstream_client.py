@@ -18,6 +18,7 @@ import logging
 import time
 import weakref
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -199,6 +200,59 @@ class UpstreamClient:
             raise upstream_status_error(r.status_code, redactor.error_body(r.content),
                                         redactor.headers(dict(r.headers)), label)
         return redactor.body(r.content)
+
+    # -- a provider's own batch API (services/batch_store.py keeps the state) --------------
+
+    async def _call(self, target: ForwardTarget, method: str, path: str, *, headers: dict[str, str] | None = None,
+                    **kw: Any) -> bytes:
+        """One management call to a provider (`headers`: its auth headers; default the Bearer key):
+        the body with the key masked; an error status or no connection raises, in our words."""
+        auth = headers if headers is not None else self._auth(target.api_key)
+        try:
+            r = await self._client().request(method, f"{checked_url(target.base_url, target.label)}/{path}",
+                                             headers={**self._headers(None), **auth}, timeout=self.timeout, **kw)
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, target.label) from None
+        redactor = KeyRedactor(target.api_key)
+        if not r.is_success:
+            raise upstream_status_error(r.status_code, redactor.error_body(r.content),
+                                        redactor.headers(dict(r.headers)), target.label)
+        return redactor.body(r.content)
+
+    async def _json(self, raw: bytes, label: str) -> Any:
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise UpstreamError(f"The {label} answered with a body that is not JSON.") from None
+
+    async def post_json(self, target: ForwardTarget, path: str, body: dict[str, Any], *,
+                        headers: dict[str, str] | None = None) -> Any:
+        raw = await self._call(target, "POST", path, headers=headers,
+                               content=json.dumps(body, separators=(",", ":")).encode())
+        return await self._json(raw, target.label)
+
+    async def get_json(self, target: ForwardTarget, path: str, *, headers: dict[str, str] | None = None) -> Any:
+        return await self._json(await self._call(target, "GET", path, headers=headers), target.label)
+
+    async def get_bytes(self, target: ForwardTarget, path: str, *, headers: dict[str, str] | None = None) -> bytes:
+        return await self._call(target, "GET", path, headers=headers)
+
+    async def upload_file(self, target: ForwardTarget, path: str, file: Path, filename: str,
+                          fields: dict[str, str]) -> Any:
+        """POST a file as multipart/form-data (read from disk as it is sent)."""
+        auth = self._auth(target.api_key)
+        with file.open("rb") as fh:
+            try:
+                r = await self._client().post(f"{checked_url(target.base_url, target.label)}/{path}",
+                                              headers=auth, data=fields, files={"file": (filename, fh)},
+                                              timeout=self.timeout)
+            except httpx.HTTPError as exc:
+                raise transport_error(exc, target.label) from None
+        redactor = KeyRedactor(target.api_key)
+        if not r.is_success:
+            raise upstream_status_error(r.status_code, redactor.error_body(r.content),
+                                        redactor.headers(dict(r.headers)), target.label)
+        return await self._json(redactor.body(r.content), target.label)
 
     # -- operations -----------------------------------------------------------------------
 

@@ -11,6 +11,8 @@ dialects clients speak (Anthropic Messages, OpenAI Responses).
 from __future__ import annotations
 
 from .base import parse
+from .batches import *  # noqa: F403
+from .batches import __all__ as _batches
 from .dialects import *  # noqa: F403
 from .dialects import __all__ as _dialects
 from .management import *  # noqa: F403
@@ -20,4 +22,4 @@ from .openai import __all__ as _openai
 from .usage import *  # noqa: F403
 from .usage import __all__ as _usage
 
-__all__ = ["parse", *_management, *_openai, *_usage, *_dialects]
+__all__ = ["parse", *_management, *_openai, *_usage, *_dialects, *_batches]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ...services.batch_store import BatchStore
 from ...services.db import ConfigStore
 from ...services.files import atomic_write, created_file_mode
 from ...services.local_engine import LocalEngine
@@ -21,6 +22,7 @@ from ..gateway import Gateway
 from ..model_router import ModelRouter
 from ._aliases import AliasOps
 from ._api_models import ApiModelOps
+from ._batches import DEFAULT_MAX_FILE_BYTES, BatchOps
 from ._chat import ChatOps, structured_format
 from ._embeddings import DEFAULT_BATCH_SIZE, EmbeddingOps, as_texts
 from ._map import CANCELLED, MapJob, MapOps, MapResult
@@ -34,7 +36,7 @@ from ._usage import USAGE_ROW_FIELDS, USAGE_SUM_FIELDS, UsageOps, UsagePage, par
 
 __all__ = ["Operations", "ApiModelOps", "AliasOps", "ChatOps", "ModelOps", "PullOps", "UsageOps", "UsagePage", "RouterAliasOps", "structured_format",
            "EmbeddingOps", "DEFAULT_BATCH_SIZE", "as_texts", "MapOps", "MapJob", "MapResult", "CANCELLED",
-           "USAGE_ROW_FIELDS", "USAGE_SUM_FIELDS", "parse_usage_by", "CacheOps", "EngineOps", "KeyOps", "CancelFlag", "MessagesOps", "ResponsesOps",
+           "USAGE_ROW_FIELDS", "USAGE_SUM_FIELDS", "parse_usage_by", "CacheOps", "EngineOps", "KeyOps", "CancelFlag", "MessagesOps", "ResponsesOps", "BatchOps", "DEFAULT_MAX_FILE_BYTES",
            # the one atomic, durable file write (services/files.py), for the wings' own files
            "atomic_write", "created_file_mode"]
 
@@ -57,12 +59,15 @@ class Operations:
     keys: KeyOps
     messages: MessagesOps
     responses: ResponsesOps
+    batches: BatchOps
 
     @classmethod
     def create(cls, db: ConfigStore, data: LocalModels, upstream: UpstreamClient, router: ModelRouter,
-               gateway: Gateway, engine: LocalEngine, responses: ResponsesStore) -> Operations:
+               gateway: Gateway, engine: LocalEngine, responses: ResponsesStore, batches: BatchStore,
+               max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, poll_seconds: float = 30.0) -> Operations:
         return cls(ApiModelOps(db, upstream), AliasOps(data), ModelOps(router), ChatOps(gateway),
                    UsageOps(gateway.ledger), router_aliases=RouterAliasOps(router),
                    embeddings=EmbeddingOps(gateway), pull=PullOps(data), map=MapOps(gateway),
                    cache=CacheOps(gateway.cache), engine=EngineOps(engine), keys=KeyOps(db),
-                   messages=MessagesOps(gateway), responses=ResponsesOps(gateway, responses))
+                   messages=MessagesOps(gateway), responses=ResponsesOps(gateway, responses),
+                   batches=BatchOps(gateway, batches, max_file_bytes, poll_seconds))

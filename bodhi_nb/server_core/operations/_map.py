@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,12 +27,16 @@ from ..gateway import Gateway
 from ..origin import set_surface
 from ._chat import structured_format
 
-__all__ = ["CANCELLED", "MapJob", "MapOps", "MapResult", "RowMessages"]
+__all__ = ["CANCELLED", "MapJob", "MapOps", "MapResult", "OnRow", "RowBodies", "RowMessages"]
 
 CANCELLED = "Cancelled before this row finished; run map again to resume (finished rows come from the cache)."
 
 RowMessages = Callable[[int], list[dict[str, Any]]]
 """Row number -> that row's messages (may raise BodhiError, KeyError, IndexError, ValueError)."""
+RowBodies = Callable[[int], tuple[dict[str, Any], "str | None"]]
+"""Row number -> that row's whole request body and its ledger key (a batch file's line)."""
+OnRow = Callable[[int, "MapResult", Any, "BodhiError | None"], Awaitable[None]]
+"""Awaited with each finished row: its number, result, raw answer (None on failure) and error."""
 
 
 @dataclass
@@ -54,15 +58,23 @@ class MapJob:
 
     def __init__(self, gateway: Gateway, n: int, messages: RowMessages, body: dict[str, Any], *, concurrency: int,
                  max_retries: int, cache: bool, parse: Callable[[str], Any] | None,
-                 tail: dict[str, Any] | None = None) -> None:
+                 tail: dict[str, Any] | None = None, rows: Iterable[int] | None = None,
+                 bodies: RowBodies | None = None, on_row: OnRow | None = None, keep: bool = True,
+                 surface: str = "map", endpoint: str = "chat/completions") -> None:
+        """`rows` (default: all of 0..n-1) are the row numbers to send, in order; `bodies` gives a
+        row's whole request body and ledger key instead of `body` + `messages` (a batch file's
+        lines); `on_row` sees each finished row with its raw answer or error (awaited on the
+        job's loop), and `keep=False` keeps no per-row results in memory (a 100,000-row batch)."""
         self.gateway, self.n, self.messages, self.body, self.parse = gateway, n, messages, body, parse
         self.tail = tail or {}  # fields after the messages (response_format), where Bodhi.chat puts them
         self.concurrency, self.max_retries, self.cache = concurrency, max_retries, cache
-        self.results: list[MapResult | None] = [None] * n
+        self.bodies, self.on_row, self.keep, self.surface = bodies, on_row, keep, surface
+        self.endpoint = endpoint  # chat/completions, or embeddings (a batch's lines)
+        self.results: list[MapResult | None] = [None] * n if keep else []
         self.done = self.failed = self.tokens = self.from_cache = 0
         self.gate = RateGate()
         self.rng = random.Random()
-        self._next = iter(range(n))
+        self._next = iter(range(n) if rows is None else rows)
         self._workers: list[asyncio.Task[None]] = []
         self._stopped = False
 
@@ -73,7 +85,7 @@ class MapJob:
             w.cancel()
 
     async def run(self) -> list[MapResult]:
-        set_surface("map")  # this task and its workers: the usage ledger records rows as "map"
+        set_surface(self.surface)  # this task and its workers: the usage ledger records rows as "map"
         if not self._stopped:
             self._workers = [asyncio.ensure_future(self._worker()) for _ in range(min(self.concurrency, self.n))]
         try:
@@ -85,28 +97,35 @@ class MapJob:
 
     async def _worker(self) -> None:
         for i in self._next:
-            result = await self._row(i)
-            self.results[i] = result
+            result, data, exc = await self._row(i)
+            if self.keep:
+                self.results[i] = result
             self.done += 1
             self.failed += result.error is not None
             self.from_cache += result.cached
             self.tokens += int((result.usage or {}).get("total_tokens") or 0)
+            if self.on_row is not None:
+                await self.on_row(i, result, data, exc)
 
-    async def _row(self, i: int) -> MapResult:
+    async def _row(self, i: int) -> tuple[MapResult, Any, BodhiError | None]:
         t0 = time.perf_counter()
+        key = None
         try:
-            # The shape Bodhi.chat sends (objs/openai.chat_body, then Gateway.completion), key for key.
-            body = {**self.body, "messages": self.messages(i), **self.tail, "stream": False}
+            if self.bodies is not None:
+                body, key = self.bodies(i)
+            else:
+                # The shape Bodhi.chat sends (objs/openai.chat_body, then Gateway.completion), key for key.
+                body = {**self.body, "messages": self.messages(i), **self.tail, "stream": False}
         except BodhiError as exc:
-            return MapResult(error=exc.message)
+            return MapResult(error=exc.message), None, exc
         except (KeyError, IndexError, ValueError) as exc:
-            return MapResult(error=f"The template could not be filled for this row: {exc!r}")
+            return MapResult(error=f"The template could not be filled for this row: {exc!r}"), None, None
         attempt = 0
         while True:
             await self.gate.wait()
             attempt += 1
             try:
-                opened = await self.gateway.open_chat(body, cache=self.cache)
+                opened = await self.gateway.open_chat(body, cache=self.cache, request_key=key, endpoint=self.endpoint)
                 try:
                     if not opened.response.ok:
                         raise await opened.response.error()
@@ -115,20 +134,24 @@ class MapJob:
                     await opened.response.aclose()
             except BodhiError as exc:
                 if attempt > self.max_retries or not retryable(exc):
-                    return MapResult(error=exc.message, latency_s=time.perf_counter() - t0, attempts=attempt)
+                    return (MapResult(error=exc.message, latency_s=time.perf_counter() - t0, attempts=attempt),
+                            None, exc)
                 delay = retry_delay(exc, attempt, self.rng)
                 if exc.status == 429 or hinted_delay(exc.headers) is not None:
                     self.gate.hold(delay)  # the whole batch slows down, not only this row
                 await asyncio.sleep(delay)
                 continue
             except Exception as exc:  # noqa: BLE001 - a row's failure never aborts the batch
-                return MapResult(error=f"{type(exc).__name__}: {exc}", latency_s=time.perf_counter() - t0,
-                                 attempts=attempt)
+                return (MapResult(error=f"{type(exc).__name__}: {exc}", latency_s=time.perf_counter() - t0,
+                                  attempts=attempt), None, None)
             out = self._result(data, opened.cached, attempt, time.perf_counter() - t0)
             out.target = opened.target
-            return out
+            return out, data, None
 
     def _result(self, data: Any, cached: bool, attempts: int, latency: float) -> MapResult:
+        if self.endpoint != "chat/completions":  # embeddings: the vectors are in `data`
+            return MapResult(usage=data.get("usage") if isinstance(data, dict) else None, latency_s=latency,
+                             attempts=attempts, cached=cached)
         text = completion_text(data)
         if text is None:
             return MapResult(error="The upstream answered with something that is not a chat completion.",

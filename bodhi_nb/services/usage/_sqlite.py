@@ -10,7 +10,7 @@ from ..sqlite import connect, create_database, read_tx, write_tx
 
 __all__ = ["ROW_FIELDS", "SCHEMA_VERSION", "connect", "initialise", "iso_utc", "read_tx", "write_tx"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: request_key, so a batch row re-sent after a crash is counted once
 
 # The ledger's row fields, in order (also the HTTP and DataFrame column names).
 ROW_FIELDS = (
@@ -61,5 +61,12 @@ def iso_utc(ts: float) -> str:
 
 
 def initialise(path: Path) -> None:
-    """Create the ledger's file (owner-only: it may hold prompts), WAL mode and the tables."""
+    """Create the ledger's file (owner-only: it may hold prompts), WAL mode and the tables; a
+    file of schema 1 gains `request_key` (unique where set: one row per batch row, however often
+    it was sent)."""
     create_database(path, _SCHEMA, SCHEMA_VERSION)
+    with write_tx(path) as conn:
+        if "request_key" not in {r[1] for r in conn.execute("PRAGMA table_info(usage)")}:
+            conn.execute("ALTER TABLE usage ADD COLUMN request_key TEXT")
+        conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS usage_request_key ON usage (request_key) "
+                     "WHERE request_key IS NOT NULL")

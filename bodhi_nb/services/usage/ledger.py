@@ -65,6 +65,7 @@ class UsageRecord:
     notebook: str | None = None
     content: str | None = None  # prompt and reply as JSON; kept only with log_content
     ts: float = field(default_factory=time.time)
+    request_key: str | None = None  # unique when set (a batch row): a second row with it is not written
 
 
 def _days(value: object, param: str) -> float:
@@ -238,9 +239,9 @@ class Ledger:
                     rows.append((iso_utc(r.ts), r.surface, r.model, r.provider, r.upstream_model, r.target,
                                  r.status, r.error_code, r.prompt_tokens, r.completion_tokens, r.total_tokens,
                                  int(r.cached), r.latency_ms, r.ttft_ms, cost, r.kernel_id, r.notebook,
-                                 r.content if self.log_content else None))
-                conn.executemany(f"INSERT INTO usage ({', '.join(ROW_FIELDS)}, content) "
-                                 f"VALUES ({', '.join('?' * (len(ROW_FIELDS) + 1))})", rows)
+                                 r.content if self.log_content else None, r.request_key))
+                conn.executemany(f"INSERT OR IGNORE INTO usage ({', '.join(ROW_FIELDS)}, content, request_key) "
+                                 f"VALUES ({', '.join('?' * (len(ROW_FIELDS) + 2))})", rows)
         except Exception as exc:  # noqa: BLE001 - a ledger failure must never break a request
             log.warning("bodhi_nb usage ledger: writing %d rows failed: %s", len(batch), exc)
             return False
