@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING, Any
 from ..objs.errors import InvalidRequestError
 from ..objs.openai import build_messages
 from ..server_core.operations import CANCELLED, MapJob, MapResult
+from ._batches import BatchJob, submit
 
 if TYPE_CHECKING:
     from ..server_core.operations import Operations
     from ._loop_thread import LoopThread
 
-__all__ = ["CANCELLED", "MapResult", "arun_map", "run_map"]
+__all__ = ["CANCELLED", "MapResult", "arun_map", "run_map", "submit_batch"]
 
 
 # -- inputs and response formats --------------------------------------------------------------
@@ -122,6 +123,14 @@ def _prepare(ops: Operations, model: str, inputs: Any, template: str | None, sys
     job = ops.map.job(model, rows.n, rows.messages, concurrency=concurrency, max_retries=max_retries, cache=cache,
                         response_format=response_format, **params)
     return job, rows
+
+
+def submit_batch(ops: Operations, loop: LoopThread, model: str, inputs: Any, *, template: str | None = None,
+                 system: str | None = None, response_format: Any = None, **params: Any) -> BatchJob:
+    """See `Bodhi.map(via="batch")`: the same rows as `map`, one batch job."""
+    rows = _rows(inputs, template, system)
+    loop.run(ops.models.resolve(model))  # a name nothing serves fails here, before a file is written
+    return submit(ops, loop, model, rows, response_format=response_format, output=_output, **params)
 
 
 def run_map(ops: Operations, loop: LoopThread, model: str, inputs: Any, *, template: str | None = None, system: str | None = None,

@@ -149,3 +149,49 @@ async def test_a_batch_on_the_local_model(client):
     done, out = await asyncio.to_thread(run)
     assert done.status == "completed" and done.request_counts.completed == 3
     assert [json.loads(x)["custom_id"] for x in out.splitlines()] == ["row-000", "row-001", "row-002"]
+
+
+# -- at the provider: OpenAI Batch and Anthropic Message Batches (tests/resources/fake_batches.py) ---
+
+
+@pytest.fixture
+def jp_server_config(jp_server_config):
+    """Poll a provider's batch every 50 ms (the fake advances one step per poll)."""
+    return {**jp_server_config, "BodhiExtension": {**jp_server_config["BodhiExtension"], "batch_poll_seconds": 0.05}}
+
+
+@pytest.fixture(scope="module")
+def batch_provider():
+    proc, port = start_fake("fake_batches.py", "--key", TEST_KEY)
+    yield f"http://127.0.0.1:{port}"
+    proc.kill()
+    proc.wait()
+
+
+async def test_batches_run_at_openai_and_anthropic_format_providers(client, api, batch_provider):
+    c = await client()
+    for id, fmt in (("oa", "openai"), ("an", "anthropic")):
+        code, body, _ = await api("POST", "api-models", {"id": id, "base_url": f"{batch_provider}/v1", "api_key": TEST_KEY,
+                                                         "api_format": fmt, "models": ["echo", "status-400"],
+                                                         "prefix": f"{id}/"})
+        assert code == 201, body
+
+    def run(model: str) -> tuple:
+        f = c.files.create(file=("in.jsonl", _lines(model, 12)), purpose="batch")
+        b = c.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+        done = _wait(c, b.id, 60)
+        return b, done, c.files.content(done.output_file_id).text if done.output_file_id else ""
+
+    for model in ("oa/echo", "an/echo"):
+        b, done, out = await asyncio.to_thread(run, model)
+        assert b.status == "validating" and done.status == "completed", (model, done)
+        rows = [json.loads(x) for x in out.splitlines()]
+        # The provider answers in any order (the fake: reversed); the output is ordered by custom_id.
+        assert [r["custom_id"] for r in rows] == [f"row-{i:03d}" for i in range(12)], model
+        assert rows[3]["response"]["body"]["choices"][0]["message"]["content"] == "echo: r3", model
+        assert rows[3]["response"]["body"]["model"] == model  # the name asked, not the upstream's
+    state = httpx.get(f"{batch_provider}/_state", trust_env=False).json()
+    assert all(n == 2 for n in state["processed"].values())  # each custom_id once per provider
+    assert TEST_KEY not in json.dumps(state["files"])  # the provider got lines, never our key in them
+    code, usage, _ = await api("GET", "usage?surface=batch&by=model")
+    assert {g["model"]: g["requests"] for g in usage["data"]} == {"oa/echo": 12, "an/echo": 12}

@@ -4,6 +4,7 @@ another process, not test synchronisation), and telling whether a process is gon
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -66,3 +67,27 @@ def process_gone(pid: int) -> bool:
     except FileNotFoundError:
         return True
     return st.rsplit(")", 1)[-1].split()[0] == "Z"
+
+
+def start_jupyter(home: Path, tmp: Path, *options: str, env: dict[str, str] | None = None,
+                  port: int | None = None, token: str | None = None) -> tuple[subprocess.Popen, str, dict[str, str]]:
+    """A Jupyter server process with the bodhi_nb extension over `home` (its log in tmp/server-N.log):
+    the process, the gateway URL and the auth headers, once `models` answers."""
+    import secrets
+
+    port = port or free_port()
+    token = token or secrets.token_hex(16)
+    tmp.mkdir(parents=True, exist_ok=True)
+    log = tmp / f"server-{port}-{time.monotonic_ns()}.log"
+    environ = {**os.environ, "BODHI_HOME": str(home), "BODHI_ENCRYPTION_KEY": "test-master-secret-0123456789",
+               "JUPYTER_RUNTIME_DIR": str(tmp / "rt"), "BODHI_NO_KEYRING": "1", **(env or {})}
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyter_server", f"--port={port}", "--ip=127.0.0.1", "--ServerApp.open_browser=False",
+             f"--IdentityProvider.token={token}", "--ServerApp.jpserver_extensions={'bodhi_nb': True}",
+             "--BodhiExtension.kdf_iterations=1000", "--allow-root", *options],
+            env=environ, stdout=subprocess.DEVNULL, stderr=err)
+    gw = f"http://127.0.0.1:{port}/bodhi/v1"
+    headers = {"Authorization": f"Bearer {token}"}
+    wait_http_ok(f"{gw}/models", proc, headers=headers, log=log)
+    return proc, gw, headers

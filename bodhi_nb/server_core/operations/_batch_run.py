@@ -28,6 +28,7 @@ from typing import Any
 from ...objs.dialects import dialect
 from ...objs.errors import BodhiError, UpstreamError
 from ...services.batch_store import BatchRecord, BatchStore
+from ...services.usage import UsageRecord, usage_from_body
 from ..gateway import Gateway
 from ..model_router import Remote
 from ._map import MapJob, MapResult
@@ -226,7 +227,12 @@ class BatchRunner:
             if state in _TERMINAL or state == "ended":
                 break
             await asyncio.sleep(self.poll_seconds)
+        if state in ("failed", "expired"):
+            raise UpstreamError(f"The provider's batch {rec.private['remote_id']} {state}.")
         await remote.fetch_results()
+        if state == "cancelled" and rec.status != "cancelling":
+            rec.public.update(status="cancelling", cancelling_at=int(time.time()))
+            await asyncio.to_thread(self._store.put_batch, rec)
         await self._finish(rec)
 
 
@@ -363,6 +369,25 @@ class _Remote:
                     exc = UpstreamError(str(err.get("message")))
                     rows.append((cid, False, error_line(cid, exc, "request_failed", exc.message)))
         await asyncio.to_thread(self._store.add_results, self.rec.id, rows)
+        self._ledger(target, rows)
+
+    def _ledger(self, target: Any, rows: list[tuple[str, bool, dict[str, Any]]]) -> None:
+        """One ledger row per answered request, as a local job records them (keyed, so fetching the
+        results again after a crash counts nothing twice)."""
+        ledger = self._gateway.ledger
+        if ledger is None:
+            return
+        dest_id = str(target.label).removeprefix("API model '").rstrip("'")
+        for cid, ok, line in rows:
+            body = (line.get("response") or {}).get("body") or {}
+            usage = usage_from_body(body) if ok else None
+            ledger.record(UsageRecord(
+                model=self.rec.private["models"][0], surface="batch", provider=dest_id, upstream_model=target.model,
+                status=int((line.get("response") or {}).get("status_code") or (200 if ok else 502)),
+                error_code=None if ok else "request_failed",
+                prompt_tokens=usage.prompt_tokens if usage else None,
+                completion_tokens=usage.completion_tokens if usage else None,
+                total_tokens=usage.total_tokens if usage else None, request_key=f"{self.rec.id}:{cid}" if ok else None))
 
     async def cancel(self) -> None:
         target = await self._target()

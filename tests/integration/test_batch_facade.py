@@ -1,0 +1,55 @@
+"""`Bodhi.map(..., via="batch")`: the rows as one batch job, its handle, and the same job read
+from another process (a new kernel) by id."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from pydantic import BaseModel
+
+from bodhi_nb.objs.errors import InvalidRequestError, ModelNotFound
+from tests.conftest import FAST_KDF, TEST_SECRET
+
+
+class Label(BaseModel):
+    label: str
+
+
+@pytest.fixture
+def fake_models():
+    return ["echo", "structured"]
+
+
+def test_map_via_batch_is_a_job_whose_result_is_the_map_frame(bodhi, bodhi_home):
+    df = pd.DataFrame({"text": ["a", "b", "c"]})
+    job = bodhi.map("fake/echo", df, template="Say {text}", via="batch")
+    assert job.id.startswith("batch_") and job.status in ("validating", "in_progress", "completed")
+    final = job.wait(progress=False, timeout=120)
+    assert final["status"] == "completed" and final["request_counts"]["completed"] == 3
+    out = job.result()
+    direct = bodhi.map("fake/echo", df, template="Say {text}", progress=False, cache=False)
+    assert list(out["reply"]) == list(direct["reply"]) == ["echo: Say a", "echo: Say b", "echo: Say c"]
+    assert list(out["text"]) == ["a", "b", "c"] and out["error"].isna().all()
+    assert bodhi.batches.list()[0]["id"] == job.id
+    # A new kernel finds the job by id and reads the same result.
+    code = (f"import bodhi_nb; b = bodhi_nb.Bodhi({str(bodhi_home)!r}, master_secret={TEST_SECRET!r}, "
+            f"kdf_iterations={FAST_KDF}); j = b.batches.get({job.id!r}); "
+            "print(j.status, [r.text for r in j.result()])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "BODHI_HOME": str(bodhi_home)})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "completed ['echo: Say a', 'echo: Say b', 'echo: Say c']"
+
+
+def test_map_via_batch_parses_structured_output_and_refuses_bad_input(bodhi):
+    job = bodhi.map("fake/structured", ["one", "two"], via="batch", response_format=Label)
+    rows = job.result()
+    assert [type(r.parsed) for r in rows] == [Label, Label] and all(r.error is None for r in rows)
+    with pytest.raises(ModelNotFound):
+        bodhi.map("nobody/here", ["x"], via="batch")
+    with pytest.raises(InvalidRequestError):
+        bodhi.map("fake/echo", ["x"], via="carrier-pigeon")
