@@ -53,3 +53,17 @@ def test_map_via_batch_parses_structured_output_and_refuses_bad_input(bodhi):
         bodhi.map("nobody/here", ["x"], via="batch")
     with pytest.raises(InvalidRequestError):
         bodhi.map("fake/echo", ["x"], via="carrier-pigeon")
+
+
+def test_the_batches_tab_lists_jobs_with_their_progress(bodhi):
+    import bodhi_nb
+    from bodhi_nb.notebook.widgets import BatchesPanel
+
+    job = bodhi.map("fake/echo", ["x", "y"], via="batch")
+    job.wait(progress=False, timeout=120)
+    tab = bodhi_nb.panel(bodhi)
+    assert tab.get_title(5) == "Batches" and isinstance(tab.children[5], BatchesPanel)
+    panel = tab.children[5]
+    panel.refresh()
+    assert job.id in panel.table.value and "2/2 (100 %)" in panel.table.value and "completed" in panel.table.value
+    assert panel.cancel_btn.disabled  # nothing left to cancel
