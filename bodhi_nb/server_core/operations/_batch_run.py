@@ -194,8 +194,10 @@ class BatchRunner:
             else:
                 pending.append((cid, False, error_line(cid, exc, "request_failed", result.error or "failed")))
 
+        # No response cache here: a job resumes from its own kept answers, and the cache's lookup and
+        # write cost a fifth of the gateway's time per row (benchmarks/README.md, "Batches").
         job = MapJob(self._gateway, len(chunk), lambda i: [], {}, concurrency=CONCURRENCY, max_retries=4,
-                     cache=True, parse=None, bodies=lambda i: ({**chunk[i][1], "stream": False},
+                     cache=False, parse=None, bodies=lambda i: ({**chunk[i][1], "stream": False},
                                                                f"{rec.id}:{chunk[i][0]}"),
                      on_row=on_row, keep=False, surface="batch", endpoint=endpoint)
         self._jobs[rec.id] = job
