@@ -209,11 +209,7 @@ class UpstreamClient:
                                          headers={**self._headers(None), **wire.headers})
         except httpx.HTTPError as exc:
             raise transport_error(exc, label) from None
-        redactor = KeyRedactor(key)
-        if not r.is_success:
-            raise upstream_status_error(r.status_code, redactor.error_body(r.content),
-                                        redactor.headers(dict(r.headers)), label)
-        return redactor.body(r.content)
+        return _checked(r, key, label)
 
     # -- a provider's own batch API (services/batch_store.py keeps the state) --------------
 
@@ -227,11 +223,7 @@ class UpstreamClient:
                                              headers={**self._headers(None), **auth}, timeout=self.timeout, **kw)
         except httpx.HTTPError as exc:
             raise transport_error(exc, target.label) from None
-        redactor = KeyRedactor(target.api_key)
-        if not r.is_success:
-            raise upstream_status_error(r.status_code, redactor.error_body(r.content),
-                                        redactor.headers(dict(r.headers)), target.label)
-        return redactor.body(r.content)
+        return _checked(r, target.api_key, target.label)
 
     async def _json(self, raw: bytes, label: str) -> Any:
         try:
@@ -262,11 +254,7 @@ class UpstreamClient:
                                               timeout=self.timeout)
             except httpx.HTTPError as exc:
                 raise transport_error(exc, target.label) from None
-        redactor = KeyRedactor(target.api_key)
-        if not r.is_success:
-            raise upstream_status_error(r.status_code, redactor.error_body(r.content),
-                                        redactor.headers(dict(r.headers)), target.label)
-        return await self._json(redactor.body(r.content), target.label)
+        return await self._json(_checked(r, target.api_key, target.label), target.label)
 
     # -- operations -----------------------------------------------------------------------
 
@@ -279,12 +267,9 @@ class UpstreamClient:
             r = await self._client().get(f"{base_url}/models", headers=self._headers(key))
         except httpx.HTTPError as exc:
             raise transport_error(exc, label) from None
-        redactor = KeyRedactor(key)
-        if not r.is_success:
-            raise upstream_status_error(r.status_code, redactor.error_body(r.content),
-                                        redactor.headers(dict(r.headers)), label)
+        body = _checked(r, key, label)
         try:
-            data = json.loads(redactor.body(r.content))["data"]
+            data = json.loads(body)["data"]
             return [str(m["id"]) for m in data]
         except (ValueError, KeyError, TypeError):
             raise UpstreamError(f"The {label} answered /models with something that is not an OpenAI model list.") from None
@@ -356,3 +341,12 @@ class UpstreamClient:
         out = UpstreamResponse(resp, target.label, target.api_key)
         out.upstream_seconds = time.perf_counter() - t
         return out
+
+
+def _checked(r: httpx.Response, key: str | None, label: str) -> bytes:
+    """A management call's body with the key masked; an error status raises, in our words."""
+    redactor = KeyRedactor(key)
+    if not r.is_success:
+        raise upstream_status_error(r.status_code, redactor.error_body(r.content),
+                                    redactor.headers(dict(r.headers)), label)
+    return redactor.body(r.content)

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from bodhi_nb.objs import ApiModelAlias, InvalidRequestError, UpstreamError, mask_api_key
 from bodhi_nb.services.upstream_client import (
+    POOLS,
     ForwardTarget,
     KeyRedactor,
     RawCredentials,
@@ -290,17 +291,19 @@ def test_key_only_in_authorization_header(httpx_mock):
     assert [k for k, v in req.headers.items() if TEST_KEY in v] == ["authorization"]
 
 
-def test_one_client_per_loop_and_closed_on_shutdown():
+def test_a_fixed_set_of_clients_per_loop_all_closed_on_shutdown():
+    """POOLS small connection pools per loop, used in turn (httpcore's pool is quadratic in the
+    requests in flight), never more however many requests, and every one closed on shutdown."""
     svc = UpstreamClient()
 
     async def go():
-        a = svc._client()
-        b = svc._client()
+        got = [svc._client() for _ in range(POOLS * 3)]
         await svc.aclose()
-        return a, b
+        return got
 
-    a, b = run(go())
-    assert a is b and a.is_closed
+    got = run(go())
+    assert len({id(c) for c in got}) == POOLS and all(c.is_closed for c in got)
+    assert len({id(c) for c in run(go())} & {id(c) for c in got}) == 0  # another loop: clients of its own
 
 
 def test_upstream_cookies_are_never_kept_or_sent(httpx_mock):
