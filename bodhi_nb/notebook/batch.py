@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from ..server_core.operations import Operations
     from ._loop_thread import LoopThread
 
-__all__ = ["CANCELLED", "MapResult", "arun_map", "run_map", "submit_batch"]
+__all__ = ["CANCELLED", "MapResult", "arun_map", "estimate_rows", "run_map", "submit_batch"]
 
 
 # -- inputs and response formats --------------------------------------------------------------
@@ -125,11 +125,35 @@ def _prepare(ops: Operations, model: str, inputs: Any, template: str | None, sys
     return job, rows
 
 
+def estimate_rows(ops: Operations, loop: LoopThread, model: str, inputs: Any, *, template: str | None = None,
+                  system: str | None = None, batch: bool = False, max_tokens: int | None = None,
+                  **params: Any) -> dict[str, Any]:
+    """See `Bodhi.estimate`: rows, tokens and cost, nothing sent."""
+    rows = _rows(inputs, template, system)
+    cap = max_tokens if max_tokens is not None else params.get("max_completion_tokens")
+    est = loop.run(ops.estimate.estimate(model, (rows.messages(i) for i in range(rows.n)), max_tokens=cap,
+                                         batch=batch))
+    return dict(est.public())
+
+
+def _refuse_over_budget(ops: Operations, loop: LoopThread, model: str, rows: _Rows, params: dict[str, Any],
+                        batch: bool) -> None:
+    """With a daily budget in force, a job whose estimate is above what is left of it is refused
+    before it starts, naming both numbers (operations/_estimate.py)."""
+    if loop.run(ops.usage.budget()).daily_usd is None:
+        return
+    cap = params.get("max_tokens", params.get("max_completion_tokens"))
+    est = loop.run(ops.estimate.estimate(model, (rows.messages(i) for i in range(rows.n)),
+                                         max_tokens=cap if isinstance(cap, int) else None, batch=batch))
+    ops.estimate.check_budget(est)
+
+
 def submit_batch(ops: Operations, loop: LoopThread, model: str, inputs: Any, *, template: str | None = None,
                  system: str | None = None, response_format: Any = None, **params: Any) -> BatchJob:
     """See `Bodhi.map(via="batch")`: the same rows as `map`, one batch job."""
     rows = _rows(inputs, template, system)
     loop.run(ops.models.resolve(model))  # a name nothing serves fails here, before a file is written
+    _refuse_over_budget(ops, loop, model, rows, params, batch=True)
     return submit(ops, loop, model, rows, response_format=response_format, output=_output, **params)
 
 
@@ -141,6 +165,7 @@ def run_map(ops: Operations, loop: LoopThread, model: str, inputs: Any, *, templ
         raise RuntimeError("Bodhi.map cannot be called from bodhi_nb's own I/O thread; use `await b.amap(...)`.")
     job, rows = _prepare(ops, model, inputs, template, system, concurrency, max_retries, cache, response_format, params)
     loop.run(ops.models.resolve(model))  # a name nothing serves fails once, here, not once per row
+    _refuse_over_budget(ops, loop, model, rows, params, batch=False)
     bar = _Progress(job, progress, model)
     fut = loop.submit(job.run())
     interrupted = False

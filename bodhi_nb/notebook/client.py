@@ -179,7 +179,7 @@ class Bodhi:
 
     def map(self, model: str, inputs: Any, *, template: str | None = None, system: str | None = None,
             concurrency: int = 8, max_retries: int = 4, cache: bool = True, response_format: Any = None,
-            progress: bool = True, via: str = "requests", **params: Any) -> Any:
+            progress: bool = True, via: str = "requests", estimate: bool = False, **params: Any) -> Any:
         """One prompt over many rows: a list of str or of message lists gives a list of
         `MapResult` in input order; a DataFrame (with `template`, a `str.format` over its
         columns) or a Series gives a new DataFrame with `reply`, `error` and parsed fields.
@@ -191,8 +191,11 @@ class Bodhi:
         Anthropic-format provider, run by the gateway for every other model) and returns its
         handle at once: `.status`, `.wait()`, `.result()` (this same DataFrame) and `.cancel()`;
         the job survives a kernel restart (`b.batches.get(id)`)."""
-        from .batch import run_map, submit_batch
+        from .batch import estimate_rows, run_map, submit_batch
 
+        if estimate:  # what it would cost, nothing sent
+            return estimate_rows(self.ops, self._loop, model, inputs, template=template, system=system,
+                                 batch=via == "batch", **params)
         if via == "batch":
             return submit_batch(self.ops, self._loop, model, inputs, template=template, system=system,
                                 response_format=response_format, **params)
@@ -201,6 +204,18 @@ class Bodhi:
         return run_map(self.ops, self._loop, model, inputs, template=template, system=system, concurrency=concurrency,
                        max_retries=max_retries, cache=cache, response_format=response_format, progress=progress,
                        **params)
+
+    def estimate(self, model: str, inputs: Any, *, template: str | None = None, system: str | None = None,
+                 max_tokens: int | None = None, batch: bool = False) -> dict[str, Any]:
+        """What `map` over these rows would cost, without sending anything: `rows`, `prompt_tokens`
+        (the target's own tokenizer where known: the GGUF's for local models, tiktoken for OpenAI
+        models when its files are available offline, else characters / 4, named in `tokenizer`),
+        `max_output_tokens` (rows x the cap), `cost_usd` from `b.prices` (None when unpriced; half
+        with `batch=True` at an OpenAI- or Anthropic-format provider) and what is left of today's budget."""
+        from .batch import estimate_rows
+
+        return estimate_rows(self.ops, self._loop, model, inputs, template=template, system=system, batch=batch,
+                             max_tokens=max_tokens)
 
     async def amap(self, model: str, inputs: Any, *, template: str | None = None, system: str | None = None,
                    concurrency: int = 8, max_retries: int = 4, cache: bool = True, response_format: Any = None,

@@ -67,3 +67,29 @@ def test_the_batches_tab_lists_jobs_with_their_progress(bodhi):
     panel.refresh()
     assert job.id in panel.table.value and "2/2 (100 %)" in panel.table.value and "completed" in panel.table.value
     assert panel.cancel_btn.disabled  # nothing left to cancel
+
+
+def test_estimate_prices_rows_and_a_job_over_budget_is_refused_before_it_starts(bodhi, upstream):
+    from bodhi_nb.objs.errors import BudgetExceeded
+
+    df = pd.DataFrame({"text": ["a few words of text " * 4] * 10})
+    est = bodhi.estimate("fake/echo", df, template="Say {text}", max_tokens=10)
+    assert est["rows"] == 10 and est["prompt_tokens"] > 100 and est["max_output_tokens"] == 100
+    assert est["cost_usd"] is None and est["tokenizer"].startswith(("tiktoken", "approx"))
+    bodhi.prices.set("fake/echo", input=1000.0, output=1000.0)  # USD per million tokens
+    est = bodhi.estimate("fake/echo", df, template="Say {text}", max_tokens=10)
+    half = bodhi.estimate("fake/echo", df, template="Say {text}", max_tokens=10, batch=True)
+    assert est["cost_usd"] == pytest.approx((est["prompt_tokens"] + 100) / 1000)
+    assert half["cost_usd"] == pytest.approx(est["cost_usd"] / 2)  # an OpenAI-format provider's batch price
+    assert bodhi.map("fake/echo", df, template="Say {text}", max_tokens=10, estimate=True)["rows"] == 10
+    bodhi.budget(daily_usd=0.001)
+    before = upstream.last()
+    try:
+        for via in ("requests", "batch"):
+            with pytest.raises(BudgetExceeded) as ei:
+                bodhi.map("fake/echo", df, template="Say {text}", max_tokens=10, via=via, progress=False)
+            assert ei.value.status == 429 and "$0.0010" in ei.value.message, via
+            assert (f"{est['cost_usd']:.4f}" if via == "requests" else f"{half['cost_usd']:.4f}") in ei.value.message
+        assert upstream.last() == before and bodhi.batches.list() == []  # nothing was sent or started
+    finally:
+        bodhi.budget(daily_usd=None)

@@ -25,6 +25,7 @@ from ._api_models import ApiModelOps
 from ._batches import DEFAULT_MAX_FILE_BYTES, BatchOps
 from ._chat import ChatOps, structured_format
 from ._embeddings import DEFAULT_BATCH_SIZE, EmbeddingOps, as_texts
+from ._estimate import BATCH_DISCOUNT, DEFAULT_OUTPUT_TOKENS, Estimate, EstimateOps
 from ._map import CANCELLED, MapJob, MapOps, MapResult
 from ._messages import MessagesOps
 from ._models import ModelOps
@@ -36,7 +37,8 @@ from ._usage import USAGE_ROW_FIELDS, USAGE_SUM_FIELDS, UsageOps, UsagePage, par
 
 __all__ = ["Operations", "ApiModelOps", "AliasOps", "ChatOps", "ModelOps", "PullOps", "UsageOps", "UsagePage", "RouterAliasOps", "structured_format",
            "EmbeddingOps", "DEFAULT_BATCH_SIZE", "as_texts", "MapOps", "MapJob", "MapResult", "CANCELLED",
-           "USAGE_ROW_FIELDS", "USAGE_SUM_FIELDS", "parse_usage_by", "CacheOps", "EngineOps", "KeyOps", "CancelFlag", "MessagesOps", "ResponsesOps", "BatchOps", "DEFAULT_MAX_FILE_BYTES",
+           "USAGE_ROW_FIELDS", "USAGE_SUM_FIELDS", "parse_usage_by", "CacheOps", "EngineOps", "KeyOps", "CancelFlag", "MessagesOps", "ResponsesOps", "BatchOps", "DEFAULT_MAX_FILE_BYTES", "EstimateOps", "Estimate",
+           "DEFAULT_OUTPUT_TOKENS", "BATCH_DISCOUNT",
            # the one atomic, durable file write (services/files.py), for the wings' own files
            "atomic_write", "created_file_mode"]
 
@@ -60,6 +62,7 @@ class Operations:
     messages: MessagesOps
     responses: ResponsesOps
     batches: BatchOps
+    estimate: EstimateOps
 
     @classmethod
     def create(cls, db: ConfigStore, data: LocalModels, upstream: UpstreamClient, router: ModelRouter,
@@ -70,4 +73,6 @@ class Operations:
                    embeddings=EmbeddingOps(gateway), pull=PullOps(data), map=MapOps(gateway),
                    cache=CacheOps(gateway.cache), engine=EngineOps(engine), keys=KeyOps(db),
                    messages=MessagesOps(gateway), responses=ResponsesOps(gateway, responses),
-                   batches=BatchOps(gateway, batches, max_file_bytes, poll_seconds))
+                   batches=BatchOps(gateway, batches, max_file_bytes, poll_seconds,
+                                    estimate=EstimateOps(router, gateway.ledger, data)),
+                   estimate=EstimateOps(router, gateway.ledger, data))

@@ -18,6 +18,7 @@ import asyncio
 import json
 import secrets
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from ..contract import BatchCreateRequest, parse
 from ..gateway import Gateway
 from ..model_router import Remote
 from ._batch_run import BatchRunner, error_line
+from ._estimate import EstimateOps
 
 __all__ = ["DEFAULT_MAX_FILE_BYTES", "BatchOps", "LineProblem"]
 
@@ -45,8 +47,9 @@ class BatchOps:
     """Upload, list, read and delete files; create, read, list and cancel batches."""
 
     def __init__(self, gateway: Gateway, store: BatchStore, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
-                 poll_seconds: float = 30.0) -> None:
+                 poll_seconds: float = 30.0, estimate: EstimateOps | None = None) -> None:
         self._gateway = gateway
+        self._estimate = estimate
         self.store = store
         self.max_file_bytes = max_file_bytes
         self.runner = BatchRunner(gateway, store, poll_seconds=poll_seconds)
@@ -93,6 +96,7 @@ class BatchOps:
             except ModelNotFound as exc:
                 raise ModelNotFound(f"Line model '{m}' is not served by any API model or local alias; no request "
                                     "was sent.") from exc
+        await self._check_budget(req.input_file_id, dests)
         where = "local"
         if len(dests) == 1 and req.endpoint == "/v1/chat/completions":
             dest = next(iter(dests.values()))
@@ -111,6 +115,41 @@ class BatchOps:
         await asyncio.to_thread(self._start, rec, problems)
         self.runner.start(rec.id)
         return public
+
+    async def _check_budget(self, file_id: str, dests: dict[str, Any]) -> None:
+        """A job whose estimate is above what is left of today's budget is refused before it
+        starts, naming both numbers (with a budget in force, for a file of one model; the file is
+        read as the estimate goes, never held in memory)."""
+        ledger = self._gateway.ledger
+        if self._estimate is None or ledger is None or len(dests) != 1:
+            return
+        if (await asyncio.to_thread(ledger.budget)).daily_usd is None:
+            return
+        model, dest = next(iter(dests.items()))
+        cap = await asyncio.to_thread(self._first_cap, file_id)
+        batch = isinstance(dest, Remote) and dest.api_alias.api_format.value in ("openai", "anthropic")
+        est = await self._estimate.estimate(model, self._messages(file_id), max_tokens=cap, batch=batch)
+        self._estimate.check_budget(est)
+
+    def _messages(self, file_id: str) -> Iterator[list[dict[str, Any]]]:
+        for _, raw in self.store.lines(file_id):
+            try:
+                body = json.loads(raw)["body"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            if isinstance(body, dict) and isinstance(body.get("messages"), list):
+                yield body["messages"]
+
+    def _first_cap(self, file_id: str) -> int | None:
+        """The output cap the lines ask for (the first line's; the estimate uses one for all)."""
+        for _, raw in self.store.lines(file_id):
+            try:
+                body = json.loads(raw)["body"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            cap = body.get("max_completion_tokens", body.get("max_tokens")) if isinstance(body, dict) else None
+            return cap if isinstance(cap, int) and not isinstance(cap, bool) else None
+        return None
 
     def _start(self, rec: BatchRecord, problems: list[LineProblem]) -> None:
         self.store.put_batch(rec)
