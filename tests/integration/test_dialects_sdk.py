@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import anthropic
 import httpx
@@ -310,7 +311,8 @@ async def test_every_format_serves_chat_streams_tools_and_listing(gateway, api):
         assert code == 200 and tested == {"success": True, "response": "echo: ping", "error": None}, id
 
 
-async def test_the_key_canary_never_reaches_a_dialect_client(gateway, api, bodhi_home):
+async def test_the_key_canary_never_reaches_a_dialect_client(gateway, api, bodhi_home, caplog):
+    caplog.set_level(logging.DEBUG)
     root, token = await gateway()
     seen: list[str] = []
     async with httpx.AsyncClient(trust_env=False, timeout=60) as h:
@@ -329,6 +331,7 @@ async def test_the_key_canary_never_reaches_a_dialect_client(gateway, api, bodhi
     assert mask_api_key(TEST_KEY) in text  # the providers did quote it, and it arrived masked
     for f in bodhi_home.glob("*.sqlite*"):
         assert TEST_KEY.encode() not in f.read_bytes(), f
+    assert "echo-key" in caplog.text and TEST_KEY[8:30] not in caplog.text  # the server's logs, every level
 
 
 class Verdict(BaseModel):

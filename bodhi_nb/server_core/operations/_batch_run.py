@@ -159,6 +159,10 @@ class BatchRunner:
         async def keep() -> None:
             rows, pending[:] = list(pending), []
             if rows:
+                # The ledger's rows first: an answer kept here is never sent again, so its usage row
+                # must already be in the file (one sent again after a crash is keyed: counted once).
+                if self._gateway.ledger is not None:
+                    await asyncio.to_thread(self._gateway.ledger.flush)
                 await asyncio.to_thread(self._store.add_results, rec.id, rows)
                 ok, bad = await asyncio.to_thread(self._store.counts, rec.id)
                 rec.public["request_counts"].update(completed=ok, failed=bad)
