@@ -47,6 +47,7 @@ class Op:
     tags: tuple[str, ...] = ()
     stream: bool = False
     error: type[BaseModel] | None = None  # the error envelope, when not OpenAI's (another dialect's route)
+    body: str = "json"  # what the request body is: "json", "multipart" for an upload, "none" when it is not read
 
 
 class BodhiHandler(APIHandler):

@@ -49,7 +49,7 @@ class BatchHandler(BodhiHandler):
 class BatchCancelHandler(BodhiHandler):
     path = r"batches/(?P<id>[^/]+)/cancel"
     openapi = {"post": Op("Cancel a batch (finished requests are kept in its output file)", response=BatchObject,
-                          errors=(403, 404), tags=_TAGS)}
+                          errors=(403, 404), tags=_TAGS, body="none")}
 
     @web.authenticated
     @authorized

@@ -30,7 +30,7 @@ class FilesHandler(BodhiHandler):
         "get": Op("Files (purpose filters)", response=FileList, errors=(403,), tags=_TAGS,
                   query=(("purpose", "string", "only files of this purpose"),)),
         "post": Op("Upload a file: multipart/form-data with purpose (batch) and file (a .jsonl)",
-                   response=FileObject, errors=(400, 403, 413), tags=_TAGS),
+                   response=FileObject, errors=(400, 403, 413), tags=_TAGS, body="multipart"),
     }
     _upload: Upload | None = None
     _refused: PayloadTooLarge | None = None  # an upload refused from its Content-Length: its bytes are dropped

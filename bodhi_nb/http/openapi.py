@@ -76,6 +76,11 @@ def _operation(h: type[BodhiHandler], method: str, op: Op, params: list[str], er
         out["parameters"] = parameters
     if op.request is not None:
         out["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(op.request)}}}
+    elif op.body == "multipart":
+        out["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": {
+            "type": "object", "required": ["purpose", "file"],
+            "properties": {"purpose": {"type": "string", "enum": ["batch", "user_data"]},
+                           "file": {"type": "string", "format": "binary"}}}}}}
     ok: dict[str, Any] = {"description": "OK" if op.status != 201 else "Created"}
     if op.status == 204:
         ok = {"description": "No Content"}

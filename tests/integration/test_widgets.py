@@ -12,7 +12,15 @@ import ipywidgets as W
 import pytest
 
 from bodhi_nb.notebook.client import Bodhi
-from bodhi_nb.notebook.widgets import AliasesPanel, ApiModelsPanel, ChatPanel, RouterAliasesPanel, UsagePanel, panel
+from bodhi_nb.notebook.widgets import (
+    AliasesPanel,
+    ApiModelsPanel,
+    BatchesPanel,
+    ChatPanel,
+    RouterAliasesPanel,
+    UsagePanel,
+    panel,
+)
 from tests.conftest import FAST_KDF, TEST_KEY, TEST_SECRET
 
 
@@ -190,5 +198,7 @@ def test_aliases_panel_crud(bodhi):
 
 def test_panel_is_a_tab_of_every_panel(bodhi):
     t = panel(bodhi)
-    assert [t.get_title(i) for i in range(5)] == ["Chat", "API models", "Local aliases", "Usage", "Router aliases"]
-    assert [type(c) for c in t.children] == [ChatPanel, ApiModelsPanel, AliasesPanel, UsagePanel, RouterAliasesPanel]
+    assert [t.get_title(i) for i in range(6)] == ["Chat", "API models", "Local aliases", "Usage", "Router aliases",
+                                                  "Batches"]
+    assert [type(c) for c in t.children] == [ChatPanel, ApiModelsPanel, AliasesPanel, UsagePanel, RouterAliasesPanel,
+                                             BatchesPanel]
