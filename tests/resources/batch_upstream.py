@@ -19,7 +19,6 @@ GET /_stats -> {"max_in_flight", "in_flight", "requests": [{"t", "t_end", "text"
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import email.utils
 import json
@@ -134,15 +133,7 @@ def make_app(api_key: str | None) -> tornado.web.Application:
     return tornado.web.Application([(r"/v1/chat/completions", Chat), (r"/_stats", Stats)], api_key=api_key)
 
 
-async def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--key")
-    args = ap.parse_args()
-    server = make_app(args.key).listen(0, address="127.0.0.1")
-    port = next(iter(server._sockets.values())).getsockname()[1]
-    print(f"PORT {port}", flush=True)
-    await asyncio.Event().wait()
-
-
 if __name__ == "__main__":
-    asyncio.run(main())
+    from serve import serve  # (run as a script: this folder is on sys.path)
+
+    serve(lambda args: make_app(args.key))

@@ -84,8 +84,6 @@ everything.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
 import re
 import secrets
@@ -724,15 +722,7 @@ def make_app(api_key: str | None) -> tornado.web.Application:
         (r"/_state", State), (r"/(.*)", NotFound)], api_key=api_key)
 
 
-async def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--key")
-    args = ap.parse_args()
-    server = make_app(args.key).listen(0, address="127.0.0.1")
-    port = next(iter(server._sockets.values())).getsockname()[1]
-    print(f"PORT {port}", flush=True)
-    await asyncio.Event().wait()
-
-
 if __name__ == "__main__":
-    asyncio.run(main())
+    from serve import serve  # (run as a script: this folder is on sys.path)
+
+    serve(lambda args: make_app(args.key))

@@ -27,7 +27,6 @@ With --key, every /v1 request needs "Authorization: Bearer KEY" (else 401).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import hashlib
@@ -309,16 +308,7 @@ def make_app(api_key: str | None) -> tornado.web.Application:
          (r"/v1/embeddings", Embeddings)], api_key=api_key)
 
 
-async def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--key")
-    args = ap.parse_args()
-    app = make_app(args.key)
-    server = app.listen(0, address="127.0.0.1")
-    port = next(iter(server._sockets.values())).getsockname()[1]
-    print(f"PORT {port}", flush=True)
-    await asyncio.Event().wait()
-
-
 if __name__ == "__main__":
-    asyncio.run(main())
+    from serve import serve  # (run as a script: this folder is on sys.path)
+
+    serve(lambda args: make_app(args.key))

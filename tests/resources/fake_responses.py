@@ -37,8 +37,6 @@ GET /_last returns the last request's headers, body and raw body text.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
 import sys
 import time
@@ -385,20 +383,15 @@ def make_app(api_key: str | None, openapi: bool = False) -> tornado.web.Applicat
          (r"/_last", Last)], api_key=api_key, openapi=openapi, default_handler_class=NotFound)
 
 
-async def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--key")
-    ap.add_argument("--openapi", action="store_true", help="also validate bodies against OpenAPI CreateResponse")
-    args = ap.parse_args()
+def _build(args: Any) -> tornado.web.Application:
     if args.openapi:
         from tests.resources.openapi_check import validate
         validate("CreateResponse", {"model": "m", "input": "warm up"})  # load the document before listening
-    app = make_app(args.key, args.openapi)
-    server = app.listen(0, address="127.0.0.1")
-    port = next(iter(server._sockets.values())).getsockname()[1]
-    print(f"PORT {port}", flush=True)
-    await asyncio.Event().wait()
+    return make_app(args.key, args.openapi)
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    from serve import serve  # (run as a script: this folder is on sys.path)
+
+    serve(_build, flags=[("--openapi", {"action": "store_true",
+                                        "help": "also validate bodies against OpenAPI CreateResponse"})])
