@@ -4,6 +4,7 @@ Run: python fake_openai.py [--key KEY]  -> prints "PORT <n>" once listening.
 Behaviour by model name:
   echo*          reply "echo: <last user message>"; streamed as one chunk per word
   slow-stream    max_tokens words (default 2,000), for relay tests; x_chunk_rate paces them
+  paced-N        slow-stream at N chunks per second
   forever        a stream that never ends (one chunk every 50 ms)
   cut            stream: two chunks, then the connection is dropped
   slow-first     waits 30 s before answering
@@ -250,8 +251,8 @@ class Chat(Base):
             rf = body.get("response_format") or {}
             text = json.dumps(example((rf.get("json_schema") or {}).get("schema") or {"type": "object"}))
         words = text.split(" ")
-        if model == "slow-stream":
-            words = [f"w{i}" for i in range(int(body.get("max_tokens") or 2000))]
+        if model == "slow-stream" or model.startswith("paced-"):
+            words = [f"w{i}" for i in range(int(body.get("max_tokens") or body.get("max_completion_tokens") or 2000))]
         if not body.get("stream"):
             self.set_header("Set-Cookie", "upstream=1")
             self.set_header("X-Upstream", "yes")
@@ -277,7 +278,9 @@ class Chat(Base):
                     await self.flush()
                 self.request.connection.stream.close()
                 return
-            rate = float(body.get("x_chunk_rate") or 0)  # pace chunks (per second) when asked
+            # pace chunks (per second) when asked: x_chunk_rate, or a model named paced-N (for clients of other
+            # dialects, whose requests carry no extra fields)
+            rate = float(body.get("x_chunk_rate") or (model.split("-")[1] if model.startswith("paced-") else 0))
             t0 = time.perf_counter()
             for i, w in enumerate(words):
                 if rate:
