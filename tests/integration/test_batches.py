@@ -65,6 +65,7 @@ async def test_a_batch_runs_here_when_the_provider_has_no_batch_api(client, api)
         f = c.files.create(file=("in.jsonl", _lines("slow/lat-10", 30, bad=2)), purpose="batch")
         b = c.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
         done = _wait(c, b.id)
+        assert done.status == "completed" and done.output_file_id and done.error_file_id, done
         out = c.files.content(done.output_file_id).text
         err = c.files.content(done.error_file_id).text
         return f, b, done, out, err, c.batches.list(), c.files.retrieve(f.id)

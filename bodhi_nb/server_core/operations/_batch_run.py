@@ -156,7 +156,13 @@ class BatchRunner:
         pending: list[tuple[str, bool, dict[str, Any]]] = []  # finished rows not yet kept: (custom_id, ok, line)
         endpoint = rec.public["endpoint"].removeprefix("/v1/")
 
+        lock = asyncio.Lock()  # one keep at a time: the flusher's and the last one never interleave
+
         async def keep() -> None:
+            async with lock:
+                await _keep()
+
+        async def _keep() -> None:
             rows, pending[:] = list(pending), []
             if rows:
                 # The ledger's rows first: an answer kept here is never sent again, so its usage row
@@ -168,9 +174,12 @@ class BatchRunner:
                 rec.public["request_counts"].update(completed=ok, failed=bad)
                 await asyncio.to_thread(self._store.put_batch, rec)
 
+        stop = asyncio.Event()
+
         async def flusher() -> None:
-            while True:
-                await asyncio.sleep(FLUSH_SECONDS)
+            while not stop.is_set():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), FLUSH_SECONDS)
                 await keep()
 
         chunks = _Chunks(self._store, rec.public["input_file_id"], done)
@@ -181,11 +190,11 @@ class BatchRunner:
                 ahead = asyncio.ensure_future(chunks.next())  # read the next lines while these run
                 await self._send(rec, endpoint, chunk, pending)
                 chunk = await ahead
-            await keep()
         finally:
-            flush.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flush
+            # Never cancelled mid-write: a keep cut short would leave answers neither kept nor pending
+            # (they were written after the output file, which then lacked them).
+            stop.set()
+            await flush
         await keep()
         await self._finish(rec)
 
