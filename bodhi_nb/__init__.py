@@ -66,6 +66,6 @@ def configure_jupyter_ai(*args: Any, **kwargs: Any) -> Any:
 
 
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:
-    from .http.extension import BodhiExtension
+    from .extension import BodhiExtension
 
-    return [{"module": "bodhi_nb.http.extension", "app": BodhiExtension}]
+    return [{"module": "bodhi_nb.extension", "app": BodhiExtension}]

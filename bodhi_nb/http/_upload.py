@@ -33,6 +33,7 @@ class Upload:
         self.limit = limit
         self.size = 0
         self.too_large = False
+        self.malformed: str | None = None  # why the body is not multipart/form-data (a 400 at finish)
         self.fields: dict[str, str] = {}
         self.filename: str | None = None
         fd, name = tempfile.mkstemp(prefix=".upload-", suffix=".partial", dir=directory)
@@ -81,16 +82,28 @@ class Upload:
             self.fields[self._part] = self._value.decode(errors="replace")
 
     def feed(self, chunk: bytes) -> None:
-        self._parser.write(chunk)
+        if self.malformed is not None:
+            return  # the rest of a broken body is read and dropped, then answered with a 400
+        try:
+            self._parser.write(chunk)
+        except Exception as exc:  # noqa: BLE001 - python-multipart's errors for a broken body
+            self.malformed = str(exc) or type(exc).__name__
 
     def finish(self) -> tuple[Path, str, str]:
         """The temp file, its name and the purpose; raises (and removes the file) when the upload
         was too large or a part is missing."""
-        self._parser.finalize()
+        if self.malformed is None:
+            try:
+                self._parser.finalize()
+            except Exception as exc:  # noqa: BLE001
+                self.malformed = str(exc) or type(exc).__name__
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
         try:
+            if self.malformed is not None:
+                raise InvalidRequestError(f"The upload is not valid multipart/form-data ({self.malformed[:200]}).",
+                                          param="file")
             if self.too_large:
                 raise PayloadTooLarge(f"The file is larger than this server's limit of {self.limit:,} bytes.",
                                       param="file")

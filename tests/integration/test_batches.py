@@ -196,3 +196,15 @@ async def test_batches_run_at_openai_and_anthropic_format_providers(client, api,
     assert TEST_KEY not in json.dumps(state["files"])  # the provider got lines, never our key in them
     code, usage, _ = await api("GET", "usage?surface=batch&by=model")
     assert {g["model"]: g["requests"] for g in usage["data"]} == {"oa/echo": 12, "an/echo": 12}
+
+
+async def test_a_broken_multipart_upload_is_a_400(jp_serverapp, http_server_client, jp_http_port, jp_base_url):
+    url = f"http://127.0.0.1:{jp_http_port}{jp_base_url}bodhi/v1/files"
+    headers = {"Authorization": f"Bearer {jp_serverapp.identity_provider.token}",
+               "Content-Type": "multipart/form-data; boundary=a222103b9b30b1f9e8be6882ecedb1d2"}
+    body = b"--a222103b9b30b1f9e8be6882ecedb1d2\r\n[]--a222103b9b30b1f9e8be6882ecedb1d2--\r\n"  # found by schemathesis
+    async with httpx.AsyncClient(trust_env=False) as h:
+        r = await h.post(url, headers=headers, content=body)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "file"
+    services = jp_serverapp.web_app.settings["bodhi_nb.services"]
+    assert list(services.ops.batches.store.dir.iterdir()) == []  # nothing of it kept

@@ -31,7 +31,7 @@ ALLOWED: dict[str, set[str]] = {
 
 def layer(module: str) -> str:
     parts = module.split(".")
-    if len(parts) == 1:
+    if len(parts) == 1 or module == "bodhi_nb.extension":  # the package and the server extension's entry point
         return "root"
     if parts[1] in ALLOWED:
         return parts[1]

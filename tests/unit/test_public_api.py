@@ -9,7 +9,7 @@ def test_top_level_exports():
                                      "load_ipython_extension", "openai_client", "panel", "server_info"]
     assert bodhi_nb.Bodhi.__name__ == "Bodhi" and bodhi_nb.MapResult.__name__ == "MapResult"
     points = bodhi_nb._jupyter_server_extension_points()
-    assert points[0]["module"] == "bodhi_nb.http.extension" and points[0]["app"].name == "bodhi_nb"
+    assert points[0]["module"] == "bodhi_nb.extension" and points[0]["app"].name == "bodhi_nb"
 
 
 def test_objs_exports_resolve():
