@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import secrets
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -255,29 +257,10 @@ class _Chunks:
     """The input file's lines not answered yet, CHUNK_ROWS at a time, read in a worker thread."""
 
     def __init__(self, store: BatchStore, file_id: str, done: set[str]) -> None:
-        self._lines = store.lines(file_id)
-        self._done = done
-
-    def _read(self) -> list[tuple[str, dict[str, Any]]]:
-        out: list[tuple[str, dict[str, Any]]] = []
-        for _, raw in self._lines:
-            if not raw.strip():
-                continue
-            try:
-                line = json.loads(raw)
-                cid, body = line["custom_id"], line["body"]
-            except (ValueError, KeyError, TypeError):
-                continue  # a bad line: already in the error file
-            if not isinstance(cid, str) or cid in self._done or not isinstance(body, dict):
-                continue
-            self._done.add(cid)  # (a duplicate custom_id is sent once, as its first line)
-            out.append((cid, body))
-            if len(out) >= CHUNK_ROWS:
-                break
-        return out
+        self._lines = _sendable(store, file_id, done)
 
     async def next(self) -> list[tuple[str, dict[str, Any]]]:
-        return await asyncio.to_thread(self._read)
+        return await asyncio.to_thread(lambda: list(itertools.islice(self._lines, CHUNK_ROWS)))
 
 
 class _Remote:
@@ -314,7 +297,8 @@ class _Remote:
 
     def _lines(self, model: str) -> list[tuple[str, dict[str, Any]]]:
         done = self._store.done_ids(self.rec.id)  # the lines already in the error file
-        return [(cid, {**body, "model": model}) for cid, body in _all_lines(self._store, self.rec, done)]
+        lines = _sendable(self._store, self.rec.public["input_file_id"], done)
+        return [(cid, {**body, "model": model}) for cid, body in lines]
 
     def _openai_file(self, model: str) -> Path:
         fd, name = tempfile.mkstemp(prefix=".upload-", suffix=".jsonl", dir=self._store.dir)
@@ -414,9 +398,11 @@ class _Remote:
                                                    headers=self._ant_headers(target))
 
 
-def _all_lines(store: BatchStore, rec: BatchRecord, skip: set[str]) -> list[tuple[str, dict[str, Any]]]:
-    out = []
-    for _, raw in store.lines(rec.public["input_file_id"]):
+def _sendable(store: BatchStore, file_id: str, skip: set[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(custom_id, body) of each input line still to send, read as needed: bad lines (already in
+    the error file) and custom_ids in `skip` are passed over, and each one sent joins `skip` (a
+    duplicate custom_id is sent once, as its first line)."""
+    for _, raw in store.lines(file_id):
         try:
             line = json.loads(raw)
             cid, body = line["custom_id"], line["body"]
@@ -424,5 +410,4 @@ def _all_lines(store: BatchStore, rec: BatchRecord, skip: set[str]) -> list[tupl
             continue
         if isinstance(cid, str) and cid not in skip and isinstance(body, dict):
             skip.add(cid)
-            out.append((cid, body))
-    return out
+            yield cid, body
