@@ -1,4 +1,4 @@
-"""The usage ledger (SQLite, standard library): rows, prices, budget, and reading them back.
+"""The usage ledger (SQLite, standard library): rows, prices, budgets, and reading them back.
 
 See docs/ARCHITECTURE.md ("Usage ledger") for how the request path feeds it.
 """
@@ -14,6 +14,7 @@ from .ledger import (
     UsageRecord,
     cost_usd,
 )
+from .pricing import BudgetKind, HubBudget
 from .query import GROUP_KEYS, SUM_FIELDS, UsageFilter, parse_by, parse_when
 from .tokens import (
     StreamTap,
@@ -28,7 +29,9 @@ __all__ = [
     "GROUP_KEYS",
     "ROW_FIELDS",
     "SUM_FIELDS",
+    "BudgetKind",
     "BudgetState",
+    "HubBudget",
     "Ledger",
     "Price",
     "StreamTap",

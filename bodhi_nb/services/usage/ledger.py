@@ -7,6 +7,10 @@ process writes the buffer in batches (short transactions, so the server and seve
 kernels share the file), prices each row when a price is known, and keeps a cached view
 of today's spend so the budget check is a comparison in memory.
 
+In JupyterHub mode one gateway serves a team: each row carries the hub user, their server
+and their groups, and budgets can be set per user and per group (_budgets.py) beside the
+global one; all are checked from the same cached state.
+
 The retention period and the server's budget option are settings of the data, stored in
 the file's `settings` table: the Jupyter server writes its options there when it starts,
 and every process (a kernel's `Bodhi()`, the CLI) prunes and checks against what is
@@ -28,7 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from ...objs.errors import BudgetExceeded, InvalidRequestError, NotFoundError
+from ._budgets import HubBudgets, encode_groups, exceeded_message, read_hub_budgets, store_budget
 from ._sqlite import ROW_FIELDS, initialise, iso_utc, read_tx, write_tx
+from ._sqlite import read_setting as _setting
+from ._sqlite import write_setting as _store
 from .pricing import BudgetState, Price, Scope, cost_usd, price_for, usd_amount, utc_today
 from .query import UsageFilter, parse_by, select_groups, select_rows
 
@@ -66,24 +73,15 @@ class UsageRecord:
     content: str | None = None  # prompt and reply as JSON; kept only with log_content
     ts: float = field(default_factory=time.time)
     request_key: str | None = None  # unique when set (a batch row): a second row with it is not written
+    hub_user: str | None = None  # JupyterHub mode: whose request (None outside it)
+    hub_server: str | None = None  # the user's server name ("" is their default server)
+    hub_groups: tuple[str, ...] = ()  # the user's groups at request time (for group budgets)
 
 
 def _days(value: object, param: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise InvalidRequestError(f"'{param}' must be a number of days, 0 or more (0 keeps every row).", param=param)
     return float(value)
-
-
-def _setting(conn: sqlite3.Connection, key: str) -> float | None:
-    row = conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
-    return None if row is None else float(row[0])
-
-
-def _store(conn: sqlite3.Connection, key: str, value: float | None) -> None:
-    if value is None:
-        conn.execute("DELETE FROM settings WHERE key = ?", (key,))
-    else:
-        conn.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (key, repr(value)))
 
 
 class Ledger:
@@ -117,7 +115,7 @@ class Ledger:
         self._last_prune = 0.0
         self.prune()
         self._prices: dict[tuple[str, str], Price] = {}
-        self._budget = self._read_budget()
+        self._budget, self._hub = self._read_budget()
         self._refresh_pending = False
         self._buf: deque[UsageRecord] = deque()
         self._flushers: deque[threading.Event] = deque()
@@ -239,13 +237,14 @@ class Ledger:
                     rows.append((iso_utc(r.ts), r.surface, r.model, r.provider, r.upstream_model, r.target,
                                  r.status, r.error_code, r.prompt_tokens, r.completion_tokens, r.total_tokens,
                                  int(r.cached), r.latency_ms, r.ttft_ms, cost, r.kernel_id, r.notebook,
-                                 r.content if self.log_content else None, r.request_key))
-                conn.executemany(f"INSERT OR IGNORE INTO usage ({', '.join(ROW_FIELDS)}, content, request_key) "
-                                 f"VALUES ({', '.join('?' * (len(ROW_FIELDS) + 2))})", rows)
+                                 r.hub_user, r.hub_server, r.content if self.log_content else None,
+                                 r.request_key, encode_groups(r.hub_groups)))
+                conn.executemany(f"INSERT OR IGNORE INTO usage ({', '.join(ROW_FIELDS)}, content, request_key, "
+                                 f"hub_groups) VALUES ({', '.join('?' * (len(ROW_FIELDS) + 3))})", rows)
         except Exception as exc:  # noqa: BLE001 - a ledger failure must never break a request
             log.warning("bodhi_nb usage ledger: writing %d rows failed: %s", len(batch), exc)
             return False
-        if self._budget.daily_usd is not None:
+        if self._budget.daily_usd is not None or self._hub.any:
             self._refresh_budget()
         if time.monotonic() - self._last_prune > _PRUNE_EVERY_S:
             try:
@@ -299,8 +298,28 @@ class Ledger:
         self.flush()
         return self._refresh_budget()
 
-    def check_budget(self, model: str, upstream_model: str | None = None, provider: str | None = None) -> None:
-        """Raise `BudgetExceeded` (429) when today's budget is spent and this request is priced.
+    def set_user_budget(self, user: str, daily_usd: float | None) -> None:
+        """Set one JupyterHub user's daily budget, shared by every process (None removes it)."""
+        with write_tx(self.path) as conn:
+            store_budget(conn, "user", user, daily_usd)
+        self.budget()  # this process's check sees it at once
+
+    def set_group_budget(self, group: str, daily_usd: float | None) -> None:
+        """Set one JupyterHub group's daily budget: what its members spend together (None removes it)."""
+        with write_tx(self.path) as conn:
+            store_budget(conn, "group", group, daily_usd)
+        self.budget()
+
+    def budgets(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Every user and group budget with today's spend, read now:
+        {"users": {name: {"daily_usd", "spent_today_usd"}}, "groups": {...}}."""
+        self.budget()
+        return self._hub.public()
+
+    def check_budget(self, model: str, upstream_model: str | None = None, provider: str | None = None, *,
+                     user: str | None = None, groups: Sequence[str] = ()) -> None:
+        """Raise `BudgetExceeded` (429) when a budget that applies is spent and this request is priced:
+        today's global budget, `user`'s own, or the budget of any of `groups` (the user's hub groups).
 
         Called on every request, so it only compares cached numbers; the writer thread
         refreshes them at most every `budget_refresh` seconds. Unpriced requests (local
@@ -310,12 +329,16 @@ class Ledger:
         if time.time() - st.checked_at > self.budget_refresh and not self._refresh_pending and not self._closed:
             self._refresh_pending = True
             self._wake.set()
-        if not st.exceeded or st.day != utc_today():
+        spent = st.exceeded and st.day == utc_today()
+        hub = None if spent else self._hub.exceeded(user, groups)
+        if not spent and hub is None:
             return
         if price_for(self._prices, model, upstream_model, provider) is None:
             return
-        assert st.daily_usd is not None
         secs = 86400 - int(time.time()) % 86400
+        if hub is not None:
+            raise BudgetExceeded(exceeded_message(hub), headers={"Retry-After": str(secs)})
+        assert st.daily_usd is not None
         where = ("Raise or remove it with Bodhi().budget(daily_usd=...) or PUT bodhi/v1/usage/budget"
                  if st.daily_usd == st.stored_usd else
                  "It is the server's daily_budget_usd option: change it where the Jupyter server is configured")
@@ -323,7 +346,7 @@ class Ledger:
             f"Today's usage budget of ${st.daily_usd:.2f} is spent (${st.spent_today_usd:.4f} used since 00:00 UTC). "
             f"{where}, or wait until 00:00 UTC.", headers={"Retry-After": str(secs)})
 
-    def _read_budget(self) -> BudgetState:
+    def _read_budget(self) -> tuple[BudgetState, HubBudgets]:
         day = utc_today()
         with read_tx(self.path) as conn:
             stored = _setting(conn, _BUDGET_KEY)
@@ -331,13 +354,14 @@ class Ledger:
             spent = conn.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM usage WHERE time >= ?",
                                  (day + "T00:00:00.000Z",)).fetchone()[0]
             self._prices = {(p[0], p[1]): Price(*p) for p in conn.execute("SELECT * FROM prices")}
+            hub = read_hub_budgets(conn, day)
         option = min(options) if options else None
         limits = [x for x in (stored, option) if x is not None]
-        return BudgetState(min(limits) if limits else None, stored, option, float(spent), day, time.time())
+        return BudgetState(min(limits) if limits else None, stored, option, float(spent), day, time.time()), hub
 
     def _refresh_budget(self) -> BudgetState:
         try:
-            self._budget = self._read_budget()
+            self._budget, self._hub = self._read_budget()
         except Exception as exc:  # noqa: BLE001 - keep the last known state
             log.warning("bodhi_nb usage ledger: reading the budget failed: %s", exc)
         finally:
@@ -348,7 +372,8 @@ class Ledger:
 
     def query(self, since: object = None, until: object = None, by: str | Sequence[str] | None = None, *,
               page: int = 1, page_size: int = 100, **eq: str | None) -> tuple[list[dict[str, Any]], int]:
-        """Raw rows (newest first) or, with `by`, sums per group; and the total count."""
+        """Raw rows (newest first) or, with `by`, sums per group; and the total count.
+        `eq`: equality filters (model, provider, surface, notebook, hub_user)."""
         keys = parse_by(by)
         f = UsageFilter.of(since, until, **eq)
         self.flush()

@@ -16,9 +16,11 @@ from typing import Any, Literal, Protocol
 
 from ...objs.errors import InvalidRequestError
 
-__all__ = ["BudgetState", "Price", "Scope", "TokenCounts", "cost_usd", "price_for", "usd_amount", "utc_today"]
+__all__ = ["BudgetKind", "BudgetState", "HubBudget", "Price", "Scope", "TokenCounts", "cost_usd", "price_for",
+           "usd_amount", "utc_today"]
 
 Scope = Literal["model", "provider"]
+BudgetKind = Literal["user", "group"]
 
 
 class TokenCounts(Protocol):
@@ -65,6 +67,31 @@ class BudgetState:
         out = asdict(self)
         out.pop("checked_at")
         return {**out, "remaining_usd": self.remaining_usd, "exceeded": self.exceeded}
+
+
+@dataclass(frozen=True)
+class HubBudget:
+    """One JupyterHub user's or group's daily budget (UTC day) and what it has spent today.
+
+    A team shares one gateway, so a budget per user or group caps one person (or one course)
+    without stopping the others; the global budget above still caps the whole file.
+    """
+
+    kind: BudgetKind
+    name: str
+    daily_usd: float
+    spent_today_usd: float
+
+    @property
+    def exceeded(self) -> bool:
+        return self.spent_today_usd >= self.daily_usd
+
+    @property
+    def remaining_usd(self) -> float:
+        return max(self.daily_usd - self.spent_today_usd, 0.0)
+
+    def public(self) -> dict[str, float]:
+        return {"daily_usd": self.daily_usd, "spent_today_usd": self.spent_today_usd}
 
 
 def cost_usd(rec: TokenCounts, price: Price | None) -> float | None:

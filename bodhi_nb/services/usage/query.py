@@ -22,11 +22,13 @@ from ._sqlite import ROW_FIELDS, iso_utc, read_tx
 
 __all__ = ["GROUP_KEYS", "SUM_FIELDS", "UsageFilter", "parse_by", "parse_when", "select_groups", "select_rows"]
 
-# Grouping keys and the SQL that computes each (day: the UTC date of `time`).
+# Grouping keys and the SQL that computes each (day: the UTC date of `time`; user: the
+# JupyterHub user, so a team's shared gateway can say who spent what).
 GROUP_KEYS: dict[str, str] = {
     "model": "model", "provider": "provider", "surface": "surface", "day": "substr(time, 1, 10)",
-    "notebook": "notebook",
+    "notebook": "notebook", "user": "hub_user",
 }
+_EQ_FIELDS = ("model", "provider", "surface", "notebook", "hub_user")  # equality filters, named as columns
 SUM_FIELDS = ("requests", "errors", "error_rate", "prompt_tokens", "completion_tokens", "total_tokens", "cost_usd")
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -43,6 +45,7 @@ class UsageFilter:
     provider: str | None = None
     surface: str | None = None
     notebook: str | None = None
+    hub_user: str | None = None  # JupyterHub mode: one user's rows
 
     @classmethod
     def of(cls, since: object = None, until: object = None, **eq: str | None) -> UsageFilter:
@@ -57,7 +60,7 @@ class UsageFilter:
         if self.until:
             clauses.append("time < ?")
             params.append(self.until)
-        for name in ("model", "provider", "surface", "notebook"):
+        for name in _EQ_FIELDS:
             value = getattr(self, name)
             if value is not None:
                 clauses.append(f"{name} = ?")

@@ -506,3 +506,205 @@ def test_an_unusable_file_means_no_ledger_not_a_failure(tmp_path, caplog):
     assert "cannot be used" in caplog.text and "not recorded" in caplog.text
     with pytest.raises(InvalidRequestError):
         Ledger.try_open(tmp_path / "fresh", daily_budget_usd=-1)  # a wrong option is still an error
+
+
+# -- JupyterHub mode: the hub user on each row, budgets per user and per group -----------------
+
+# The usage table as schema 2 created it (git: bodhi_nb/services/usage/_sqlite.py before schema 3),
+# with the request_key column its initialise() added.
+SCHEMA_2 = (
+    """CREATE TABLE usage (
+        id INTEGER PRIMARY KEY, time TEXT NOT NULL, surface TEXT NOT NULL, model TEXT NOT NULL, provider TEXT,
+        upstream_model TEXT, target TEXT, status INTEGER NOT NULL, error_code TEXT, prompt_tokens INTEGER,
+        completion_tokens INTEGER, total_tokens INTEGER, cached INTEGER NOT NULL DEFAULT 0, latency_ms REAL,
+        ttft_ms REAL, cost_usd REAL, kernel_id TEXT, notebook TEXT, content TEXT, request_key TEXT)""",
+    "CREATE INDEX usage_time ON usage (time)",
+    "CREATE UNIQUE INDEX usage_request_key ON usage (request_key) WHERE request_key IS NOT NULL",
+    """CREATE TABLE prices (
+        scope TEXT NOT NULL CHECK (scope IN ('model', 'provider')), name TEXT NOT NULL,
+        input_usd_per_mtok REAL NOT NULL, output_usd_per_mtok REAL NOT NULL, updated_at TEXT NOT NULL,
+        PRIMARY KEY (scope, name))""",
+    "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "PRAGMA user_version = 2",
+)
+
+
+@pytest.fixture
+def hub(tmp_path: Path):
+    """A ledger with a priced model ($1 per prompt token) and no periodic refresh, so only a
+    write, `budget()` or `budgets()` brings the cached state up to date."""
+    led = Ledger.open(tmp_path, budget_refresh=3600.0)
+    led.set_price("paid", 1_000_000.0, 0.0)
+    yield led
+    led.close()
+
+
+def spend(led: Ledger, usd: int, user: str | None, groups: tuple[str, ...] = ()) -> None:
+    led.record(rec("paid", prompt_tokens=usd, completion_tokens=0, hub_user=user, hub_server="", hub_groups=groups))
+
+
+def test_rows_carry_the_hub_user_and_server_and_filter_and_group_by_user(ledger):
+    ledger.record(rec("m", hub_user="alice", hub_server="gpu", hub_groups=("team",)))
+    ledger.record(rec("m", hub_user="alice", hub_server="", prompt_tokens=100))
+    ledger.record(rec("m", hub_user="bob", hub_server=""))
+    ledger.record(rec("m"))  # not in hub mode
+    rows, total = ledger.query(hub_user="alice")
+    assert total == 2 and {(r["hub_user"], r["hub_server"]) for r in rows} == {("alice", "gpu"), ("alice", "")}
+    assert "hub_groups" not in rows[0]  # stored for group budgets, not a row field
+    everyone, _ = ledger.query()
+    assert [r["hub_user"] for r in everyone if r["hub_user"] is None] == [None]
+    groups, total = ledger.query(by="user")
+    assert total == 3 and groups[0]["user"] == "alice"  # the most tokens first
+    assert {g["user"]: g["requests"] for g in groups} == {"alice": 2, "bob": 1, None: 1}
+    by_two, _ = ledger.query(by="user,model", hub_user="bob")
+    assert [(g["user"], g["model"], g["requests"]) for g in by_two] == [("bob", "m", 1)]
+    assert ledger.totals(hub_user="alice")["total_tokens"] == 15 + 105
+    assert ledger.totals(hub_user="nobody")["requests"] == 0
+
+
+def test_a_schema_2_file_opens_keeps_its_rows_and_gains_the_hub_columns(tmp_path):
+    path = tmp_path / "usage.sqlite"
+    with closing(connect(path)) as conn:
+        for stmt in SCHEMA_2:
+            conn.execute(stmt)
+        conn.execute("INSERT INTO usage (time, surface, model, status, total_tokens, request_key) "
+                     "VALUES (?, 'http', 'old', 200, 7, 'b1:r1')", (iso_utc(time.time() - 60),))
+    led = Ledger.open(tmp_path)
+    try:
+        led.record(rec("new", hub_user="alice", hub_server="", hub_groups=("team",)))
+        rows, total = led.query()
+        assert total == 2 and [(r["model"], r["hub_user"]) for r in rows] == [("new", "alice"), ("old", None)]
+        led.record(rec("old-again", request_key="b1:r1"))  # the old row's key still counts once
+        assert led.query()[1] == 2
+    finally:
+        led.close()
+    with closing(connect(path)) as conn:
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(usage)")}
+        assert {"hub_user", "hub_server", "hub_groups", "request_key"} <= columns
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert "usage_hub_user" in {r[1] for r in conn.execute("PRAGMA index_list(usage)")}
+        assert conn.execute("SELECT hub_groups FROM usage WHERE model = 'new'").fetchone() == (",team,",)
+    Ledger.open(tmp_path).close()  # opening it again alters nothing more
+
+
+def test_a_user_budget_stops_that_user_on_a_priced_model_only(hub):
+    hub.set_user_budget("alice", 2.0)
+    hub.check_budget("paid", user="alice")  # nothing spent yet
+    spend(hub, 3, "alice")
+    spend(hub, 5, "bob")
+    hub.flush()  # the write refreshes the cached state: a user budget is set
+    with pytest.raises(BudgetExceeded) as e:
+        hub.check_budget("paid", user="alice")
+    env = e.value.to_envelope()["error"]
+    assert e.value.status == 429 and env["code"] == "budget_exceeded"
+    assert env["message"] == ("User alice's daily budget of $2.00 is spent ($3.0000 used since 00:00 UTC). "
+                              "An admin can raise it (PUT bodhi/v1/usage/budgets/users/alice), "
+                              "or wait until 00:00 UTC.")
+    assert 0 < int(e.value.headers["Retry-After"]) <= 86400
+    hub.check_budget("paid", user="bob")  # bob has no budget of his own
+    hub.check_budget("paid")  # nor does a request of no hub user
+    hub.check_budget("free-local-model", provider="local", user="alice")  # unpriced: always passes
+    assert hub.budgets() == {"users": {"alice": {"daily_usd": 2.0, "spent_today_usd": 3.0}}, "groups": {}}
+    assert not hub.budget().exceeded  # the global budget is untouched
+
+
+def test_a_group_budget_stops_members_and_not_others(hub):
+    hub.set_group_budget("team", 4.0)
+    spend(hub, 3, "alice", ("team", "other"))
+    spend(hub, 2, "carol", ("team",))  # the group's spend is its members' together
+    spend(hub, 9, "bob", ("outsiders",))
+    spend(hub, 9, "dave", ("Team", "te_m"))  # neither is the group "team"
+    hub.flush()
+    for member in (("alice", ("team",)), ("erin", ("other", "team"))):
+        with pytest.raises(BudgetExceeded) as e:
+            hub.check_budget("paid", user=member[0], groups=member[1])
+        assert str(e.value).startswith("Group team's daily budget of $4.00 is spent ($5.0000 used since 00:00 UTC).")
+        assert "PUT bodhi/v1/usage/budgets/groups/team" in str(e.value) and "Retry-After" in e.value.headers
+    hub.check_budget("paid", user="bob", groups=("outsiders",))
+    hub.check_budget("paid", user="alice")  # the groups are the ones the request names
+    hub.check_budget("free-local-model", provider="local", user="alice", groups=("team",))
+    assert hub.budgets()["groups"] == {"team": {"daily_usd": 4.0, "spent_today_usd": 5.0}}
+
+
+def test_the_users_own_budget_is_named_before_a_groups(hub):
+    hub.set_user_budget("alice", 1.0)
+    hub.set_group_budget("team", 1.0)
+    spend(hub, 2, "alice", ("team",))
+    hub.flush()
+    with pytest.raises(BudgetExceeded, match="^User alice's daily budget"):
+        hub.check_budget("paid", user="alice", groups=("team",))
+    with pytest.raises(BudgetExceeded, match="^Group team's daily budget"):
+        hub.check_budget("paid", user="bob", groups=("team",))
+
+
+def test_removing_a_user_or_group_budget_lets_them_through_again(hub):
+    hub.set_user_budget("alice", 0.5)
+    hub.set_group_budget("team", 0.5)
+    spend(hub, 1, "alice", ("team",))
+    assert hub.budgets()["users"]["alice"]["spent_today_usd"] == 1.0
+    with pytest.raises(BudgetExceeded):
+        hub.check_budget("paid", user="alice")
+    hub.set_user_budget("alice", None)
+    hub.check_budget("paid", user="alice")
+    with pytest.raises(BudgetExceeded):
+        hub.check_budget("paid", user="alice", groups=("team",))
+    hub.set_group_budget("team", None)
+    hub.check_budget("paid", user="alice", groups=("team",))
+    assert hub.budgets() == {"users": {}, "groups": {}}
+    hub.set_user_budget("alice", 10.0)  # raising it works as well as removing it
+    hub.check_budget("paid", user="alice")
+
+
+def test_a_user_budget_set_in_another_process_applies(hub, tmp_path):
+    other = Ledger.open(tmp_path)
+    try:
+        other.set_user_budget("alice", 0.5)
+        spend(other, 1, "alice")
+        other.flush()
+    finally:
+        other.close()
+    hub.check_budget("paid", user="alice")  # the cache is as old as budget_refresh allows
+    hub._refresh_budget()  # what the writer thread does every budget_refresh seconds
+    with pytest.raises(BudgetExceeded):
+        hub.check_budget("paid", user="alice")
+
+
+def test_the_global_budget_works_as_before_beside_hub_budgets(hub):
+    hub.set_user_budget("alice", 100.0)
+    hub.set_budget(2.0)
+    spend(hub, 3, "bob")
+    assert hub.budget().exceeded
+    for kw in ({}, {"user": "alice"}, {"user": "bob", "groups": ("team",)}):
+        with pytest.raises(BudgetExceeded) as e:
+            hub.check_budget("paid", **kw)
+        assert str(e.value).startswith("Today's usage budget of $2.00 is spent")
+    hub.check_budget("free-local-model", provider="local", user="alice")
+    hub.set_budget(None)
+    hub.check_budget("paid", user="alice")
+
+
+def test_hub_budget_names_and_amounts_are_checked(hub):
+    for bad in ("", "  ", None, 3):
+        with pytest.raises(InvalidRequestError) as e:
+            hub.set_user_budget(bad, 1.0)  # type: ignore[arg-type]
+        assert e.value.param == "user"
+    with pytest.raises(InvalidRequestError) as e:
+        hub.set_group_budget("a,b", 1.0)  # rows store groups comma-separated
+    assert e.value.param == "group"
+    for amount in (-1, float("nan"), float("inf"), "1", True):
+        with pytest.raises(InvalidRequestError) as e:
+            hub.set_group_budget("team", amount)  # type: ignore[arg-type]
+        assert e.value.param == "daily_usd"
+    assert hub.budgets() == {"users": {}, "groups": {}}
+
+
+def test_hub_groups_are_stored_between_commas_each_once(ledger):
+    from bodhi_nb.services.usage._budgets import encode_groups
+
+    assert encode_groups(("b", "a", "b")) == ",a,b,"
+    assert encode_groups(()) is None and encode_groups(["x,y"]) is None
+    assert encode_groups("solo") == ",solo,"  # one name alone is one group, not its letters
+    ledger.record(rec("m", hub_user="alice", hub_groups=("z", "a")))
+    ledger.flush()
+    with closing(connect(ledger.path)) as conn:
+        assert conn.execute("SELECT hub_groups FROM usage").fetchall() == [(",a,z,",)]
