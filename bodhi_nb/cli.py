@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import importlib.util
 import json
 import os
 import secrets
@@ -74,6 +75,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")
     return subprocess.call(cmd, env=env)
+
+
+def cmd_hub_service(args: argparse.Namespace) -> int:
+    """The gateway as a JupyterHub service (JupyterHub gives it its settings in the environment);
+    the service is its own program (bodhi_nb/http/hub_service.py), run in this process's place."""
+    if importlib.util.find_spec("jupyterhub") is None:
+        print("error: bodhi-nb hub-service needs JupyterHub: pip install 'bodhi_nb[hub]'", file=sys.stderr)
+        return 2
+    argv = [f"--BodhiHubAuthorizer.admin_groups={g}" for g in args.admin_group or ["bodhi-admins"]]
+    argv += [f"--BodhiExtension.allowed_addresses={a}" for a in args.allow or []]
+    if args.home:
+        argv.append(f"--BodhiExtension.bodhi_home={args.home}")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        argv.append("--allow-root")
+    cmd = [sys.executable, "-m", "bodhi_nb.http.hub_service", *argv, *args.rest]
+    os.execv(sys.executable, cmd)
+    return 0  # pragma: no cover
 
 
 def cmd_api_models(args: argparse.Namespace) -> int:
@@ -233,6 +251,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8890)
     serve.set_defaults(fn=cmd_serve)
 
+    hs = sub.add_parser("hub-service", help="run the gateway as a JupyterHub service: one store of keys for a whole "
+                                            "hub (see the README's jupyterhub_config.py)")
+    hs.add_argument("--admin-group", action="append",
+                    help="JupyterHub group whose members manage API models, aliases, prices and budgets "
+                         "(repeatable; default bodhi-admins)")
+    hs.add_argument("--allow", action="append",
+                    help="a loopback, private, link-local or metadata address API models may reach anyway: CIDR, "
+                         "IP[:port] or host name (repeatable)")
+    hs.set_defaults(fn=cmd_hub_service)
+
     am = sub.add_parser("api-models", help="manage remote OpenAI-compatible providers")
     am_sub = am.add_subparsers(dest="action", required=True)
     am_sub.add_parser("list")
@@ -320,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
-    if unknown and args.command != "lab":
+    if unknown and args.command not in ("lab", "hub-service"):
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.rest = unknown  # `bodhi-nb lab --port 9000` passes JupyterLab's own options through
     try:

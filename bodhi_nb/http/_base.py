@@ -21,14 +21,21 @@ from ..objs.errors import BodhiError, InvalidRequestError
 from ..server_core.app_services import AppServices
 from ..server_core.contract import parse
 from ..server_core.operations import Operations
+from ..server_core.origin import HUB_SERVER_HEADER, HubUser, set_hub_user
 
-__all__ = ["BodhiHandler", "Op", "SERVICES_KEY", "ROUTES_KEY"]
+__all__ = ["BodhiHandler", "MANAGE_RESOURCE", "Op", "SERVICES_KEY", "ROUTES_KEY", "USE_RESOURCE"]
 
 log = logging.getLogger("bodhi_nb.http")
 
 SERVICES_KEY = "bodhi_nb.services"
 ROUTES_KEY = "bodhi_nb.routes"  # the route table, for the OpenAPI document
 M = TypeVar("M", bound=BaseModel)
+# What jupyter_server's authorizer is asked about (docs/ARCHITECTURE.md, "The JupyterHub service"): using the
+# gateway (models, chat, embeddings, the dialects, usage, files, batches), or managing it (API models, aliases,
+# router aliases, pulls, prices, budgets). A single-user server allows both; the hub service allows the
+# second only to its admin group.
+USE_RESOURCE = "bodhi_nb"
+MANAGE_RESOURCE = "bodhi_nb.manage"
 
 _STATUS_TYPES = {401: ("authentication_error", "unauthorized"), 403: ("permission_error", "forbidden"),
                  404: ("not_found_error", "not_found"), 405: ("invalid_request_error", "method_not_allowed")}
@@ -53,7 +60,7 @@ class Op:
 class BodhiHandler(APIHandler):
     """Base handler: services from settings, JSON in/out, OpenAI error envelopes."""
 
-    auth_resource = "bodhi_nb"
+    auth_resource = USE_RESOURCE
     path: str = ""  # route pattern under bodhi/v1/, set by subclasses
     openapi: dict[str, Op] = {}
 
@@ -66,6 +73,16 @@ class BodhiHandler(APIHandler):
         # cookie-authenticated GET must carry the XSRF token too (tokens need none).
         if self.request.method in ("GET", "HEAD") and self.current_user and not self.token_authenticated:
             web.RequestHandler.check_xsrf_cookie(self)
+        # Under JupyterHub the user is the hub's (name and groups as the hub said): this request's
+        # ledger row and budgets are theirs; the server name is the forwarding server's label.
+        hub = getattr(self.current_user, "hub_user", None)
+        if isinstance(hub, dict) and isinstance(hub.get("name"), str):
+            server = (self.request.headers.get(HUB_SERVER_HEADER) or "")[:200] or None
+            set_hub_user(HubUser(hub["name"], tuple(str(g) for g in hub.get("groups") or ()), server))
+
+    def may_manage(self) -> bool:
+        """Whether this request's user may manage the gateway (everyone on a single-user server)."""
+        return bool(self.authorizer.is_authorized(self, self.current_user, "read", MANAGE_RESOURCE))
 
     @property
     def services(self) -> AppServices:

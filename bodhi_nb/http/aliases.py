@@ -8,7 +8,7 @@ from jupyter_server.auth.decorator import authorized
 from tornado import web
 
 from ..server_core.contract import AliasListResponse, AliasRequest, AliasResponse
-from ._base import BodhiHandler, Op
+from ._base import MANAGE_RESOURCE, BodhiHandler, Op
 
 __all__ = ["AliasesHandler", "AliasHandler"]
 
@@ -16,6 +16,7 @@ _TAGS = ("aliases",)
 
 
 class AliasesHandler(BodhiHandler):
+    auth_resource = MANAGE_RESOURCE
     path = "aliases"
     openapi = {
         "get": Op("List user aliases (and alias files that could not be read)", response=AliasListResponse,
@@ -36,6 +37,7 @@ class AliasesHandler(BodhiHandler):
 
 
 class AliasHandler(BodhiHandler):
+    auth_resource = MANAGE_RESOURCE
     path = r"aliases/(?P<alias>.+)"
     openapi = {
         "get": Op("Get a user alias", response=AliasResponse, errors=(400, 403, 404), tags=_TAGS),

@@ -19,7 +19,7 @@ from ..server_core.contract import (
     TestPromptRequest,
     TestPromptResponse,
 )
-from ._base import BodhiHandler, Op
+from ._base import MANAGE_RESOURCE, BodhiHandler, Op
 
 __all__ = ["ApiModelsHandler", "ApiModelHandler", "TestPromptHandler", "FetchModelsHandler"]
 
@@ -27,6 +27,7 @@ _TAGS = ("api-models",)
 
 
 class ApiModelsHandler(BodhiHandler):
+    auth_resource = MANAGE_RESOURCE
     path = "api-models"
     openapi = {
         "get": Op("List API models, newest first", response=PaginatedApiModelResponse, tags=_TAGS,
@@ -47,6 +48,7 @@ class ApiModelsHandler(BodhiHandler):
 
 
 class ApiModelHandler(BodhiHandler):
+    auth_resource = MANAGE_RESOURCE
     path = r"api-models/(?P<id>[^/]+)"
     openapi = {
         "get": Op("Get one API model", response=ApiModelResponse, errors=(403, 404), tags=_TAGS),
@@ -74,6 +76,7 @@ class ApiModelHandler(BodhiHandler):
 
 
 class TestPromptHandler(BodhiHandler):
+    auth_resource = MANAGE_RESOURCE
     path = "api-models/test"
     openapi = {"post": Op("Send a test prompt (at most 30 characters) with a raw key or a stored id",
                           request=TestPromptRequest, response=TestPromptResponse, errors=(400, 403, 404, 422),
@@ -86,6 +89,7 @@ class TestPromptHandler(BodhiHandler):
 
 
 class FetchModelsHandler(BodhiHandler):
+    auth_resource = MANAGE_RESOURCE
     path = "api-models/fetch-models"
     openapi = {"post": Op("List the upstream's models with a raw key or a stored id", request=FetchModelsRequest,
                           response=FetchModelsResponse, errors=(400, 401, 403, 404, 422, 429, 502, 504),

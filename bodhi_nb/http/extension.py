@@ -9,7 +9,7 @@ from __future__ import annotations
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.extension.application import ExtensionApp
 from tornado import web
-from traitlets import Bool, Float, Int, Unicode
+from traitlets import Bool, Float, Int, List, Unicode
 
 from ..objs.errors import NotFoundError
 from ..objs.urls import ANTHROPIC_PREFIX, API_PREFIX
@@ -27,7 +27,7 @@ from .models import ModelHandler, ModelsHandler
 from .openapi import OpenApiHandler
 from .responses import ResponseHandler, ResponseInputItemsHandler, ResponsesHandler
 from .router_aliases import RouterAliasesHandler, RouterAliasHandler
-from .usage import BudgetHandler, PriceHandler, PricesHandler, UsageHandler
+from .usage import BudgetHandler, BudgetsHandler, NamedBudgetHandler, PriceHandler, PricesHandler, UsageHandler
 
 __all__ = ["BodhiExtension", "ROUTES", "URL_PREFIX"]
 
@@ -38,7 +38,7 @@ ROUTES: list[type[BodhiHandler]] = [
     ChatCompletionsHandler, EmbeddingsHandler, ModelsHandler, ModelHandler,
     TestPromptHandler, FetchModelsHandler, ApiModelsHandler, ApiModelHandler,
     AliasesHandler, AliasHandler, ModelfilesPullHandler, ModelfilesPullJobHandler, OpenApiHandler,
-    UsageHandler, PricesHandler, PriceHandler, BudgetHandler,
+    UsageHandler, PricesHandler, PriceHandler, BudgetHandler, BudgetsHandler, NamedBudgetHandler,
     RouterAliasesHandler, RouterAliasHandler,
     ResponsesHandler, ResponseInputItemsHandler, ResponseHandler, CountTokensHandler, MessagesHandler,
     FilesHandler, FileContentHandler, FileHandler, BatchesHandler, BatchCancelHandler, BatchHandler,
@@ -97,6 +97,14 @@ class BodhiExtension(ExtensionApp):
     batch_poll_seconds = Float(30.0, config=True,
                                help="Seconds between polls of a batch running at a provider (OpenAI Batch, "
                                     "Anthropic Message Batches).")
+    hub_service = Bool(False, config=True,
+                       help="Serve as the JupyterHub service (set by `bodhi-nb hub-service`): API models may not reach "
+                            "loopback, link-local, private or metadata addresses unless allowed_addresses names them, "
+                            "and rows and budgets are per hub user.")
+    allowed_addresses = List(Unicode(), config=True,
+                             help="In the hub service: addresses API models may reach although they are loopback, "
+                                  "link-local, private or metadata ones: CIDRs, IPs (with :port to allow one port) "
+                                  "or host names.")
     kdf_iterations = Int(None, allow_none=True, config=True,
                          help=f"PBKDF2 iterations for a new store's master key (default {PBKDF2_ITERATIONS:,}; an "
                               "existing store keeps its own). Change only for tests.")
@@ -112,7 +120,8 @@ class BodhiExtension(ExtensionApp):
             cache_max_bytes=self.response_cache_max_mb * 1024 * 1024, usage_ledger=self.usage_ledger,
             log_content=self.log_content, usage_retention_days=self.usage_retention_days,
             daily_budget_usd=self.daily_budget_usd, server=True, max_file_bytes=self.max_file_mb * 1024 * 1024,
-            batch_poll_seconds=self.batch_poll_seconds)
+            batch_poll_seconds=self.batch_poll_seconds, hub_service=self.hub_service,
+            allowed_addresses=tuple(self.allowed_addresses))
         self.settings[SERVICES_KEY] = self.services
         self.settings[ROUTES_KEY] = ROUTES
         self.log.info("bodhi_nb gateway at %s%s (store %s)", self.serverapp.base_url if self.serverapp else "/",

@@ -12,7 +12,7 @@ from jupyter_server.auth.decorator import authorized
 from tornado import web
 
 from ..server_core.contract import PullJobResponse, PullRequest
-from ._base import BodhiHandler, Op
+from ._base import MANAGE_RESOURCE, BodhiHandler, Op
 
 __all__ = ["ModelfilesPullHandler", "ModelfilesPullJobHandler", "PullJobResponse", "PullRequest"]
 
@@ -20,6 +20,7 @@ _TAGS = ("modelfiles",)
 
 
 class ModelfilesPullHandler(BodhiHandler):
+    auth_resource = MANAGE_RESOURCE
     path = "modelfiles/pull"
     openapi = {
         "post": Op("Pull a GGUF file from the Hugging Face Hub into its cache (returns a job)", request=PullRequest,
@@ -33,6 +34,7 @@ class ModelfilesPullHandler(BodhiHandler):
 
 
 class ModelfilesPullJobHandler(BodhiHandler):
+    auth_resource = MANAGE_RESOURCE
     path = r"modelfiles/pull/(?P<id>[A-Za-z0-9]+)"
     openapi = {
         "get": Op("Progress of a pull job", response=PullJobResponse, errors=(403, 404), tags=_TAGS),

@@ -17,7 +17,7 @@ from ..server_core.contract import (
     RouterAliasResponse,
     RouterAliasUpdateRequest,
 )
-from ._base import BodhiHandler, Op
+from ._base import MANAGE_RESOURCE, BodhiHandler, Op
 
 __all__ = ["RouterAliasesHandler", "RouterAliasHandler"]
 
@@ -25,6 +25,7 @@ _TAGS = ("router-aliases",)
 
 
 class RouterAliasesHandler(BodhiHandler):
+    auth_resource = MANAGE_RESOURCE
     path = "router-aliases"
     openapi = {
         "get": Op("List router aliases, with each target's state", response=RouterAliasListResponse, tags=_TAGS),
@@ -44,6 +45,7 @@ class RouterAliasesHandler(BodhiHandler):
 
 
 class RouterAliasHandler(BodhiHandler):
+    auth_resource = MANAGE_RESOURCE
     path = r"router-aliases/(?P<alias>.+)"
     openapi = {
         "get": Op("Get a router alias", response=RouterAliasResponse, errors=(403, 404), tags=_TAGS),

@@ -30,7 +30,7 @@ from ..services.usage import (
 )
 from .model_router import Destination, Remote
 from .opened import OpenChat
-from .origin import current_origin, current_surface
+from .origin import current_hub_user, current_origin, current_surface
 
 __all__ = ["Meter", "MeteredResponse"]
 
@@ -64,6 +64,7 @@ class Meter:
         "ts",
         "upstream_model",
         "request_key",
+        "hub",
     )
 
     def __init__(self, ledger: Ledger, body: object, surface: str | None = None,
@@ -74,6 +75,7 @@ class Meter:
         self.ts = time.time()
         self.surface = surface or current_surface()
         self.kernel_id, self.notebook = current_origin()
+        self.hub = current_hub_user()  # the JupyterHub user whose row and budgets these are (hub service)
         model = body.get("model") if isinstance(body, dict) else None
         self.model: str | None = model if isinstance(model, str) else None
         self.provider: str | None = None
@@ -91,7 +93,9 @@ class Meter:
         a remote stream is asked for usage on the caller's behalf, and the local engine always ends
         a stream with one (services/_engine_fidelity.py); either is stripped unless the caller asked."""
         self._where(dest)
-        self.ledger.check_budget(self.model or "", self.upstream_model, self.provider)
+        hub = self.hub
+        self.ledger.check_budget(self.model or "", self.upstream_model, self.provider,
+                                 user=hub.name if hub else None, groups=hub.groups if hub else ())
         if native:  # a dialect's own stream, relayed as it is: its usage is read, never stripped
             self.strip = False
         elif isinstance(dest, Remote):
@@ -141,7 +145,9 @@ class Meter:
             cached=cached, latency_ms=round((now - self.t0) * 1000, 3),
             ttft_ms=None if ttft is None else round((ttft - self.t0) * 1000, 3),
             cost_usd=0.0 if cached else None, kernel_id=self.kernel_id, notebook=self.notebook, content=content,
-            ts=self.ts, request_key=self.request_key if 200 <= status < 300 else None))
+            ts=self.ts, request_key=self.request_key if 200 <= status < 300 else None,
+            hub_user=self.hub.name if self.hub else None, hub_server=self.hub.server if self.hub else None,
+            hub_groups=self.hub.groups if self.hub else ()))
 
 
 class MeteredResponse(UpstreamResponse):

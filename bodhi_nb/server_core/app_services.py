@@ -17,6 +17,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from ..services.address_guard import AddressGuard
 from ..services.batch_store import BatchStore
 from ..services.cache import ResponseCache
 from ..services.db import PBKDF2_ITERATIONS, ConfigStore
@@ -28,6 +29,7 @@ from ..services.responses_store import ResponsesStore
 from ..services.upstream_client import UpstreamClient
 from ..services.usage import Ledger
 from .gateway import Gateway
+from .hub_link import HubLink
 from .model_router import ModelRouter
 from .operations import DEFAULT_MAX_FILE_BYTES, Operations
 
@@ -70,18 +72,28 @@ class AppServices:
         server: bool = False,
         max_file_bytes: int | None = None,
         batch_poll_seconds: float = 30.0,
+        hub_service: bool = False,
+        allowed_addresses: tuple[str, ...] = (),
     ) -> AppServices:
         """`cache_max_bytes` and `usage_retention_days` are stored with the data they bound
         (None: follow what is stored); `server=True` (the Jupyter server) also stores
-        `daily_budget_usd`, which every process then enforces (docs/ARCHITECTURE.md)."""
+        `daily_budget_usd`, which every process then enforces (docs/ARCHITECTURE.md).
+
+        `hub_service` (`bodhi-nb hub-service`): API models may reach loopback, link-local, private
+        and metadata addresses only where `allowed_addresses` names them. Any other process under
+        JupyterHub links to the hub's service when there is one (server_core/hub_link.py)."""
         h = bodhi_home(home)
         db = ConfigStore(h, master_secret, kdf_iterations=kdf_iterations)
         data = LocalModels(h)
-        upstream = UpstreamClient(db, timeout=timeout, connect_timeout=connect_timeout,
-                              first_byte_timeout=first_byte_timeout)
         engine = LocalEngine(h, data, idle_timeout=engine_idle_timeout, start_timeout=engine_start_timeout,
                              n_threads=n_threads)
-        router = ModelRouter(db, data)
+        guard = AddressGuard(allowed_addresses, trusted=engine.trusted_addresses) if hub_service else None
+        upstream = UpstreamClient(db, timeout=timeout, connect_timeout=connect_timeout,
+                                  first_byte_timeout=first_byte_timeout, address_guard=guard)
+        hub = None if hub_service else HubLink.from_env()
+        if hub is not None:
+            hub.upstream = upstream
+        router = ModelRouter(db, data, hub=hub)
         # The cache is always available to callers that ask for it (`Bodhi.map`, `chat(cache=True)`);
         # `response_cache` makes it the default for requests that do not say (the HTTP gateway).
         cache = ResponseCache(h / "cache.sqlite", cache_max_bytes)

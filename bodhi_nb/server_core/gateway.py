@@ -148,6 +148,7 @@ class Gateway:
                      and (self.cache_by_default if cache is None else cache))
         if not self.router.index_is_current():  # another process wrote the store: re-read it off the loop
             await asyncio.to_thread(self.router.refresh_index)
+        await self.router.hub_fresh()
         ra = self.router.router_alias(req["model"])  # router aliases first (in-memory map)
         legs: list[tuple[str | None, Destination]] = (
             [(None, await self._resolve(req["model"]))] if ra is None else await self._legs(ra))
@@ -170,6 +171,7 @@ class Gateway:
         """Where `name` goes (a router alias, or one destination); `ModelNotFound` when nowhere."""
         if not self.router.index_is_current():
             await asyncio.to_thread(self.router.refresh_index)
+        await self.router.hub_fresh()
         ra = self.router.router_alias(name)
         return ra if ra is not None else await self._resolve(name)
 
@@ -275,6 +277,9 @@ class Gateway:
         """An API model's request target; its key is decrypted on the loop when the cipher is
         ready, else (after another process rotated the key) in a thread."""
         a = dest.api_alias
+        hub = self.router.hub
+        if hub is not None and hub.owns(a):  # the JupyterHub service's model: the user's own hub token
+            return hub.target(dest.upstream_model)
         db = self.router.db
         key = db.get_api_key(a.id) if db.key_ready() else await asyncio.to_thread(db.get_api_key, a.id)
         return ForwardTarget(a.base_url, dest.upstream_model, key, f"API model '{a.id}'", a.api_format.value)

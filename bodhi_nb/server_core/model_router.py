@@ -5,6 +5,8 @@ Order (docs/ARCHITECTURE.md, "The path of one request"; router aliases, then API
 1. API models listing the name (prefix + upstream id); most recently updated wins a tie.
 2. API models with `forward_all_with_prefix` whose prefix starts the name.
 3. User aliases (exact), then discovered model aliases (exact).
+4. Under JupyterHub, the hub service's models (server_core/hub_link.py): after local ones, so
+   local models stay local.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ..services.db import ConfigStore
 from ..services.db.router_aliases import RouterAliasStore
 from ..services.local_models import LocalModels
 from ._cooldowns import Cooldowns
+from .hub_link import HUB_SOURCE, HubLink
 
 __all__ = ["ModelRouter", "Remote", "Local", "Router", "Destination", "Resolved", "Candidate", "ModelEntry",
            "TargetState"]
@@ -69,7 +72,7 @@ class TargetState:
 class Candidate:
     """One provider that could serve a name, whether it won, and why."""
 
-    source: Literal["router", "api", "user", "model"]
+    source: Literal["router", "api", "user", "model", "hub"]
     name: str  # api model id or alias name
     rule: str  # "router", "exact", "prefix", "forward_all", "alias"
     won: bool
@@ -83,7 +86,7 @@ class ModelEntry:
     """A name `/v1/models` lists, with who serves it."""
 
     id: str
-    source: Literal["router", "api", "user", "model"]
+    source: Literal["router", "api", "user", "model", "hub"]
     owned_by: str
     created: int
 
@@ -91,9 +94,11 @@ class ModelEntry:
 class ModelRouter:
     """Resolves names against the store and the local aliases."""
 
-    def __init__(self, db: ConfigStore, data: LocalModels, cooldowns: Cooldowns | None = None) -> None:
+    def __init__(self, db: ConfigStore, data: LocalModels, cooldowns: Cooldowns | None = None,
+                 hub: HubLink | None = None) -> None:
         self.db = db
         self.data = data
+        self.hub = hub  # the JupyterHub service's models, when this process runs under a hub that has it
         self.router_aliases = RouterAliasStore(db.storage)
         # Which router-alias targets are cooling down (this process's memory; the gateway writes it).
         self.cooldowns = cooldowns or Cooldowns()
@@ -106,6 +111,15 @@ class ModelRouter:
         """Read a changed store file and re-index it (blocking: call from a worker thread)."""
         self.db.refresh_index()
         self.router_aliases.refresh_index()
+
+    async def hub_fresh(self) -> None:
+        """Re-read the hub service's model list when it is older than its TTL (HTTP, on this loop)."""
+        if self.hub is not None and self.hub.stale():
+            await self.hub.refresh()
+
+    def _hub_remote(self, model: str) -> Remote | None:
+        alias = self.hub.alias() if self.hub is not None else None
+        return Remote(alias, model) if alias is not None and model in alias.models else None
 
     def router_alias(self, model: str) -> RouterAlias | None:
         """The router alias of this name, from the store's in-memory map (no disk scan)."""
@@ -141,6 +155,9 @@ class ModelRouter:
         found = self.data.get_model_alias(model)
         if found is not None:
             return Local(found)
+        hub = self._hub_remote(model)
+        if hub is not None:
+            return hub
         raise ModelNotFound(model)
 
     def explain(self, model: str) -> list[Candidate]:
@@ -194,6 +211,9 @@ class ModelRouter:
         if disc is not None:
             found.append(("model", disc.alias, "alias", "GGUF model found locally with this exact name",
                           "API models and user aliases are routed before discovered models", None))
+        if self._hub_remote(model) is not None:
+            found.append(("hub", HUB_SOURCE, "exact", "served by the JupyterHub gateway service",
+                          "this server's own models are routed before the hub's", model))
         return [Candidate(src, name, rule, i == 0, win if i == 0 else lose, up)
                 for i, (src, name, rule, win, lose, up) in enumerate(found)]
 
@@ -216,4 +236,7 @@ class ModelRouter:
             push(ModelEntry(u.alias, "user", "local", 0))
         for m in self.data.list_model_aliases():
             push(ModelEntry(m.alias, "model", "local", 0))
+        hub = self.hub.alias() if self.hub is not None else None
+        for name in hub.models if hub is not None else ():
+            push(ModelEntry(name, "hub", HUB_SOURCE, 0))
         return out

@@ -14,15 +14,32 @@ import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ORIGIN_HEADERS", "SURFACES", "current_origin", "current_surface", "kernel_identity", "origin_headers",
-           "set_http_origin", "set_surface", "using_surface"]
+__all__ = ["HUB_SERVER_HEADER", "HubUser", "ORIGIN_HEADERS", "SURFACES", "current_hub_user", "current_origin",
+           "current_surface", "kernel_identity", "origin_headers", "set_http_origin", "set_hub_user", "set_surface",
+           "using_surface"]
 
 SURFACES = ("http", "python", "widget", "map", "magic", "batch")
 
 _surface: ContextVar[str] = ContextVar("bodhi_nb_surface", default="python")
 _origin: ContextVar[tuple[str | None, str | None]] = ContextVar("bodhi_nb_origin", default=(None, None))
+
+
+@dataclass(frozen=True)
+class HubUser:
+    """Who made a request through the JupyterHub service: the hub's own authenticated user (name
+    and groups as the hub said), and the user's server name as that server labelled it."""
+
+    name: str
+    groups: tuple[str, ...] = ()
+    server: str | None = None
+
+
+_hub_user: ContextVar[HubUser | None] = ContextVar("bodhi_nb_hub_user", default=None)
+# Sent by a user's server forwarding to the hub service: which of the user's servers asked (a label).
+HUB_SERVER_HEADER = "x-bodhi-hub-server"
 
 # Headers a kernel's OpenAI client sends so the server's row names the kernel and notebook.
 ORIGIN_HEADERS = ("x-bodhi-kernel-id", "x-bodhi-notebook")
@@ -93,3 +110,13 @@ def current_origin() -> tuple[str | None, str | None]:
     if _surface.get() == "http":
         return _origin.get()
     return kernel_identity()
+
+
+def set_hub_user(user: HubUser | None) -> None:
+    """For a request's own context: the JupyterHub user it is accounted and budgeted to."""
+    _hub_user.set(user)
+
+
+def current_hub_user() -> HubUser | None:
+    """The JupyterHub user of the current request (None outside the hub service)."""
+    return _hub_user.get()

@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,6 +136,7 @@ class ForwardTarget:
     api_key: str | None = field(default=None, repr=False)
     label: str = "upstream"  # said in error messages, e.g. "API model 'openai'"
     api_format: str = "openai"  # the provider's wire format (ApiFormat's value)
+    headers: Mapping[str, str] = field(default_factory=dict)  # sent with each forwarded request (labels, never keys)
 
 
 

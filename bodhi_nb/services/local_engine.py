@@ -218,6 +218,12 @@ class LocalEngine:
                       purpose: Purpose) -> bool:
         return self._serves(known, alias, purpose) and _is_our_engine(known)
 
+    def trusted_addresses(self) -> list[tuple[str, int]]:
+        """Where this process's engine listens, for the hub service's address rule: the gateway's own
+        llama.cpp on 127.0.0.1 is reachable though loopback is refused to API models."""
+        known = self._known
+        return [("127.0.0.1", known.port)] if known is not None else []
+
     def ensure_sync(self, alias: UserModelAlias | DiscoveredModelAlias, purpose: Purpose = "chat") -> EngineEndpoint:
         if not local_extra_available():
             raise LocalEngineUnavailable(

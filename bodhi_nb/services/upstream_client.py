@@ -37,6 +37,7 @@ from ._upstream import (
     transport_error,
     upstream_status_error,
 )
+from .address_guard import AddressGuard, GuardedTransport
 from .db import ConfigStore
 
 __all__ = [
@@ -128,8 +129,12 @@ class UpstreamClient:
         timeout: float = 600.0,
         connect_timeout: float = 10.0,
         first_byte_timeout: float = 120.0,
+        address_guard: AddressGuard | None = None,
     ) -> None:
         self._db = db
+        # The hub service's address rule, at connection time: each request goes to the address that
+        # was checked (services/address_guard.py); creating or changing an API model checks it too.
+        self.address_guard = address_guard
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.first_byte_timeout = first_byte_timeout
@@ -156,9 +161,12 @@ class UpstreamClient:
         return client
 
     def _new_client(self) -> httpx.AsyncClient:
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+        guard = self.address_guard
         return httpx.AsyncClient(
             timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            limits=limits,
+            transport=None if guard is None else GuardedTransport(guard, limits=limits),
             follow_redirects=False,
             trust_env=False,
             cookies=_NoCookies(),
@@ -312,7 +320,8 @@ class UpstreamClient:
             return await _formats.forward_chat(self, target, endpoint, body, stream)
         payload = dict(body)
         payload["model"] = target.model
-        return await self.send(target, UpstreamWire(endpoint, self._auth(target.api_key), {}), payload, stream)
+        return await self.send(target, UpstreamWire(endpoint, {**target.headers, **self._auth(target.api_key)}, {}),
+                               payload, stream)
 
     async def forward_native(self, target: ForwardTarget, body: dict[str, Any], stream: bool,
                              path: str | None = None) -> UpstreamResponse:

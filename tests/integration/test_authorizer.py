@@ -1,5 +1,7 @@
 """Handlers ask jupyter_server's authorizer: a deployment that denies the `bodhi_nb`
-resource (e.g. a read-only JupyterHub role) gets 403 on every route, even with a token."""
+resources (e.g. a read-only JupyterHub role) gets 403 on every route, even with a token;
+one that denies only `bodhi_nb.manage` (the hub service's non-admins) keeps the gateway's
+use and loses exactly the management routes."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from tests.route_table import every_route
 
 class DenyBodhi(Authorizer):
     def is_authorized(self, handler, user, action, resource):  # type: ignore[no-untyped-def]
-        return resource != "bodhi_nb"
+        return resource not in ("bodhi_nb", "bodhi_nb.manage")
 
 
 @pytest.fixture

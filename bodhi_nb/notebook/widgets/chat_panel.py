@@ -22,8 +22,8 @@ from .markdown import MARKDOWN_CSS, code_blocks, render_markdown
 __all__ = ["ChatPanel"]
 
 _ROLE_STYLE = {"user": "background:#eef5ff", "assistant": "background:#f6f8fa", "system": "background:#fff8e1"}
-_GROUPS = {"api": "API", "user": "Local", "model": "Local", "router": "Router"}
-_GROUP_ORDER = ("API", "Local", "Router")
+_GROUPS = {"api": "API", "user": "Local", "model": "Local", "router": "Router", "hub": "JupyterHub"}
+_GROUP_ORDER = ("API", "Local", "JupyterHub", "Router")
 _LABELS = {"description_width": "initial"}  # labels are never cut off
 
 

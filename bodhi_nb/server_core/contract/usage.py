@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ['UsageRow', 'UsageGroup', 'PaginatedUsageResponse', 'PriceRequest', 'PriceResponse', 'PriceListResponse', 'BudgetRequest', 'BudgetResponse']
+__all__ = ['UsageRow', 'UsageGroup', 'PaginatedUsageResponse', 'PriceRequest', 'PriceResponse', 'PriceListResponse', 'BudgetRequest', 'BudgetResponse', 'BudgetsResponse', 'NamedBudget']
 
 
 class UsageRow(BaseModel):
@@ -30,6 +30,8 @@ class UsageRow(BaseModel):
     cost_usd: float | None
     kernel_id: str | None
     notebook: str | None
+    hub_user: str | None = Field(None, description="The JupyterHub user (the hub service's rows).")
+    hub_server: str | None = Field(None, description="That user's server name, as the server said.")
     content: str | None = Field(description="Prompt and reply as JSON; only with the log_content option.")
 
 
@@ -41,6 +43,7 @@ class UsageGroup(BaseModel):
     surface: str | None = None
     day: str | None = None
     notebook: str | None = None
+    user: str | None = None
     requests: int
     errors: int
     error_rate: float
@@ -95,3 +98,17 @@ class BudgetResponse(BaseModel):
     remaining_usd: float | None
     exceeded: bool
     day: str
+
+
+class NamedBudget(BaseModel):
+    """One user's or group's daily budget in the JupyterHub service, and today's spend against it."""
+
+    daily_usd: float
+    spent_today_usd: float
+
+
+class BudgetsResponse(BaseModel):
+    """Every per-user and per-group daily budget (the JupyterHub service; admins only)."""
+
+    users: dict[str, NamedBudget]
+    groups: dict[str, NamedBudget]

@@ -69,7 +69,7 @@ class Operations:
                gateway: Gateway, engine: LocalEngine, responses: ResponsesStore, batches: BatchStore,
                max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, poll_seconds: float = 30.0) -> Operations:
         return cls(ApiModelOps(db, upstream), AliasOps(data), ModelOps(router), ChatOps(gateway),
-                   UsageOps(gateway.ledger), router_aliases=RouterAliasOps(router),
+                   UsageOps(gateway.ledger, router.hub), router_aliases=RouterAliasOps(router),
                    embeddings=EmbeddingOps(gateway), pull=PullOps(data), map=MapOps(gateway),
                    cache=CacheOps(gateway.cache), engine=EngineOps(engine), keys=KeyOps(db),
                    messages=MessagesOps(gateway), responses=ResponsesOps(gateway, responses),

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import SecretStr, ValidationError
 
-from ...objs.api_model_alias import ApiModelAlias
+from ...objs.api_model_alias import ApiModelAlias, normalize_base_url
 from ...objs.errors import InvalidRequestError
 from ...services.db import ConfigStore
 from ...services.upstream_client import Credentials, UpstreamClient, credentials
@@ -63,6 +63,7 @@ class ApiModelOps:
             alias = ApiModelAlias(**req.model_dump(exclude={"api_key"}))
         except ValidationError as exc:
             raise InvalidRequestError.from_validation(exc) from None
+        await self._check_address(alias.base_url)
         rec = await asyncio.to_thread(self._db.create, alias, _secret(req.api_key))
         return ApiModelResponse.model_validate(rec.public())
 
@@ -73,11 +74,25 @@ class ApiModelOps:
             req = parse(ApiModelUpdateRequest, req)
         changes = req.model_dump(exclude={"api_key"}, exclude_unset=True)
         changes = {k: v for k, v in changes.items() if v is not None or k == "prefix"}
+        if isinstance(changes.get("base_url"), str):
+            await self._check_address(changes["base_url"])
         try:
             rec = await asyncio.to_thread(self._db.update, id, changes, _secret(req.api_key))
         except ValidationError as exc:
             raise InvalidRequestError.from_validation(exc) from None
         return ApiModelResponse.model_validate(rec.public())
+
+    async def _check_address(self, base_url: str) -> None:
+        """The hub service's address rule, when a base URL is stored: a clear 400 now rather than a
+        refusal on every request later (the rule is checked again on each connection)."""
+        guard = self._ai.address_guard
+        if guard is None:
+            return
+        try:
+            url = normalize_base_url(base_url)
+        except ValueError:
+            return  # not a URL at all: the store's own validation says so
+        await guard.check_url(url)
 
     async def delete(self, id: str) -> None:
         await asyncio.to_thread(self._db.delete, id)

@@ -25,21 +25,26 @@ class ModelOps:
         self._router = router
 
     async def list(self) -> OpenAIModelList:
+        await self._router.hub_fresh()
         entries = await asyncio.to_thread(self._router.list_models)
         return OpenAIModelList(data=[_obj(e) for e in entries])
 
     async def entries(self) -> builtins.list[ModelEntry]:
         """Every servable name with where it is served (for pickers that group by source)."""
+        await self._router.hub_fresh()
         return await asyncio.to_thread(self._router.list_models)
 
     async def get(self, name: str) -> OpenAIModel:
+        await self._router.hub_fresh()
         for e in await asyncio.to_thread(self._router.list_models):
             if e.id == name:
                 return _obj(e)
         raise ModelNotFound(name)
 
     async def resolve(self, name: str) -> Resolved:
+        await self._router.hub_fresh()
         return await asyncio.to_thread(self._router.resolve, name)
 
     async def explain(self, name: str) -> builtins.list[Candidate]:
+        await self._router.hub_fresh()
         return await asyncio.to_thread(self._router.explain, name)

@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ...objs.errors import BodhiError
+from ...objs.errors import BodhiError, InvalidRequestError
 from ...services.usage import ROW_FIELDS, SUM_FIELDS, BudgetState, Ledger, Price, parse_by
 from ...services.usage.pricing import Scope
+from ..hub_link import HubLink
 
 __all__ = ["UsageOps", "UsagePage", "USAGE_ROW_FIELDS", "USAGE_SUM_FIELDS", "parse_usage_by"]
 
@@ -33,8 +34,12 @@ class UsagePage:
 
 
 class UsageOps:
-    def __init__(self, ledger: Ledger | None) -> None:
+    """The ledger of this BODHI_HOME; under JupyterHub with the bodhi service, usage is the service's
+    (its rows of this user, budgets included), asked with the user's own hub token."""
+
+    def __init__(self, ledger: Ledger | None, hub: HubLink | None = None) -> None:
         self._ledger = ledger
+        self._hub = hub
 
     @property
     def ledger(self) -> Ledger:
@@ -46,10 +51,18 @@ class UsageOps:
 
     async def query(self, since: object = None, until: object = None, by: str | Sequence[str] | None = None, *,
                     page: int = 1, page_size: int = 100, model: str | None = None, provider: str | None = None,
-                    surface: str | None = None, notebook: str | None = None) -> UsagePage:
-        """Raw rows, or with `by` (model, provider, surface, day, notebook; several allowed) sums per group."""
+                    surface: str | None = None, notebook: str | None = None, hub_user: str | None = None
+                    ) -> UsagePage:
+        """Raw rows, or with `by` (model, provider, surface, day, notebook, user; several allowed) sums per group."""
+        if self._hub is not None and await self._hub.ready():
+            keys = ",".join(parse_by(by))
+            got = await self._hub.get("usage", {"since": since, "until": until, "by": keys or None, "page": page,
+                                                "page_size": page_size, "model": model, "provider": provider,
+                                                "surface": surface, "notebook": notebook, "user": hub_user})
+            return UsagePage(list(got.get("data") or []), int(got.get("total") or 0), page, page_size)
         data, total = await asyncio.to_thread(self.ledger.query, since, until, by, page=page, page_size=page_size,
-                                              model=model, provider=provider, surface=surface, notebook=notebook)
+                                              model=model, provider=provider, surface=surface, notebook=notebook,
+                                              hub_user=hub_user)
         return UsagePage(data, total, page, page_size)
 
     async def totals(self, since: object = None, until: object = None) -> dict[str, Any]:
@@ -71,3 +84,17 @@ class UsageOps:
 
     async def set_budget(self, daily_usd: float | None) -> BudgetState:
         return await asyncio.to_thread(self.ledger.set_budget, daily_usd)
+
+    async def budgets(self) -> dict[str, Any]:
+        """Every per-user and per-group budget (the JupyterHub service), with today's spend."""
+        return await asyncio.to_thread(self.ledger.budgets)
+
+    async def set_named_budget(self, kind: str, name: str, daily_usd: float | None) -> dict[str, Any]:
+        """Set (None: remove) one JupyterHub user's (`kind` "users") or group's ("groups") daily budget;
+        returns them all."""
+        if kind not in ("users", "groups"):
+            raise InvalidRequestError("A named budget is a user's (usage/budgets/users/<name>) or a group's "
+                                      "(usage/budgets/groups/<name>).", param="kind")
+        setter = self.ledger.set_user_budget if kind == "users" else self.ledger.set_group_budget
+        await asyncio.to_thread(setter, name, daily_usd)
+        return await self.budgets()
