@@ -103,6 +103,19 @@ def test_a_non_admin_cannot_manage_and_sees_no_credentials(hub, upstream):
     assert _call(hub, "carol", "GET", "api-models").status_code == 200  # the admin group manages
 
 
+@pytest.mark.parametrize("base_url", ["http://169.254.169.254/latest", "http://10.0.0.7:8000/v1",
+                                      "http://[::ffff:192.168.1.2]/v1", "http://127.0.0.2:9/v1"])
+def test_the_service_refuses_base_urls_at_private_addresses(hub, base_url):
+    """IP literals: refused before anything is sent (the resolver-stub cases are in
+    tests/unit/services/test_address_guard.py); 127.0.0.1 is allow-listed for the fake provider."""
+    r = _call(hub, "carol", "POST", "api-models", json={"id": "inside", "base_url": base_url, "api_key": "sk-x",
+                                                        "models": ["m"]})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == "base_url" and "allow" in err["message"]
+    assert _call(hub, "carol", "GET", "api-models/inside").status_code == 404  # nothing was stored
+
+
 def test_user_a_kernel_chats_and_streams_through_the_service(hub):
     code = """
 import json
