@@ -48,7 +48,7 @@ class AppServices:
     router: ModelRouter
     gateway: Gateway
     ledger: Ledger | None = None
-    batch_options: dict[str, Any] | None = None  # max_file_bytes, poll_seconds
+    batch_options: dict[str, Any] | None = None  # max_file_bytes, poll_seconds, per_user
 
     @classmethod
     def create(
@@ -101,7 +101,8 @@ class AppServices:
         ledger = Ledger.try_open(h, log_content=log_content, retention_days=usage_retention_days,
                                  daily_budget_usd=daily_budget_usd, server=server) if usage_ledger else None
         gateway = Gateway(router, upstream, engine, cache=cache, cache_by_default=response_cache, ledger=ledger)
-        batch = {"max_file_bytes": max_file_bytes or DEFAULT_MAX_FILE_BYTES, "poll_seconds": batch_poll_seconds}
+        batch = {"max_file_bytes": max_file_bytes or DEFAULT_MAX_FILE_BYTES, "poll_seconds": batch_poll_seconds,
+                 "per_user": hub_service}
         return cls(h, db, data, upstream, engine, router, gateway, ledger, batch)
 
     @classmethod

@@ -70,6 +70,7 @@ class FileRecord:
     purpose: str
     bytes: int
     created_at: int
+    owner: str | None = None  # the JupyterHub user who made it (the hub service); never shown
 
     def public(self) -> dict[str, Any]:
         """The OpenAI FileObject."""
@@ -107,6 +108,9 @@ class BatchStore:
         if not self._ready:
             self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             create_database(self.path, _SCHEMA, 1)
+            with write_tx(self.path) as conn:  # a file made before owners existed gains the column
+                if "owner" not in {r[1] for r in conn.execute("PRAGMA table_info(files)")}:
+                    conn.execute("ALTER TABLE files ADD COLUMN owner TEXT")
             self._ready = True
 
     # -- files ------------------------------------------------------------------------------
@@ -117,36 +121,41 @@ class BatchStore:
     def new_file_id(self) -> str:
         return f"file-{secrets.token_hex(12)}"
 
-    def add_file(self, id: str, filename: str, purpose: str, source: Path | None = None) -> FileRecord:
+    def add_file(self, id: str, filename: str, purpose: str, source: Path | None = None,
+                 owner: str | None = None) -> FileRecord:
         """List a file whose bytes are at `source` (moved into place) or already at `file_path(id)`."""
         self._open()
         dest = self.file_path(id)
         if source is not None:
             os.replace(source, dest)
         os.chmod(dest, 0o600)
-        rec = FileRecord(id, filename, purpose, dest.stat().st_size, int(time.time()))
+        rec = FileRecord(id, filename, purpose, dest.stat().st_size, int(time.time()), owner)
         with write_tx(self.path) as conn:
-            conn.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?)",
-                         (rec.id, rec.filename, rec.purpose, rec.bytes, rec.created_at))
+            conn.execute("INSERT INTO files (id, filename, purpose, bytes, created_at, owner) VALUES (?, ?, ?, ?, ?, ?)",
+                         (rec.id, rec.filename, rec.purpose, rec.bytes, rec.created_at, rec.owner))
         return rec
 
-    def file(self, id: str) -> FileRecord:
+    def file(self, id: str, owner: str | None = None, *, scoped: bool = False) -> FileRecord:
+        """One file; `scoped`: only if `owner` made it (anyone else's is as unknown as a missing one)."""
         self._open()
         with read_tx(self.path) as conn:
-            row = conn.execute("SELECT * FROM files WHERE id = ?", (id,)).fetchone()
+            row = conn.execute("SELECT id, filename, purpose, bytes, created_at, owner FROM files WHERE id = ? "
+                               "AND (NOT ? OR owner IS ?)", (id, scoped, owner)).fetchone()
         if row is None:
             raise NotFoundError(f"No file with id '{id}'.", param="file_id", code="file_not_found")
         return FileRecord(*row)
 
-    def files(self, purpose: str | None = None) -> list[FileRecord]:
+    def files(self, purpose: str | None = None, owner: str | None = None, *, scoped: bool = False
+              ) -> list[FileRecord]:
         self._open()
         with read_tx(self.path) as conn:
-            rows = conn.execute("SELECT * FROM files WHERE ? IS NULL OR purpose = ? ORDER BY created_at DESC, id",
-                                (purpose, purpose)).fetchall()
+            rows = conn.execute("SELECT id, filename, purpose, bytes, created_at, owner FROM files "
+                                "WHERE (? IS NULL OR purpose = ?) AND (NOT ? OR owner IS ?) "
+                                "ORDER BY created_at DESC, id", (purpose, purpose, scoped, owner)).fetchall()
         return [FileRecord(*r) for r in rows]
 
-    def delete_file(self, id: str) -> None:
-        self.file(id)
+    def delete_file(self, id: str, owner: str | None = None, *, scoped: bool = False) -> None:
+        self.file(id, owner, scoped=scoped)
         with write_tx(self.path) as conn:
             conn.execute("DELETE FROM files WHERE id = ?", (id,))
         self.file_path(id).unlink(missing_ok=True)
@@ -205,7 +214,7 @@ class BatchStore:
                                    "WHERE batch_id = ?", (batch_id,)).fetchone()
         return int(ok), int(bad)
 
-    def write_results(self, batch_id: str, ok: bool) -> FileRecord | None:
+    def write_results(self, batch_id: str, ok: bool, owner: str | None = None) -> FileRecord | None:
         """The output (or error) file of a finished batch, ordered by custom_id, line by line;
         None when there is no such line."""
         id = self.new_file_id()
@@ -222,7 +231,7 @@ class BatchStore:
             tmp.unlink()
             return None
         return self.add_file(id, f"{batch_id}_{'output' if ok else 'error'}.jsonl",
-                             "batch_output", tmp)
+                             "batch_output", tmp, owner)
 
     # -- leases -----------------------------------------------------------------------------
 

@@ -45,30 +45,38 @@ class ResponsesStore:
     def _open(self) -> None:
         if not self._ready:
             create_database(self.path, _SCHEMA, 1)
+            with write_tx(self.path) as conn:  # a file made before owners existed gains the column
+                if "owner" not in {r[1] for r in conn.execute("PRAGMA table_info(responses)")}:
+                    conn.execute("ALTER TABLE responses ADD COLUMN owner TEXT")
             self._ready = True
 
-    def put(self, response: dict[str, Any], input_items: list[dict[str, Any]]) -> None:
+    # `owner` is the JupyterHub user who stored a response (the hub service); with `scoped`, anyone
+    # else's response is as unknown as a missing one.
+
+    def put(self, response: dict[str, Any], input_items: list[dict[str, Any]], owner: str | None = None) -> None:
         """Keep one response (its `output` as this turn's output items) and the turn's input."""
         self._open()
         with write_tx(self.path) as conn:
             conn.execute(
-                "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO responses (id, created_at, model, previous_response_id, input_items, "
+                "output_items, response, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (response["id"], time.time(), response.get("model"), response.get("previous_response_id"),
-                 json.dumps(input_items), json.dumps(response.get("output") or []), json.dumps(response)))
+                 json.dumps(input_items), json.dumps(response.get("output") or []), json.dumps(response), owner))
 
-    def get(self, id: str) -> dict[str, Any]:
+    def get(self, id: str, owner: str | None = None, *, scoped: bool = False) -> dict[str, Any]:
         """The stored response object; 404 when there is none."""
-        return json.loads(self._row(id, "response"))  # type: ignore[no-any-return]
+        return json.loads(self._row(id, "response", owner, scoped))  # type: ignore[no-any-return]
 
-    def input_items(self, id: str) -> list[dict[str, Any]]:
+    def input_items(self, id: str, owner: str | None = None, *, scoped: bool = False) -> list[dict[str, Any]]:
         """The input items of that turn only (what `GET responses/{id}/input_items` lists)."""
-        return json.loads(self._row(id, "input_items"))  # type: ignore[no-any-return]
+        return json.loads(self._row(id, "input_items", owner, scoped))  # type: ignore[no-any-return]
 
-    def history(self, id: str) -> list[dict[str, Any]]:
+    def history(self, id: str, owner: str | None = None, *, scoped: bool = False) -> list[dict[str, Any]]:
         """Every turn up to and including `id`, oldest first: each turn's input items, then its
         output items. 404 when `id`, or a turn it continues, is not stored."""
         if not self.path.exists():
             raise self._missing(id)
+        self._open()  # (an older file gains the owner column)
         turns: list[list[dict[str, Any]]] = []
         seen: set[str] = set()
         with read_tx(self.path) as conn:
@@ -78,25 +86,28 @@ class ResponsesStore:
                     break
                 seen.add(cur)
                 row = conn.execute("SELECT previous_response_id, input_items, output_items FROM responses "
-                                   "WHERE id = ?", (cur,)).fetchone()
+                                   "WHERE id = ? AND (NOT ? OR owner IS ?)", (cur, scoped, owner)).fetchone()
                 if row is None:
                     raise self._missing(cur)
                 turns.append(json.loads(row[1]) + json.loads(row[2]))
                 cur = row[0]
         return [item for turn in reversed(turns) for item in turn]
 
-    def delete(self, id: str) -> None:
+    def delete(self, id: str, owner: str | None = None, *, scoped: bool = False) -> None:
         """Forget one response (a later turn that continues it then answers 404); 404 when unknown."""
         self._open()
         with write_tx(self.path) as conn:
-            if conn.execute("DELETE FROM responses WHERE id = ?", (id,)).rowcount == 0:
+            if conn.execute("DELETE FROM responses WHERE id = ? AND (NOT ? OR owner IS ?)",
+                            (id, scoped, owner)).rowcount == 0:
                 raise self._missing(id)
 
-    def _row(self, id: str, column: str) -> str:
+    def _row(self, id: str, column: str, owner: str | None, scoped: bool) -> str:
         if not self.path.exists():
             raise self._missing(id)
+        self._open()
         with read_tx(self.path) as conn:
-            row = conn.execute(f"SELECT {column} FROM responses WHERE id = ?", (id,)).fetchone()
+            row = conn.execute(f"SELECT {column} FROM responses WHERE id = ? AND (NOT ? OR owner IS ?)",
+                               (id, scoped, owner)).fetchone()
         if row is None:
             raise self._missing(id)
         return str(row[0])

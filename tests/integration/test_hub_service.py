@@ -231,3 +231,31 @@ def test_the_service_restarted_mid_stream_loses_no_key_and_no_answered_row(hub):
     assert before <= after  # every answered row is still there
     again = _chat(hub, "alice", "after the restart")
     assert again.status_code == 200 and again.json()["choices"][0]["message"]["content"] == "echo: after the restart"
+
+
+def test_files_batches_and_stored_responses_are_each_users_own(hub):
+    line = json.dumps({"custom_id": "r1", "method": "POST", "url": "/v1/chat/completions",
+                       "body": {"model": "fake/echo", "messages": [{"role": "user", "content": "mine"}]}})
+    up = _call(hub, "alice", "POST", "files", data={"purpose": "batch"},
+               files={"file": ("mine.jsonl", (line + "\n").encode(), "application/jsonl")})
+    assert up.status_code == 200, up.text
+    fid = up.json()["id"]
+    batch = _call(hub, "alice", "POST", "batches", json={"input_file_id": fid, "endpoint": "/v1/chat/completions",
+                                                         "completion_window": "24h"})
+    assert batch.status_code == 200, batch.text
+    bid = batch.json()["id"]
+    resp = _call(hub, "alice", "POST", "responses", json={"model": "fake/echo", "input": "remember me"})
+    assert resp.status_code == 200, resp.text
+    rid = resp.json()["id"]
+    for path in (f"files/{fid}", f"files/{fid}/content", f"batches/{bid}", f"responses/{rid}"):
+        assert _call(hub, "alice", "GET", path).status_code == 200, path
+        other = _call(hub, "bob", "GET", path)
+        assert other.status_code == 404, (path, other.text)  # as unknown as a missing one
+    assert fid not in {f["id"] for f in _call(hub, "bob", "GET", "files").json()["data"]}
+    assert bid not in {b["id"] for b in _call(hub, "bob", "GET", "batches").json()["data"]}
+    assert _call(hub, "bob", "POST", f"batches/{bid}/cancel").status_code == 404
+    assert _call(hub, "bob", "DELETE", f"responses/{rid}").status_code == 404
+    cont = _call(hub, "bob", "POST", "responses", json={"model": "fake/echo", "input": "go on",
+                                                        "previous_response_id": rid})
+    assert cont.status_code == 404  # bob cannot continue alice's conversation
+    assert fid in {f["id"] for f in _call(hub, "alice", "GET", "files").json()["data"]}

@@ -29,6 +29,7 @@ from ._estimate import BATCH_DISCOUNT, DEFAULT_OUTPUT_TOKENS, Estimate, Estimate
 from ._map import CANCELLED, MapJob, MapOps, MapResult
 from ._messages import MessagesOps
 from ._models import ModelOps
+from ._owners import Owners
 from ._pull import CancelFlag, PullOps
 from ._responses import ResponsesOps
 from ._router_aliases import RouterAliasOps
@@ -67,12 +68,15 @@ class Operations:
     @classmethod
     def create(cls, db: ConfigStore, data: LocalModels, upstream: UpstreamClient, router: ModelRouter,
                gateway: Gateway, engine: LocalEngine, responses: ResponsesStore, batches: BatchStore,
-               max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, poll_seconds: float = 30.0) -> Operations:
+               max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, poll_seconds: float = 30.0,
+               per_user: bool = False) -> Operations:
+        """`per_user` (the JupyterHub service): files, batches and stored responses are each user's own."""
+        owners = Owners(per_user)
         return cls(ApiModelOps(db, upstream), AliasOps(data), ModelOps(router), ChatOps(gateway),
                    UsageOps(gateway.ledger, router.hub), router_aliases=RouterAliasOps(router),
                    embeddings=EmbeddingOps(gateway), pull=PullOps(data), map=MapOps(gateway),
                    cache=CacheOps(gateway.cache), engine=EngineOps(engine), keys=KeyOps(db),
-                   messages=MessagesOps(gateway), responses=ResponsesOps(gateway, responses),
+                   messages=MessagesOps(gateway), responses=ResponsesOps(gateway, responses, owners),
                    batches=BatchOps(gateway, batches, max_file_bytes, poll_seconds,
-                                    estimate=EstimateOps(router, gateway.ledger, data)),
+                                    estimate=EstimateOps(router, gateway.ledger, data), owners=owners),
                    estimate=EstimateOps(router, gateway.ledger, data))

@@ -33,6 +33,7 @@ from ...services.batch_store import BatchRecord, BatchStore
 from ...services.usage import UsageRecord, usage_from_body
 from ..gateway import Gateway
 from ..model_router import Remote
+from ..origin import HubUser, set_hub_user
 from ._map import MapJob, MapResult
 
 __all__ = ["CHUNK_ROWS", "CONCURRENCY", "BatchRunner", "error_line"]
@@ -115,6 +116,8 @@ class BatchRunner:
             return  # another live process runs it
         try:
             rec = await asyncio.to_thread(self._store.batch, batch_id)
+            if rec.private.get("owner"):  # its rows and budgets are its maker's, also when resumed after a restart
+                set_hub_user(HubUser(rec.private["owner"], tuple(rec.private.get("groups") or ())))
             if rec.status not in _TERMINAL:
                 if rec.private.get("runs", "local") == "local":
                     await self._run_local(rec)
@@ -141,8 +144,9 @@ class BatchRunner:
         cancelled = (await asyncio.to_thread(self._store.batch, rec.id)).status == "cancelling"
         rec.public.update(status="finalizing", finalizing_at=int(time.time()))
         await asyncio.to_thread(self._store.put_batch, rec)
-        out = await asyncio.to_thread(self._store.write_results, rec.id, True)
-        err = await asyncio.to_thread(self._store.write_results, rec.id, False)
+        owner = rec.private.get("owner")  # the output belongs to whoever made the batch (the hub service)
+        out = await asyncio.to_thread(self._store.write_results, rec.id, True, owner)
+        err = await asyncio.to_thread(self._store.write_results, rec.id, False, owner)
         ok, bad = await asyncio.to_thread(self._store.counts, rec.id)
         now = int(time.time())
         rec.public.update(output_file_id=out.id if out else None, error_file_id=err.id if err else None,

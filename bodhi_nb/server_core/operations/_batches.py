@@ -22,13 +22,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ...objs.errors import InvalidRequestError, ModelNotFound
+from ...objs.errors import InvalidRequestError, ModelNotFound, NotFoundError
 from ...services.batch_store import BatchRecord, BatchStore, FileRecord
 from ..contract import BatchCreateRequest, parse
 from ..gateway import Gateway
 from ..model_router import Remote
 from ._batch_run import BatchRunner, error_line
 from ._estimate import EstimateOps
+from ._owners import Owners
 
 __all__ = ["DEFAULT_MAX_FILE_BYTES", "BatchOps", "LineProblem"]
 
@@ -47,8 +48,10 @@ class BatchOps:
     """Upload, list, read and delete files; create, read, list and cancel batches."""
 
     def __init__(self, gateway: Gateway, store: BatchStore, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
-                 poll_seconds: float = 30.0, estimate: EstimateOps | None = None) -> None:
+                 poll_seconds: float = 30.0, estimate: EstimateOps | None = None, owners: Owners | None = None
+                 ) -> None:
         self._gateway = gateway
+        self._owners = owners or Owners()
         self._estimate = estimate
         self.store = store
         self.max_file_bytes = max_file_bytes
@@ -65,20 +68,21 @@ class BatchOps:
         if purpose not in _PURPOSES:
             await asyncio.to_thread(tmp.unlink, True)
             raise InvalidRequestError(f"purpose must be one of {', '.join(_PURPOSES)}.", param="purpose")
-        return await asyncio.to_thread(self.store.add_file, self.store.new_file_id(), filename, purpose, tmp)
+        return await asyncio.to_thread(self.store.add_file, self.store.new_file_id(), filename, purpose, tmp,
+                                       self._owners.current())
 
     async def file(self, id: str) -> FileRecord:
-        return await asyncio.to_thread(self.store.file, id)
+        return await asyncio.to_thread(self.store.file, id, **self._owners.scope())
 
     async def files(self, purpose: str | None = None) -> list[FileRecord]:
-        return await asyncio.to_thread(self.store.files, purpose)
+        return await asyncio.to_thread(self.store.files, purpose, **self._owners.scope())
 
     async def file_path(self, id: str) -> Path:
         rec = await self.file(id)
         return self.store.file_path(rec.id)
 
     async def delete_file(self, id: str) -> None:
-        await asyncio.to_thread(self.store.delete_file, id)
+        await asyncio.to_thread(self.store.delete_file, id, **self._owners.scope())
 
     # -- batches ----------------------------------------------------------------------------
 
@@ -111,7 +115,8 @@ class BatchOps:
                   "cancelling_at": None, "cancelled_at": None, "output_file_id": None, "error_file_id": None,
                   "errors": _errors(problems) if problems else None, "metadata": req.metadata,
                   "request_counts": {"total": total, "completed": 0, "failed": len(problems)}}
-        rec = BatchRecord(public, {"runs": where, "models": sorted(models)})
+        rec = BatchRecord(public, {"runs": where, "models": sorted(models), "owner": self._owners.current(),
+                                   "groups": list(self._owners.groups())})
         await asyncio.to_thread(self._start, rec, problems)
         self.runner.start(rec.id)
         return public
@@ -177,8 +182,14 @@ class BatchOps:
             models.add(model)
         return models, problems, total
 
-    async def retrieve(self, id: str) -> dict[str, Any]:
+    async def _batch(self, id: str) -> BatchRecord:
         rec = await asyncio.to_thread(self.store.batch, id)
+        if not self._owners.sees(rec.private.get("owner")):
+            raise NotFoundError(f"No batch with id '{id}'.", param="batch_id", code="batch_not_found")
+        return rec
+
+    async def retrieve(self, id: str) -> dict[str, Any]:
+        rec = await self._batch(id)
         if rec.status in ("validating", "in_progress", "finalizing", "cancelling"):
             self.runner.start(id)  # nobody runs it (the process that did is gone): go on here
         return rec.public
@@ -186,7 +197,8 @@ class BatchOps:
     async def list(self, after: str | None = None, limit: int = 20) -> dict[str, Any]:
         if not 1 <= limit <= 100:
             raise InvalidRequestError("limit must be from 1 to 100.", param="limit")
-        recs = [r.public for r in await asyncio.to_thread(self.store.batches)]
+        recs = [r.public for r in await asyncio.to_thread(self.store.batches)
+                if self._owners.sees(r.private.get("owner"))]
         if after is not None:
             ids = [r["id"] for r in recs]
             recs = recs[ids.index(after) + 1:] if after in ids else []
@@ -195,6 +207,7 @@ class BatchOps:
                 "last_id": page[-1]["id"] if page else None, "has_more": len(recs) > limit}
 
     async def cancel(self, id: str) -> dict[str, Any]:
+        await self._batch(id)
         return await self.runner.cancel(id)
 
     async def resume(self) -> int:

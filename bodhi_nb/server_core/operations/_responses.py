@@ -19,6 +19,7 @@ from ...services.responses_store import ResponsesStore
 from ..contract import ResponseDeleted, ResponseInputItemList, ResponsesCreateRequest, parse
 from ..gateway import Gateway, OpenChat
 from ._client_dialect import ClientDialect
+from ._owners import Owners
 
 __all__ = ["ResponsesOps"]
 
@@ -26,8 +27,9 @@ __all__ = ["ResponsesOps"]
 class ResponsesOps:
     """Create, retrieve and delete responses; list a response's input items."""
 
-    def __init__(self, gateway: Gateway, store: ResponsesStore) -> None:
+    def __init__(self, gateway: Gateway, store: ResponsesStore, owners: Owners | None = None) -> None:
         self._store = store
+        self._owners = owners or Owners()
         self._d = dialect("openai_responses")
         self._client = ClientDialect(gateway, self._d)
 
@@ -40,8 +42,9 @@ class ResponsesOps:
         req = parse(ResponsesCreateRequest, body)
         assert isinstance(body, dict)
         items = [_with_id(i) for i in self._d.input_items(body)]
-        earlier = await asyncio.to_thread(self._store.history, req.previous_response_id) \
+        earlier = await asyncio.to_thread(self._store.history, req.previous_response_id, **self._owners.scope()) \
             if req.previous_response_id else []
+        owner = self._owners.current()
         full = {k: v for k, v in body.items() if k not in ("previous_response_id", "store")}
         # Ids are the store's (for input_items); a provider with store=false knows none of them.
         full["input"] = [{k: v for k, v in i.items() if k != "id"} for i in earlier + items]
@@ -51,21 +54,21 @@ class ResponsesOps:
             final["previous_response_id"] = req.previous_response_id
             final["store"] = keep
             if keep and isinstance(final.get("id"), str):
-                await asyncio.to_thread(self._store.put, final, items)
+                await asyncio.to_thread(self._store.put, final, items, owner)
 
         return await self._client.open(full, native_body={**full, "store": False}, on_final=stored,
                                        client_body=body)
 
     async def retrieve(self, id: str) -> dict[str, Any]:
-        return await asyncio.to_thread(self._store.get, id)
+        return await asyncio.to_thread(self._store.get, id, **self._owners.scope())
 
     async def delete(self, id: str) -> ResponseDeleted:
-        await asyncio.to_thread(self._store.delete, id)
+        await asyncio.to_thread(self._store.delete, id, **self._owners.scope())
         return ResponseDeleted(id=id)
 
     async def input_items(self, id: str) -> ResponseInputItemList:
         """That turn's input items, newest first (the API's default order)."""
-        items = list(reversed(await asyncio.to_thread(self._store.input_items, id)))
+        items = list(reversed(await asyncio.to_thread(self._store.input_items, id, **self._owners.scope())))
         return ResponseInputItemList(data=items, first_id=items[0]["id"] if items else None,
                                      last_id=items[-1]["id"] if items else None)
 
