@@ -47,7 +47,7 @@ def wait_http_ok(url: str, proc: subprocess.Popen, *, headers: dict[str, str] | 
     raise AssertionError(f"{url} did not answer 200 within {timeout} s\n" + (log.read_text()[-3000:] if log else ""))
 
 
-def wait_for(cond, timeout: float = 20.0, what: str = "condition"):  # type: ignore[no-untyped-def]
+def wait_for(cond, timeout: float = 20.0, what: str = "condition", interval: float = 0.02):  # type: ignore[no-untyped-def]
     """Poll `cond` until it returns something truthy, and return that; fail naming `what`
     after `timeout` seconds (a bounded poll of a condition, never a sleep as synchronisation)."""
     deadline = time.monotonic() + timeout
@@ -57,7 +57,7 @@ def wait_for(cond, timeout: float = 20.0, what: str = "condition"):  # type: ign
             return got
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
+        time.sleep(interval)
 
 
 def process_gone(pid: int) -> bool:
