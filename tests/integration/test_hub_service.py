@@ -152,6 +152,30 @@ def test_user_b_cannot_read_user_a_usage(hub):
     assert "alice" in {g["user"] for g in _rows(hub, "carol", by="user")}  # the admin sees everyone
 
 
+def test_the_usage_tab_shows_an_admin_everyone_and_a_user_themselves(hub):
+    assert _chat(hub, "bob", "bob is on the board").status_code == 200
+    assert _chat(hub, "alice", "so is alice").status_code == 200
+    code = """
+import json
+from bodhi_nb.notebook.client import Bodhi
+from bodhi_nb.notebook.widgets.usage_panel import UsagePanel
+p = UsagePanel(Bodhi())
+users = [g["user"] for g in p.view.users]
+try:
+    Bodhi().prices.set("fake/echo", input=1, output=1)
+    refused = None
+except Exception as exc:
+    refused = getattr(exc, "code", repr(exc))
+print("RESULT " + json.dumps([users, p.view.totals[-1][1]["requests"], refused]))
+"""
+    for who, expected in (("carol", {"alice", "bob"}), ("bob", {"bob"})):
+        printed = _kernel_run(hub, who, code)
+        users, requests, refused = json.loads(printed.split("RESULT ", 1)[1])
+        assert set(users) >= expected and (who == "carol" or set(users) == {"bob"}), (who, users)
+        assert requests >= 1
+        assert refused == "managed_by_hub"  # prices are the service's, set there by an admin
+
+
 def test_the_key_never_reaches_a_user_server(hub):
     hub.start_server("alice")
     hub.start_server("bob")

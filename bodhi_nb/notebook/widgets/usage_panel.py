@@ -35,6 +35,7 @@ class _View:
     budget: dict[str, Any]
     prices: list[dict[str, Any]]
     png: bytes = field(repr=False, default=b"")
+    users: list[dict[str, Any]] = field(default_factory=list)  # spend per JupyterHub user (the hub service)
 
 
 def _money(x: float | None) -> str:
@@ -102,6 +103,7 @@ class UsagePanel(W.VBox):
         self.totals = W.HTML()
         self.chart = W.Image(format="png", layout=W.Layout(max_width="100%"))
         self.top = W.HTML()
+        self.users = W.HTML()  # per JupyterHub user (rows of the hub service only)
         self.budget_state = W.HTML()
         self.budget_usd = W.BoundedFloatText(description="Daily USD", min=0, max=1e9, step=1, value=0,
                                              style=_LABELS)
@@ -126,7 +128,7 @@ class UsagePanel(W.VBox):
         self.price_delete_btn.on_click(self._on_delete_price)
         super().__init__([
             W.HTML("<h3>Usage</h3>"), W.HBox([self.days, self.refresh_btn]), self.totals, self.chart,
-            W.HTML("<b>Top models</b>"), self.top,
+            W.HTML("<b>Top models</b>"), self.top, self.users,
             W.HTML("<b>Daily budget</b>"), self.budget_state,
             W.HBox([self.budget_usd, self.budget_set_btn, self.budget_clear_btn]),
             W.HTML("<b>Prices</b> (USD per million tokens; a model price wins over its provider's)"),
@@ -152,10 +154,12 @@ class UsagePanel(W.VBox):
         since = (now - timedelta(days=days - 1)).strftime("%Y-%m-%d")
         per_day = (await ops.query(since, None, "day,model", page_size=1000)).data
         top = (await ops.query(since, None, "model", page_size=10)).data
+        # Rows of a JupyterHub service carry their user: an admin sees everyone's spend, a user their own.
+        users = [g for g in (await ops.query(since, None, "user", page_size=100)).data if g.get("user")]
         budget = (await ops.budget()).public()
         prices = [vars(p) for p in await ops.prices()]
         png = await asyncio.to_thread(render_usage_chart, per_day, days, today)
-        return _View(totals, per_day, top, budget, prices, png)
+        return _View(totals, per_day, top, budget, prices, png, users)
 
     def _show(self, v: _View) -> None:
         self.view = v
@@ -168,6 +172,10 @@ class UsagePanel(W.VBox):
             ["model", "requests", "prompt", "completion", "cost", "error rate"],
             [[g["model"], g["requests"], f"{g['prompt_tokens']:,}", f"{g['completion_tokens']:,}",
               _money(g["cost_usd"]), f"{g['error_rate']:.0%}"] for g in v.top], "No requests in this period.")
+        self.users.value = html_table(
+            ["JupyterHub user", "requests", "tokens", "cost"],
+            [[g["user"], g["requests"], f"{g['total_tokens']:,}", _money(g["cost_usd"])] for g in v.users],
+            "") if v.users else ""
         b = v.budget
         if b["daily_usd"] is None:
             self.budget_state.value = "<i>No daily budget.</i>"

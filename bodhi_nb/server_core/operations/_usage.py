@@ -7,6 +7,7 @@ loop waits on the file.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -65,24 +66,46 @@ class UsageOps:
                                               hub_user=hub_user)
         return UsagePage(data, total, page, page_size)
 
+    async def _from_hub(self) -> bool:
+        return self._hub is not None and await self._hub.ready()
+
+    async def _hub_managed(self) -> None:
+        if await self._from_hub():
+            raise BodhiError("Under JupyterHub, prices and budgets are the hub service's: a member of its admin group "
+                             "sets them there (bodhi/v1/usage/prices, usage/budget, usage/budgets of the service).",
+                             status=409, code="managed_by_hub")
+
     async def totals(self, since: object = None, until: object = None) -> dict[str, Any]:
+        if await self._from_hub():
+            return _summed((await self.query(since, until, "model", page_size=1000)).data)
         return await asyncio.to_thread(self.ledger.totals, since, until)
 
     async def prices(self) -> list[Price]:
+        if await self._from_hub():
+            assert self._hub is not None
+            return [Price(**p) for p in (await self._hub.get("usage/prices", {})).get("data") or []]
         return await asyncio.to_thread(self.ledger.prices)
 
     async def set_price(self, name: str, input_usd_per_mtok: float, output_usd_per_mtok: float, *,
                         scope: Scope = "model") -> Price:
+        await self._hub_managed()
         return await asyncio.to_thread(self.ledger.set_price, name, input_usd_per_mtok, output_usd_per_mtok,
                                        scope=scope)
 
     async def delete_price(self, name: str, *, scope: Scope = "model") -> None:
+        await self._hub_managed()
         await asyncio.to_thread(self.ledger.delete_price, name, scope=scope)
 
     async def budget(self) -> BudgetState:
+        if await self._from_hub():
+            assert self._hub is not None
+            d = await self._hub.get("usage/budget", {})
+            return BudgetState(d.get("daily_usd"), d.get("stored_usd"), d.get("option_usd"),
+                               float(d.get("spent_today_usd") or 0.0), str(d.get("day") or ""), time.time())
         return await asyncio.to_thread(self.ledger.budget)
 
     async def set_budget(self, daily_usd: float | None) -> BudgetState:
+        await self._hub_managed()
         return await asyncio.to_thread(self.ledger.set_budget, daily_usd)
 
     async def budgets(self) -> dict[str, Any]:
@@ -98,3 +121,13 @@ class UsageOps:
         setter = self.ledger.set_user_budget if kind == "users" else self.ledger.set_group_budget
         await asyncio.to_thread(setter, name, daily_usd)
         return await self.budgets()
+
+
+def _summed(groups: list[dict[str, Any]]) -> dict[str, Any]:
+    """Totals over groups, as the ledger's own totals (the hub service answers groups, not totals)."""
+    out: dict[str, Any] = {k: sum(int(g.get(k) or 0) for g in groups)
+                           for k in ("requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens")}
+    costs = [g["cost_usd"] for g in groups if g.get("cost_usd") is not None]
+    out["cost_usd"] = sum(costs) if costs else None
+    out["error_rate"] = out["errors"] / out["requests"] if out["requests"] else 0.0
+    return out
