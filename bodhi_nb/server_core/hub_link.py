@@ -50,6 +50,7 @@ class HubLink:
     names: tuple[str, ...] = ()
     _fetched: float = field(default=0.0, repr=False)
     _absent: bool = field(default=False, repr=False)
+    _linked: bool = field(default=False, repr=False)  # the service answered this user's model listing
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> HubLink | None:
@@ -104,14 +105,16 @@ class HubLink:
             data = await self.upstream.get_json(
                 ForwardTarget(self.base_url, "", self.token, "the JupyterHub gateway service"), "models")
             self.names = tuple(m["id"] for m in _data(data) if isinstance(m.get("id"), str))
+            self._linked = True
         except BodhiError as exc:
             log.warning("bodhi_nb: the JupyterHub gateway service did not list its models: %s", exc.message)
 
     async def ready(self) -> bool:
-        """Whether the service is there to ask (finding it first, once)."""
-        if self.url is None and not self._absent:
+        """Whether the service is there and answers this user (asked again at most once per `ttl`): a
+        service this user cannot use leaves usage, prices and budgets to this server's own ledger."""
+        if not self._linked and not self._absent and self.stale():
             await self.refresh()
-        return self.url is not None and self.upstream is not None
+        return self._linked and self.upstream is not None
 
     async def get(self, path: str, params: Mapping[str, object]) -> Any:
         """GET one of the service's gateway routes as this user (e.g. their usage rows)."""

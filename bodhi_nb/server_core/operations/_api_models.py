@@ -92,7 +92,11 @@ class ApiModelOps:
             url = normalize_base_url(base_url)
         except ValueError:
             return  # not a URL at all: the store's own validation says so
-        await guard.check_url(url)
+        try:
+            await guard.check_url(url)
+        except OSError as exc:
+            raise InvalidRequestError(f"base_url's host could not be resolved ({exc.strerror or exc}).",
+                                      param="base_url") from None
 
     async def delete(self, id: str) -> None:
         await asyncio.to_thread(self._db.delete, id)

@@ -390,7 +390,8 @@ class _Remote:
                 error_code=None if ok else "request_failed",
                 prompt_tokens=usage.prompt_tokens if usage else None,
                 completion_tokens=usage.completion_tokens if usage else None,
-                total_tokens=usage.total_tokens if usage else None, request_key=f"{self.rec.id}:{cid}" if ok else None))
+                total_tokens=usage.total_tokens if usage else None, request_key=f"{self.rec.id}:{cid}" if ok else None,
+                hub_user=self.rec.private.get("owner"), hub_groups=tuple(self.rec.private.get("groups") or ())))
 
     async def cancel(self) -> None:
         target = await self._target()

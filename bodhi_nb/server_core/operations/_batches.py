@@ -126,7 +126,16 @@ class BatchOps:
         starts, naming both numbers (with a budget in force, for a file of one model; the file is
         read as the estimate goes, never held in memory)."""
         ledger = self._gateway.ledger
-        if self._estimate is None or ledger is None or len(dests) != 1:
+        if ledger is None:
+            return
+        user, groups = self._owners.current(), self._owners.groups()
+        for model, dest in dests.items():  # a user or group whose budget is spent starts no job (hub service)
+            if isinstance(dest, Remote):
+                await asyncio.to_thread(ledger.check_budget, model, dest.upstream_model, dest.api_alias.id,
+                                        user=user, groups=groups)
+            elif not isinstance(dest, Remote) and user is not None:
+                await asyncio.to_thread(ledger.check_budget, model, None, "local", user=user, groups=groups)
+        if self._estimate is None or len(dests) != 1:
             return
         if (await asyncio.to_thread(ledger.budget)).daily_usd is None:
             return

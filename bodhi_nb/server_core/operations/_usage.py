@@ -110,11 +110,13 @@ class UsageOps:
 
     async def budgets(self) -> dict[str, Any]:
         """Every per-user and per-group budget (the JupyterHub service), with today's spend."""
+        await self._hub_managed()
         return await asyncio.to_thread(self.ledger.budgets)
 
     async def set_named_budget(self, kind: str, name: str, daily_usd: float | None) -> dict[str, Any]:
         """Set (None: remove) one JupyterHub user's (`kind` "users") or group's ("groups") daily budget;
         returns them all."""
+        await self._hub_managed()
         if kind not in ("users", "groups"):
             raise InvalidRequestError("A named budget is a user's (usage/budgets/users/<name>) or a group's "
                                       "(usage/budgets/groups/<name>).", param="kind")
