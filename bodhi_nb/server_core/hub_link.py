@@ -51,6 +51,7 @@ class HubLink:
     _fetched: float = field(default=0.0, repr=False)
     _absent: bool = field(default=False, repr=False)
     _linked: bool = field(default=False, repr=False)  # the service answered this user's model listing
+    _alias: ApiModelAlias | None = field(default=None, repr=False)  # built once per listing, not per request
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> HubLink | None:
@@ -74,9 +75,7 @@ class HubLink:
 
     def alias(self) -> ApiModelAlias | None:
         """The hub's models as one API model (None until they are known, or when it serves none)."""
-        if not self.names or self.url is None:
-            return None
-        return ApiModelAlias(id=HUB_SOURCE, base_url=self.base_url, models=list(self.names))
+        return self._alias
 
     def owns(self, alias: ApiModelAlias) -> bool:
         return alias.id == HUB_SOURCE and self.url is not None and alias.base_url == self.base_url
@@ -102,9 +101,10 @@ class HubLink:
                 self.url = await self._discover()
                 if self.url is None:
                     return
-            data = await self.upstream.get_json(
-                ForwardTarget(self.base_url, "", self.token, "the JupyterHub gateway service"), "models")
+            data = await self.upstream.get_json(self._service(), "models")
             self.names = tuple(m["id"] for m in _data(data) if isinstance(m.get("id"), str))
+            self._alias = ApiModelAlias(id=HUB_SOURCE, base_url=self.base_url, models=list(self.names)) \
+                if self.names else None
             self._linked = True
         except BodhiError as exc:
             log.warning("bodhi_nb: the JupyterHub gateway service did not list its models: %s", exc.message)
@@ -120,8 +120,11 @@ class HubLink:
         """GET one of the service's gateway routes as this user (e.g. their usage rows)."""
         assert self.upstream is not None
         query = urlencode({k: v for k, v in params.items() if v is not None})
-        return await self.upstream.get_json(ForwardTarget(self.base_url, "", self.token, "the JupyterHub gateway "
-                                                          "service"), f"{path}?{query}" if query else path)
+        return await self.upstream.get_json(self._service(), f"{path}?{query}" if query else path)
+
+    def _service(self) -> ForwardTarget:
+        """The service's gateway, for this user's own calls to it (listing models, reading usage)."""
+        return ForwardTarget(self.base_url, "", self.token, "the JupyterHub gateway service")
 
     async def _discover(self) -> str | None:
         assert self.upstream is not None
