@@ -228,14 +228,17 @@ class GuardedTransport(httpx.AsyncBaseTransport):
 
     A TLS connection is verified for one name, yet httpcore pools by the IP in the URL, so https
     gets one pool per (name, port): another name at the same IP never reuses it. At most
-    `max_pools` are kept; beyond that idle ones are closed, oldest first. `inner` (tests) is one
-    transport for everything instead, shared across names."""
+    `max_pools` are kept; beyond that idle ones are closed, oldest first. `transport` makes each
+    pool's transport from `transport_kwargs` (httpx's own by default; UpstreamClient passes its
+    aiohttp one, which honours `sni_hostname` too). `inner` (tests) is one transport for
+    everything instead, shared across names."""
 
     def __init__(self, guard: AddressGuard, *, inner: httpx.AsyncBaseTransport | None = None,
-                 max_pools: int = 64, **transport_kwargs: Any) -> None:
+                 max_pools: int = 64, transport: Callable[..., httpx.AsyncBaseTransport] = httpx.AsyncHTTPTransport,
+                 **transport_kwargs: Any) -> None:
         if "proxy" in transport_kwargs or "uds" in transport_kwargs:
             raise ValueError("GuardedTransport connects to the checked address itself: no proxy or uds")
-        self._guard, self._inner, self._max = guard, inner, max_pools
+        self._guard, self._inner, self._max, self._make = guard, inner, max_pools, transport
         if inner is None:  # one SSL context for every pool: building one reads the CA bundle
             transport_kwargs["verify"] = httpx.create_ssl_context(
                 verify=transport_kwargs.get("verify", True), cert=transport_kwargs.pop("cert", None),
@@ -253,7 +256,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
                 if idle is None:
                     break
                 evicted.append(self._pools.pop(idle))
-            pool = self._pools[key] = _Pool(httpx.AsyncHTTPTransport(**self._kwargs))
+            pool = self._pools[key] = _Pool(self._make(**self._kwargs))
         self._pools.move_to_end(key)
         for old in evicted:
             await old.transport.aclose()

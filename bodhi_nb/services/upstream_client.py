@@ -17,6 +17,7 @@ import json
 import logging
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from ..objs.errors import BodhiError, InvalidRequestError, UpstreamError
 from ..objs.openai import build_messages, completion_text
 from ..objs.sse import MEDIA_TYPE
 from . import _formats
+from ._transport import UpstreamTransport
 from ._upstream import (
     ForwardTarget,
     KeyRedactor,
@@ -58,7 +60,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-POOLS = 16  # connection pools per event loop (see UpstreamClient._client)
+Transport = Callable[..., httpx.AsyncBaseTransport]
+"""Makes one client's transport from `limits=` (and `verify=`): services/_transport.py's by default."""
+DEFAULT_TRANSPORT: Transport = UpstreamTransport
 
 
 @dataclass(frozen=True)
@@ -130,34 +134,27 @@ class UpstreamClient:
         connect_timeout: float = 10.0,
         first_byte_timeout: float = 120.0,
         address_guard: AddressGuard | None = None,
+        transport: Transport | None = None,
     ) -> None:
         self._db = db
+        # aiohttp's pool under httpx (services/_transport.py); tests that mock httpcore pass httpx's own.
+        self._transport = transport or DEFAULT_TRANSPORT
         # The hub service's address rule, at connection time: each request goes to the address that
         # was checked (services/address_guard.py); creating or changing an API model checks it too.
         self.address_guard = address_guard
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.first_byte_timeout = first_byte_timeout
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[httpx.AsyncClient]] = (
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
             weakref.WeakKeyDictionary()
         )
-        self._turn = 0
 
     def _client(self) -> httpx.AsyncClient:
-        """One of this loop's POOLS clients, in turn. httpcore's pool re-scans every queued request
-        against every connection on each event (quadratic in the requests in flight: about 4 ms of
-        CPU per request at 64 in flight in one pool), so many requests at once are spread over
-        small pools instead (benchmarks/README.md, "Batches")."""
+        """This loop's client (an httpx client belongs to the loop it first ran on)."""
         loop = asyncio.get_running_loop()
-        clients = self._clients.get(loop)
-        if clients is None:
-            clients = self._clients[loop] = []
-        self._turn = (self._turn + 1) % POOLS
-        while len(clients) <= self._turn:
-            clients.append(self._new_client())
-        client = clients[self._turn]
-        if client.is_closed:
-            client = clients[self._turn] = self._new_client()
+        client = self._clients.get(loop)
+        if client is None or client.is_closed:
+            client = self._clients[loop] = self._new_client()
         return client
 
     def _new_client(self) -> httpx.AsyncClient:
@@ -165,8 +162,8 @@ class UpstreamClient:
         guard = self.address_guard
         return httpx.AsyncClient(
             timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),
-            limits=limits,
-            transport=None if guard is None else GuardedTransport(guard, limits=limits),
+            transport=(self._transport(limits=limits) if guard is None
+                       else GuardedTransport(guard, limits=limits, transport=self._transport)),
             follow_redirects=False,
             trust_env=False,
             cookies=_NoCookies(),
@@ -174,7 +171,8 @@ class UpstreamClient:
 
     async def aclose(self) -> None:
         """Close the clients of the running loop (call on shutdown, from that loop)."""
-        for client in self._clients.pop(asyncio.get_running_loop(), None) or []:
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
             await client.aclose()
 
     # -- credentials ----------------------------------------------------------------------

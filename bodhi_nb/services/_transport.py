@@ -1,0 +1,100 @@
+"""Private: the HTTP transport under UpstreamClient's httpx clients: aiohttp's connection pool and
+C-accelerated HTTP/1.1 parser, through httpx-aiohttp's transport.
+
+The httpx API stays (requests, streamed responses, timeouts, the exceptions every caller maps);
+only the bytes on the socket move to aiohttp. At 64 requests in flight httpcore's pool and its
+anyio layers cost about 1.0 ms of the server loop's CPU per request; this transport about 0.65 ms
+(benchmarks/README.md, "Batch jobs"), which is what a 100,000-row batch on the server's own loop
+is bound by.
+
+httpx-aiohttp maps aiohttp's exceptions coarsely (a refused connection or a server that hangs up
+both become `ConnectTimeout`, and an unlisted one escapes as aiohttp's own). Here every aiohttp
+failure, before the response or while its body streams, becomes the httpx exception that says
+what happened, so `_upstream.transport_error` words it as it does for httpcore.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import httpx
+from httpx_aiohttp import AiohttpTransport
+
+__all__ = ["UpstreamTransport", "httpx_error"]
+
+
+def httpx_error(exc: BaseException, request: httpx.Request | None = None) -> BaseException:
+    """The httpx exception for an aiohttp failure (or one httpx-aiohttp already mapped, judged by
+    the aiohttp error it came from); anything else as it is."""
+    cause = exc.__cause__ if isinstance(exc, httpx.HTTPError) and exc.__cause__ is not None else exc
+    kind: type[httpx.TransportError] | None
+    if isinstance(cause, aiohttp.ConnectionTimeoutError):
+        kind = httpx.ConnectTimeout
+    elif isinstance(cause, (aiohttp.SocketTimeoutError, aiohttp.ServerTimeoutError)):
+        kind = httpx.ReadTimeout
+    elif isinstance(cause, aiohttp.ClientConnectorError):  # refused, unreachable, DNS, TLS handshake
+        kind = httpx.ConnectError
+    elif isinstance(cause, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError,
+                            aiohttp.ClientResponseError)):  # hung up, a cut body, not HTTP
+        kind = httpx.RemoteProtocolError
+    elif isinstance(cause, (aiohttp.NonHttpUrlClientError, aiohttp.InvalidURL)):
+        kind = httpx.UnsupportedProtocol
+    elif isinstance(cause, aiohttp.ClientOSError):  # reset by peer, broken pipe
+        kind = httpx.ReadError
+    elif isinstance(cause, aiohttp.ClientError):
+        kind = httpx.TransportError
+    else:
+        return exc
+    return kind(str(cause) or type(cause).__name__, request=request)
+
+
+class _Body(httpx.AsyncByteStream):
+    """A response body from aiohttp, its failures raised as httpx's."""
+
+    def __init__(self, inner: httpx.AsyncByteStream, request: httpx.Request) -> None:
+        self._inner, self._request = inner, request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._inner:
+                yield chunk
+        except (aiohttp.ClientError, httpx.HTTPError) as exc:
+            raise httpx_error(exc, self._request) from None
+
+    async def aclose(self) -> None:
+        # An unread body closes the connection instead of returning it to the pool (so an upstream
+        # still generating sees the caller go away); a failure while closing says nothing new.
+        try:
+            await self._inner.aclose()
+        except (aiohttp.ClientError, httpx.HTTPError, OSError):
+            pass
+
+
+class UpstreamTransport(AiohttpTransport):
+    """httpx-aiohttp's transport with bodhi_nb's rules: one aiohttp session per transport, made
+    on the loop that first uses it; no cookies kept (one provider's cookie must not ride along on
+    the next request); no proxy or .netrc from the environment; bodies as the upstream sent them
+    (httpx decodes); `limits.max_connections` at once; idle connections kept
+    `limits.keepalive_expiry` seconds."""
+
+    def __init__(self, *, limits: httpx.Limits = httpx.Limits(max_connections=200, max_keepalive_connections=50),
+                 verify: ssl.SSLContext | bool = True, **_: Any) -> None:
+        super().__init__(verify=verify, limits=limits, trust_env=False, client=self._session)
+
+    def _session(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(limit=self.limits.max_connections or 0, ssl=self.ssl_context,
+                                         keepalive_timeout=self.limits.keepalive_expiry or 5.0)
+        return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False,
+                                     auto_decompress=False)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            response = await super().handle_async_request(request)
+        except (aiohttp.ClientError, httpx.HTTPError) as exc:
+            raise httpx_error(exc, request) from None
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        response.stream = _Body(response.stream, request)
+        return response
