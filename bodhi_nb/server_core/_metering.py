@@ -238,5 +238,5 @@ class MeteredResponse(UpstreamResponse):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
-        if not self._meter.done:
-            self._end_stream(None, completed=False)
+        if not self._meter.done:  # the reader stopped at [DONE] or went away: the first byte still counts
+            self._end_stream(self._tap.first_at if self._tap is not None else None, completed=False)

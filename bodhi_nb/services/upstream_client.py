@@ -63,6 +63,10 @@ log = logging.getLogger(__name__)
 Transport = Callable[..., httpx.AsyncBaseTransport]
 """Makes one client's transport from `limits=` (and `verify=`): services/_transport.py's by default."""
 DEFAULT_TRANSPORT: Transport = UpstreamTransport
+STREAM_TRANSPORT: Transport = httpx.AsyncHTTPTransport
+"""Streamed responses go over httpcore: when a connection breaks, aiohttp drops the bytes it had
+already received but not yet handed over (its reader raises before returning its buffer), so the
+chunks an upstream sent just before it cut a stream would be lost; httpcore hands them over first."""
 
 
 @dataclass(frozen=True)
@@ -124,7 +128,8 @@ class _NoCookies(http.cookiejar.CookieJar):
 
 
 class UpstreamClient:
-    """HTTP to OpenAI-compatible upstreams; one httpx.AsyncClient per event loop."""
+    """HTTP to OpenAI-compatible upstreams; per event loop one httpx.AsyncClient for whole bodies
+    and one for streams."""
 
     def __init__(
         self,
@@ -145,25 +150,27 @@ class UpstreamClient:
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.first_byte_timeout = first_byte_timeout
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+        # Per event loop (an httpx client belongs to the loop it first ran on): one client for
+        # whole bodies, one for streamed responses (STREAM_TRANSPORT says why).
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[bool, httpx.AsyncClient]] = (
             weakref.WeakKeyDictionary()
         )
 
-    def _client(self) -> httpx.AsyncClient:
-        """This loop's client (an httpx client belongs to the loop it first ran on)."""
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
+    def _client(self, stream: bool = False) -> httpx.AsyncClient:
+        """This loop's client for whole bodies, or for a streamed response."""
+        clients = self._clients.setdefault(asyncio.get_running_loop(), {})
+        client = clients.get(stream)
         if client is None or client.is_closed:
-            client = self._clients[loop] = self._new_client()
+            client = clients[stream] = self._new_client(STREAM_TRANSPORT if stream else self._transport)
         return client
 
-    def _new_client(self) -> httpx.AsyncClient:
+    def _new_client(self, transport: Transport) -> httpx.AsyncClient:
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
         guard = self.address_guard
         return httpx.AsyncClient(
             timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),
-            transport=(self._transport(limits=limits) if guard is None
-                       else GuardedTransport(guard, limits=limits, transport=self._transport)),
+            transport=(transport(limits=limits) if guard is None
+                       else GuardedTransport(guard, limits=limits, transport=transport)),
             follow_redirects=False,
             trust_env=False,
             cookies=_NoCookies(),
@@ -171,8 +178,7 @@ class UpstreamClient:
 
     async def aclose(self) -> None:
         """Close the clients of the running loop (call on shutdown, from that loop)."""
-        client = self._clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
+        for client in self._clients.pop(asyncio.get_running_loop(), {}).values():
             await client.aclose()
 
     # -- credentials ----------------------------------------------------------------------
@@ -331,7 +337,7 @@ class UpstreamClient:
                    stream: bool) -> UpstreamResponse:
         """POST `payload` to `{base_url}/{wire.path}` with the wire's headers and query, and return
         the open response whatever its status (connection failures raise `UpstreamError`)."""
-        client = self._client()
+        client = self._client(stream)
         timeout = (httpx.Timeout(None, connect=self.connect_timeout) if stream
                    else httpx.Timeout(self.timeout, connect=self.connect_timeout))
         req = client.build_request(

@@ -301,17 +301,19 @@ def test_key_only_in_authorization_header(httpx_mock):
 
 
 def test_one_client_per_loop_closed_on_shutdown():
-    """One client per event loop however many requests, closed on shutdown; another loop gets
-    its own (an httpx client belongs to the loop it first ran on)."""
+    """One client per event loop for whole bodies and one for streams, however many requests,
+    both closed on shutdown; another loop gets its own (an httpx client belongs to the loop it
+    first ran on)."""
     svc = UpstreamClient()
 
     async def go():
-        got = [svc._client() for _ in range(10)]
+        got = [svc._client(stream=i % 2 == 1) for i in range(10)]
         await svc.aclose()
         return got
 
     got = run(go())
-    assert len({id(c) for c in got}) == 1 and got[0].is_closed
+    assert len({id(c) for c in got[::2]}) == 1 and len({id(c) for c in got[1::2]}) == 1
+    assert got[0] is not got[1] and got[0].is_closed and got[1].is_closed
     assert run(go())[0] is not got[0]
 
 
