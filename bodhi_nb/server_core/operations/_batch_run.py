@@ -1,7 +1,7 @@
 """Running batch jobs: here on the map machinery, or at the provider, polled.
 
 **Local jobs** read the input file in chunks in a worker thread (the next chunk is read while
-the current one runs), send every line not answered yet through `MapJob` (operations/_map.py:
+half the current one is still to send), send every line not answered yet through one `MapJob` (operations/_map.py:
 the concurrency cap, a shared 429 gate, retries honouring Retry-After), and keep each answer in
 batches.sqlite within half a second. A job killed midway resumes from what was kept: only the
 requests in flight at the kill are sent again, and the ledger counts those once (their rows
@@ -16,6 +16,7 @@ output file is written, ordered by custom_id, when the job ends.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import json
@@ -188,14 +189,10 @@ class BatchRunner:
                     await asyncio.wait_for(stop.wait(), FLUSH_SECONDS)
                 await keep()
 
-        chunks = _Chunks(self._store, rec.public["input_file_id"], done)
+        feed = _Feed(self._store, rec, done)
         flush = asyncio.ensure_future(flusher())
         try:
-            chunk = await chunks.next()
-            while chunk and (await asyncio.to_thread(self._store.batch, rec.id)).status != "cancelling":
-                ahead = asyncio.ensure_future(chunks.next())  # read the next lines while these run
-                await self._send(rec, endpoint, chunk, pending)
-                chunk = await ahead
+            await self._send(rec, endpoint, feed, pending)
         finally:
             # Never cancelled mid-write: a keep cut short would leave answers neither kept nor pending
             # (they were written after the output file, which then lacked them).
@@ -204,23 +201,25 @@ class BatchRunner:
         await keep()
         await self._finish(rec)
 
-    async def _send(self, rec: BatchRecord, endpoint: str, chunk: list[tuple[str, dict[str, Any]]],
+    async def _send(self, rec: BatchRecord, endpoint: str, feed: _Feed,
                     pending: list[tuple[str, bool, dict[str, Any]]]) -> None:
         async def on_row(i: int, result: MapResult, data: Any, exc: BodhiError | None) -> None:
-            cid = chunk[i][0]
+            cid = feed.done(i)
             if data is not None and result.error is None:
                 pending.append((cid, True, ok_line(cid, 200, data)))
             else:
                 pending.append((cid, False, error_line(cid, exc, "request_failed", result.error or "failed")))
 
-        # No response cache here: a job resumes from its own kept answers, and the cache's lookup and
-        # write cost a fifth of the gateway's time per row (benchmarks/README.md, "Batches").
-        job = MapJob(self._gateway, len(chunk), lambda i: [], {}, concurrency=CONCURRENCY, max_retries=4,
-                     cache=False, parse=None, bodies=lambda i: ({**chunk[i][1], "stream": False},
-                                                               f"{rec.id}:{chunk[i][0]}"),
+        # One job over the whole file, fed as it is read: its 64 requests stay in flight across chunk
+        # boundaries. No response cache here: a job resumes from its own kept answers, and the
+        # cache's lookup and write cost a fifth of the gateway's time per row (benchmarks/README.md).
+        job = MapJob(self._gateway, CONCURRENCY, lambda i: [], {}, concurrency=CONCURRENCY, max_retries=4,
+                     cache=False, parse=None, take=feed.take,
+                     bodies=lambda i: ({**feed.body(i), "stream": False}, f"{rec.id}:{feed.cid(i)}"),
                      on_row=on_row, keep=False, surface="batch", endpoint=endpoint)
         self._jobs[rec.id] = job
         await job.run()
+        feed.check()
 
     # -- at the provider -------------------------------------------------------------------
 
@@ -257,14 +256,70 @@ class BatchRunner:
         await self._finish(rec)
 
 
-class _Chunks:
-    """The input file's lines not answered yet, CHUNK_ROWS at a time, read in a worker thread."""
+class _Feed:
+    """The input file's lines not answered yet, handed to the job's workers one row number at a
+    time. Lines are read CHUNK_ROWS at a time in a worker thread, the next chunk while half of
+    the current one is still to send, so memory stays flat whatever the file's size and no worker
+    waits on the file. Each chunk read also asks the store whether the job is being cancelled
+    (by another process: one here stops the job itself)."""
 
-    def __init__(self, store: BatchStore, file_id: str, done: set[str]) -> None:
-        self._lines = _sendable(store, file_id, done)
+    def __init__(self, store: BatchStore, rec: BatchRecord, done: set[str]) -> None:
+        self._store, self._id = store, rec.id
+        self._lines = _sendable(store, rec.public["input_file_id"], done)
+        self._rows: dict[int, tuple[str, dict[str, Any]]] = {}  # row number -> (custom_id, body), until answered
+        self._ready: collections.deque[int] = collections.deque()
+        self._count = 0
+        self._reading: asyncio.Future[None] | None = None
+        self._ended = False
+        self.error: BaseException | None = None  # a failed read: the job stops taking rows and raises it
 
-    async def next(self) -> list[tuple[str, dict[str, Any]]]:
-        return await asyncio.to_thread(lambda: list(itertools.islice(self._lines, CHUNK_ROWS)))
+    def _read(self) -> list[tuple[str, dict[str, Any]]]:
+        if self._store.batch(self._id).status == "cancelling":
+            return []
+        return list(itertools.islice(self._lines, CHUNK_ROWS))
+
+    def _start(self) -> asyncio.Future[None]:
+        if self._reading is None:
+            self._reading = asyncio.ensure_future(self._more())
+        return self._reading
+
+    async def _more(self) -> None:
+        try:
+            lines = await asyncio.to_thread(self._read)
+        except Exception as exc:  # noqa: BLE001 - kept for `check`, after the rows already read are sent
+            self.error, lines = exc, []
+        finally:
+            self._reading = None
+        for line in lines:
+            self._rows[self._count] = line
+            self._ready.append(self._count)
+            self._count += 1
+        self._ended = self._ended or not lines
+
+    async def take(self) -> int | None:
+        """The next row to send, or None once every line has been handed out (or a read failed)."""
+        while not self._ready:
+            if self._ended:
+                return None
+            await asyncio.shield(self._start())  # a cancelled worker leaves the read to the others
+        if len(self._ready) <= CHUNK_ROWS // 2 and not self._ended:
+            self._start()
+        return self._ready.popleft()
+
+    def check(self) -> None:
+        """Raise what stopped the reading, if anything did (the job then fails, as it would have)."""
+        if self.error is not None:
+            raise self.error
+
+    def body(self, i: int) -> dict[str, Any]:
+        return self._rows[i][1]
+
+    def cid(self, i: int) -> str:
+        return self._rows[i][0]
+
+    def done(self, i: int) -> str:
+        """Row i is answered (or failed for good): its custom_id, and the line is let go."""
+        return self._rows.pop(i)[0]
 
 
 class _Remote:

@@ -60,8 +60,10 @@ class MapJob:
                  max_retries: int, cache: bool, parse: Callable[[str], Any] | None,
                  tail: dict[str, Any] | None = None, rows: Iterable[int] | None = None,
                  bodies: RowBodies | None = None, on_row: OnRow | None = None, keep: bool = True,
-                 surface: str = "map", endpoint: str = "chat/completions") -> None:
-        """`rows` (default: all of 0..n-1) are the row numbers to send, in order; `bodies` gives a
+                 surface: str = "map", endpoint: str = "chat/completions",
+                 take: Callable[[], Awaitable[int | None]] | None = None) -> None:
+        """`rows` (default: all of 0..n-1) are the row numbers to send, in order, or `take` awaits
+        each next one (None: no more; a batch file read as it is sent); `bodies` gives a
         row's whole request body and ledger key instead of `body` + `messages` (a batch file's
         lines); `on_row` sees each finished row with its raw answer or error (awaited on the
         job's loop), and `keep=False` keeps no per-row results in memory (a 100,000-row batch)."""
@@ -75,6 +77,7 @@ class MapJob:
         self.gate = RateGate()
         self.rng = random.Random()
         self._next = iter(range(n) if rows is None else rows)
+        self._take = take
         self._workers: list[asyncio.Task[None]] = []
         self._stopped = False
 
@@ -96,7 +99,10 @@ class MapJob:
         return [r if r is not None else MapResult(error=CANCELLED) for r in self.results]
 
     async def _worker(self) -> None:
-        for i in self._next:
+        while True:
+            i = next(self._next, None) if self._take is None else await self._take()
+            if i is None:
+                return
             result, data, exc = await self._row(i)
             if self.keep:
                 self.results[i] = result
