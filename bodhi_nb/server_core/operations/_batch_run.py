@@ -16,15 +16,12 @@ output file is written, ordered by custom_id, when the job ends.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import itertools
 import json
 import logging
 import secrets
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +32,13 @@ from ...services.usage import UsageRecord, usage_from_body
 from ..gateway import Gateway
 from ..model_router import Remote
 from ..origin import HubUser, set_hub_user
+from ._batch_feed import CHUNK_ROWS, Feed, sendable
 from ._map import MapJob, MapResult
 
 __all__ = ["CHUNK_ROWS", "CONCURRENCY", "BatchRunner", "error_line"]
 
 log = logging.getLogger("bodhi_nb.batches")
 
-CHUNK_ROWS = 4000  # input lines read ahead at a time (memory stays flat whatever the file's size)
 CONCURRENCY = 64  # requests in flight for a local job
 FLUSH_SECONDS = 0.5  # finished answers are kept at least this often
 _TERMINAL = ("completed", "failed", "expired", "cancelled")
@@ -189,7 +186,7 @@ class BatchRunner:
                     await asyncio.wait_for(stop.wait(), FLUSH_SECONDS)
                 await keep()
 
-        feed = _Feed(self._store, rec, done)
+        feed = Feed(self._store, rec, done)
         flush = asyncio.ensure_future(flusher())
         try:
             await self._send(rec, endpoint, feed, pending)
@@ -201,7 +198,7 @@ class BatchRunner:
         await keep()
         await self._finish(rec)
 
-    async def _send(self, rec: BatchRecord, endpoint: str, feed: _Feed,
+    async def _send(self, rec: BatchRecord, endpoint: str, feed: Feed,
                     pending: list[tuple[str, bool, dict[str, Any]]]) -> None:
         async def on_row(i: int, result: MapResult, data: Any, exc: BodhiError | None) -> None:
             cid = feed.done(i)
@@ -256,72 +253,6 @@ class BatchRunner:
         await self._finish(rec)
 
 
-class _Feed:
-    """The input file's lines not answered yet, handed to the job's workers one row number at a
-    time. Lines are read CHUNK_ROWS at a time in a worker thread, the next chunk while half of
-    the current one is still to send, so memory stays flat whatever the file's size and no worker
-    waits on the file. Each chunk read also asks the store whether the job is being cancelled
-    (by another process: one here stops the job itself)."""
-
-    def __init__(self, store: BatchStore, rec: BatchRecord, done: set[str]) -> None:
-        self._store, self._id = store, rec.id
-        self._lines = _sendable(store, rec.public["input_file_id"], done)
-        self._rows: dict[int, tuple[str, dict[str, Any]]] = {}  # row number -> (custom_id, body), until answered
-        self._ready: collections.deque[int] = collections.deque()
-        self._count = 0
-        self._reading: asyncio.Future[None] | None = None
-        self._ended = False
-        self.error: BaseException | None = None  # a failed read: the job stops taking rows and raises it
-
-    def _read(self) -> list[tuple[str, dict[str, Any]]]:
-        if self._store.batch(self._id).status == "cancelling":
-            return []
-        return list(itertools.islice(self._lines, CHUNK_ROWS))
-
-    def _start(self) -> asyncio.Future[None]:
-        if self._reading is None:
-            self._reading = asyncio.ensure_future(self._more())
-        return self._reading
-
-    async def _more(self) -> None:
-        try:
-            lines = await asyncio.to_thread(self._read)
-        except Exception as exc:  # noqa: BLE001 - kept for `check`, after the rows already read are sent
-            self.error, lines = exc, []
-        finally:
-            self._reading = None
-        for line in lines:
-            self._rows[self._count] = line
-            self._ready.append(self._count)
-            self._count += 1
-        self._ended = self._ended or not lines
-
-    async def take(self) -> int | None:
-        """The next row to send, or None once every line has been handed out (or a read failed)."""
-        while not self._ready:
-            if self._ended:
-                return None
-            await asyncio.shield(self._start())  # a cancelled worker leaves the read to the others
-        if len(self._ready) <= CHUNK_ROWS // 2 and not self._ended:
-            self._start()
-        return self._ready.popleft()
-
-    def check(self) -> None:
-        """Raise what stopped the reading, if anything did (the job then fails, as it would have)."""
-        if self.error is not None:
-            raise self.error
-
-    def body(self, i: int) -> dict[str, Any]:
-        return self._rows[i][1]
-
-    def cid(self, i: int) -> str:
-        return self._rows[i][0]
-
-    def done(self, i: int) -> str:
-        """Row i is answered (or failed for good): its custom_id, and the line is let go."""
-        return self._rows.pop(i)[0]
-
-
 class _Remote:
     """One job at a provider: submit, poll, fetch results (OpenAI Batch or Anthropic Message Batches)."""
 
@@ -356,7 +287,7 @@ class _Remote:
 
     def _lines(self, model: str) -> list[tuple[str, dict[str, Any]]]:
         done = self._store.done_ids(self.rec.id)  # the lines already in the error file
-        lines = _sendable(self._store, self.rec.public["input_file_id"], done)
+        lines = sendable(self._store, self.rec.public["input_file_id"], done)
         return [(cid, {**body, "model": model}) for cid, body in lines]
 
     def _openai_file(self, model: str) -> Path:
@@ -456,18 +387,3 @@ class _Remote:
         else:
             await self._gateway.upstream.post_json(target, f"messages/batches/{rid}/cancel", {},
                                                    headers=self._ant_headers(target))
-
-
-def _sendable(store: BatchStore, file_id: str, skip: set[str]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(custom_id, body) of each input line still to send, read as needed: bad lines (already in
-    the error file) and custom_ids in `skip` are passed over, and each one sent joins `skip` (a
-    duplicate custom_id is sent once, as its first line)."""
-    for _, raw in store.lines(file_id):
-        try:
-            line = json.loads(raw)
-            cid, body = line["custom_id"], line["body"]
-        except (ValueError, KeyError, TypeError):
-            continue
-        if isinstance(cid, str) and cid not in skip and isinstance(body, dict):
-            skip.add(cid)
-            yield cid, body
