@@ -179,9 +179,9 @@ class MeteredResponse(UpstreamResponse):
             m.finish(exc.status, exc.code, self._usage(), ttft=tap.first_at)
             raise
         except (asyncio.CancelledError, GeneratorExit):
-            self._end_stream(tap.first_at, completed=False)
+            self._end_stream(completed=False)
             raise
-        self._end_stream(tap.first_at, completed=True)
+        self._end_stream(completed=True)
 
     def _usage(self) -> TokenUsage | None:
         tap = self._tap
@@ -192,9 +192,11 @@ class MeteredResponse(UpstreamResponse):
             return TokenUsage(None, tap.content_events, tap.content_events)
         return tap.usage
 
-    def _end_stream(self, first: float | None, *, completed: bool) -> None:
-        """Ended: an error event in the stream, the whole stream (or its [DONE]), or abandoned."""
+    def _end_stream(self, *, completed: bool) -> None:
+        """Ended: an error event in the stream, the whole stream (or its [DONE]), or abandoned;
+        the time to first token is the tap's, whoever ends the stream."""
         tap = self._tap
+        first = tap.first_at if tap is not None else None
         if tap is not None and tap.error is not None:
             self._meter.finish(502, tap.error, self._usage(), ttft=first)
         elif completed or (tap is not None and tap.done):
@@ -238,5 +240,5 @@ class MeteredResponse(UpstreamResponse):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
-        if not self._meter.done:  # the reader stopped at [DONE] or went away: the first byte still counts
-            self._end_stream(self._tap.first_at if self._tap is not None else None, completed=False)
+        if not self._meter.done:  # the reader stopped at [DONE] or went away
+            self._end_stream(completed=False)
