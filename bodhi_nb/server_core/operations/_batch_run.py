@@ -210,7 +210,7 @@ class BatchRunner:
         # One job over the whole file, fed as it is read: its 64 requests stay in flight across chunk
         # boundaries. No response cache here: a job resumes from its own kept answers, and the
         # cache's lookup and write cost a fifth of the gateway's time per row (benchmarks/README.md).
-        job = MapJob(self._gateway, CONCURRENCY, lambda i: [], {}, concurrency=CONCURRENCY, max_retries=4,
+        job = MapJob(self._gateway, 0, lambda i: [], {}, concurrency=CONCURRENCY, max_retries=4,
                      cache=False, parse=None, take=feed.take,
                      bodies=lambda i: ({**feed.body(i), "stream": False}, f"{rec.id}:{feed.cid(i)}"),
                      on_row=on_row, keep=False, surface="batch", endpoint=endpoint)

@@ -63,7 +63,7 @@ class MapJob:
                  surface: str = "map", endpoint: str = "chat/completions",
                  take: Callable[[], Awaitable[int | None]] | None = None) -> None:
         """`rows` (default: all of 0..n-1) are the row numbers to send, in order, or `take` awaits
-        each next one (None: no more; a batch file read as it is sent); `bodies` gives a
+        each next one (None: no more; a batch file read as it is sent, whose `n` is 0: not known); `bodies` gives a
         row's whole request body and ledger key instead of `body` + `messages` (a batch file's
         lines); `on_row` sees each finished row with its raw answer or error (awaited on the
         job's loop), and `keep=False` keeps no per-row results in memory (a 100,000-row batch)."""
@@ -90,7 +90,8 @@ class MapJob:
     async def run(self) -> list[MapResult]:
         set_surface(self.surface)  # this task and its workers: the usage ledger records rows as "map"
         if not self._stopped:
-            self._workers = [asyncio.ensure_future(self._worker()) for _ in range(min(self.concurrency, self.n))]
+            workers = self.concurrency if self._take is not None else min(self.concurrency, self.n)
+            self._workers = [asyncio.ensure_future(self._worker()) for _ in range(workers)]
         try:
             await asyncio.gather(*self._workers, return_exceptions=True)
         except asyncio.CancelledError:
