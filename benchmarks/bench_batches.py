@@ -34,6 +34,16 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def by_tenth(reqs: list[dict]) -> list[float]:
+    """Rows answered per second in each tenth of the job's span: whether it slows as it goes."""
+    t0, t1 = min(r["t"] for r in reqs), max(r["t_end"] for r in reqs)
+    step = (t1 - t0) / 10
+    counts = [0] * 10
+    for r in reqs:
+        counts[min(9, int((r["t_end"] - t0) / step))] += 1
+    return [round(c / step, 1) for c in counts]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=100_000)
@@ -76,7 +86,8 @@ def main() -> None:
                 reqs = httpx.get(f"http://127.0.0.1:{port}/_stats", trust_env=False, timeout=60).json()["requests"]
                 span = max(r["t_end"] for r in reqs) - min(r["t"] for r in reqs)
                 upstream = {"mean_in_flight": round(sum(r["t_end"] - r["t"] for r in reqs) / span, 1),
-                            "mean_latency_ms": round(1000 * sum(r["t_end"] - r["t"] for r in reqs) / len(reqs), 1)}
+                            "mean_latency_ms": round(1000 * sum(r["t_end"] - r["t"] for r in reqs) / len(reqs), 1),
+                            "rows_per_s_by_tenth": by_tenth(reqs)}
         finally:
             server.terminate()
             server.wait(30)

@@ -22,6 +22,7 @@ import logging
 import secrets
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -266,9 +267,13 @@ class _Remote:
         return await self._gateway.remote_target(dest)
 
     async def submit(self) -> None:
+        """Create the job at the provider. Its batch API is asked for first (one listing of a
+        single job), so a provider without one costs no copy and upload of the whole file: the 404
+        (or 405, 501) it answers runs the job here."""
         target = await self._target()
         up = self._gateway.upstream
         if self.fmt == "openai":
+            await up.get_json(target, "batches?limit=1")
             tmp = await asyncio.to_thread(self._openai_file, target.model)
             try:
                 f = await up.upload_file(target, "files", tmp, "batch_input.jsonl", {"purpose": "batch"})
@@ -278,17 +283,20 @@ class _Remote:
                 "endpoint"], "completion_window": "24h"})
             self.rec.private.update(remote_id=made["id"], remote_file_id=f["id"])
         else:
+            await up.get_json(target, "messages/batches?limit=1", headers=self._ant_headers(target))
+            # One request body holds every line (Message Batches takes no file): this list is the
+            # one place a provider job holds its input in memory.
             requests = await asyncio.to_thread(self._anthropic_requests, target.model)
             made = await up.post_json(target, "messages/batches", {"requests": requests},
-                                      headers=dialect("anthropic").wire(model=target.model, stream=False,
-                                                                        api_key=target.api_key).headers)
+                                      headers=self._ant_headers(target))
             self.rec.private.update(remote_id=made["id"])
         self.rec.public.update(status="in_progress", in_progress_at=int(time.time()))
 
-    def _lines(self, model: str) -> list[tuple[str, dict[str, Any]]]:
+    def _lines(self, model: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The lines to send, read as they are written out (a 100,000-line file is never held)."""
         done = self._store.done_ids(self.rec.id)  # the lines already in the error file
-        lines = sendable(self._store, self.rec.public["input_file_id"], done)
-        return [(cid, {**body, "model": model}) for cid, body in lines]
+        for cid, body in sendable(self._store, self.rec.public["input_file_id"], done):
+            yield cid, {**body, "model": model}
 
     def _openai_file(self, model: str) -> Path:
         fd, name = tempfile.mkstemp(prefix=".upload-", suffix=".jsonl", dir=self._store.dir)
