@@ -58,8 +58,9 @@ def _wait(c: openai.OpenAI, batch_id: str, timeout: float = 300) -> openai.types
     return box["b"]
 
 
-async def test_a_batch_runs_here_when_the_provider_has_no_batch_api(client, api):
+async def test_a_batch_runs_here_when_the_provider_has_no_batch_api(client, api, slow_upstream):
     c = await client()
+    httpx.post(f"{slow_upstream.removesuffix('/v1')}/_stats", trust_env=False)
 
     def run() -> tuple:
         f = c.files.create(file=("in.jsonl", _lines("slow/lat-10", 30, bad=2)), purpose="batch")
@@ -85,6 +86,9 @@ async def test_a_batch_runs_here_when_the_provider_has_no_batch_api(client, api)
     # Every answered row is one ledger row, recorded as the batch's.
     code, usage, _ = await api("GET", "usage?surface=batch&page_size=100")
     assert code == 200 and usage["total"] == 30
+    # The provider was asked whether it has a batch API, once; the file was never copied to it.
+    other = httpx.get(f"{slow_upstream.removesuffix('/v1')}/_stats", trust_env=False).json()["other"]
+    assert other == ["GET /v1/batches?limit=1"]
 
 
 async def test_hostile_batches_are_4xx_and_lose_nothing(client, api, jp_fetch):

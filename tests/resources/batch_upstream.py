@@ -13,8 +13,9 @@ The last user message may start with a directive:
   !slow         the first request with this text answers after 60 s (or when the client goes away)
   !json TEXT    replies with TEXT verbatim
 Otherwise the reply is "echo: <text>". The server keeps its own record of every request:
-GET /_stats -> {"max_in_flight", "in_flight", "requests": [{"t", "t_end", "text", "status"}]}
-(times from this process's clock, time.time()); POST /_reset clears it.
+GET /_stats -> {"max_in_flight", "in_flight", "requests": [{"t", "t_end", "text", "status"}], "other": [...]}
+(times from this process's clock, time.time()); POST /_stats clears it. Any other path is a 404
+in the OpenAI envelope, kept in "other" as "METHOD /path?query" (it has no Files or Batches API).
 """
 
 from __future__ import annotations
@@ -28,16 +29,16 @@ from typing import Any
 
 import tornado.web
 
-STATE: dict[str, Any] = {"in_flight": 0, "max_in_flight": 0, "requests": [], "seen": Counter()}
+STATE: dict[str, Any] = {"in_flight": 0, "max_in_flight": 0, "requests": [], "seen": Counter(), "other": []}
 
 
 def reset() -> None:
-    STATE.update(in_flight=0, max_in_flight=0, requests=[], seen=Counter())
+    STATE.update(in_flight=0, max_in_flight=0, requests=[], seen=Counter(), other=[])
 
 
 class Stats(tornado.web.RequestHandler):
     def get(self) -> None:
-        self.finish({k: STATE[k] for k in ("in_flight", "max_in_flight", "requests")})
+        self.finish({k: STATE[k] for k in ("in_flight", "max_in_flight", "requests", "other")})
 
     def post(self) -> None:
         reset()
@@ -129,8 +130,18 @@ class Chat(tornado.web.RequestHandler):
         self.finish(envelope(message, code))
 
 
+class Elsewhere(tornado.web.RequestHandler):
+    """Every other path: not served, and remembered (GET /_stats, "other")."""
+
+    def prepare(self) -> None:
+        STATE["other"].append(f"{self.request.method} {self.request.uri}")
+        self.set_status(404)
+        self.finish(envelope(f"Unknown request URL: {self.request.method} {self.request.path}.", "unknown_url"))
+
+
 def make_app(api_key: str | None) -> tornado.web.Application:
-    return tornado.web.Application([(r"/v1/chat/completions", Chat), (r"/_stats", Stats)], api_key=api_key)
+    return tornado.web.Application([(r"/v1/chat/completions", Chat), (r"/_stats", Stats)], api_key=api_key,
+                                   default_handler_class=Elsewhere)
 
 
 if __name__ == "__main__":
