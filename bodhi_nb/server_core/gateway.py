@@ -29,6 +29,7 @@ from ..objs.model_alias import DiscoveredModelAlias, UserModelAlias
 from ..objs.router_alias import RouterAlias
 from ..objs.sse import iter_sse_json
 from ..services.cache import ResponseCache, cache_key
+from ..services.db import KeyNotReady
 from ..services.local_engine import LOCAL_EXTRA_HINT, EngineEndpoint, Purpose
 from ..services.retry import hinted_delay
 from ..services.upstream_client import (
@@ -274,14 +275,18 @@ class Gateway:
         raise last  # max_attempts used up by failures, or today's budget
 
     async def remote_target(self, dest: Remote) -> ForwardTarget:
-        """An API model's request target; its key is decrypted on the loop when the cipher is
-        ready, else (after another process rotated the key) in a thread."""
+        """An API model's request target; its key comes from the index the name was resolved from
+        (decrypted once per snapshot, on the loop when the cipher is ready, else, after another
+        process rotated the master key, in a thread)."""
         a = dest.api_alias
         hub = self.router.hub
         if hub is not None and hub.owns(a):  # the JupyterHub service's model: the user's own hub token
             return hub.target(dest.upstream_model)
         db = self.router.db
-        key = db.get_api_key(a.id) if db.key_ready() else await asyncio.to_thread(db.get_api_key, a.id)
+        try:
+            key = db.indexed_api_key(a.id)
+        except KeyNotReady:
+            key = await asyncio.to_thread(db.get_api_key, a.id)
         return ForwardTarget(a.base_url, dest.upstream_model, key, f"API model '{a.id}'", a.api_format.value)
 
     async def _forward(self, dest: Destination, endpoint: str, body: dict[str, Any], stream: bool,

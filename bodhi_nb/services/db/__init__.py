@@ -7,13 +7,14 @@ from .master_key import (
     persist_master_secret,
 )
 from .storage import LockedJSONStorage
-from .store import DB_FILENAME, ApiModelRecord, ConfigStore, RotationResult
+from .store import DB_FILENAME, ApiModelRecord, ConfigStore, KeyNotReady, RotationResult
 
 __all__ = [
     "DB_FILENAME",
     "PBKDF2_ITERATIONS",
     "ApiModelRecord",
     "ConfigStore",
+    "KeyNotReady",
     "LockedJSONStorage",
     "MasterSecret",
     "RotationResult",

@@ -33,7 +33,7 @@ from ._rotation import KeyMeta, RotationResult
 from .master_key import MasterSecret, load_master_secret
 from .storage import LockedJSONStorage
 
-__all__ = ["DB_FILENAME", "ApiModelRecord", "ConfigStore", "RotationResult"]
+__all__ = ["DB_FILENAME", "ApiModelRecord", "ConfigStore", "KeyNotReady", "RotationResult"]
 
 _List = list  # `ConfigStore.list` shadows the builtin inside the class body
 
@@ -70,6 +70,10 @@ class ApiModelRecord:
                 "api_key_masked": self.api_key_masked, "error": self.error}
 
 
+class KeyNotReady(Exception):
+    """Decrypting a key needs the secret reloaded first: work for a thread, not an event loop."""
+
+
 @dataclass
 class _Index:
     """One snapshot of the file: every read of a call uses the same one (no torn lists)."""
@@ -81,6 +85,8 @@ class _Index:
     by_prefix: dict[str, str] = field(default_factory=dict)
     by_name: dict[str, list[str]] = field(default_factory=dict)  # newest-updated first
     forward_all: list[str] = field(default_factory=list)  # newest-updated first
+    # Keys decrypted from this snapshot, each once (a 100,000-row batch decrypts one, not 100,000).
+    plain_keys: dict[str, str | None] = field(default_factory=dict, repr=False)
 
 
 class ConfigStore:
@@ -223,19 +229,29 @@ class ConfigStore:
         idx = self._current()
         return [idx.by_id[i] for i in idx.forward_all]
 
-    def key_ready(self) -> bool:
-        """Whether decrypting a key now is cheap: False right after another process rotated
-        the master key, when the next access reloads the secret and derives its key (~0.3 s),
-        work an event loop must hand to a thread (server_core/gateway.py)."""
-        idx = self._current()
-        return idx.keys is not None and self._keys.is_ready(idx.keys)
+    def indexed_api_key(self, id: str) -> str | None:
+        """The decrypted key from the index as last read, without looking at the file: for an
+        event loop that checked `index_is_current` for this request and resolved the name from
+        this same index (server_core/gateway.py). `KeyNotReady` when decrypting would first reload
+        the secret and derive its key (~0.3 s, right after another process rotated the master
+        key): call `get_api_key` from a thread then."""
+        idx = self._index
+        if id in idx.plain_keys:
+            return idx.plain_keys[id]
+        if idx.keys is None or not self._keys.is_ready(idx.keys):
+            raise KeyNotReady(id)
+        return self._key_of(idx, id)
 
     def get_api_key(self, id: str) -> str | None:
         """The decrypted key (for the upstream Authorization header only)."""
-        idx = self._current()
+        return self._key_of(self._current(), id)
+
+    def _key_of(self, idx: _Index, id: str) -> str | None:
         self._get(idx, id)
-        token = idx.enc_keys.get(id)
-        return None if token is None else self._decrypt(self._cipher(idx), token, id)
+        if id not in idx.plain_keys:
+            token = idx.enc_keys.get(id)
+            idx.plain_keys[id] = None if token is None else self._decrypt(self._cipher(idx), token, id)
+        return idx.plain_keys[id]
 
     @staticmethod
     def _decrypt(cipher: RecordCipher, token: str, id: str) -> str:
