@@ -193,14 +193,20 @@ class BatchStore:
 
     # -- results ----------------------------------------------------------------------------
 
-    def add_results(self, batch_id: str, rows: list[tuple[str, bool, dict[str, Any]]]) -> None:
-        """Keep finished requests (custom_id, ok, output line); one already kept stays as it was."""
+    def add_results(self, batch_id: str, rows: list[tuple[str, bool, dict[str, Any]]]) -> tuple[int, int]:
+        """Keep finished requests (custom_id, ok, output line); one already kept stays as it was.
+        Returns how many were new, (succeeded, failed): a running job keeps its counts from these
+        instead of counting every kept row again twice a second."""
+        added = [0, 0]
         if not rows:
-            return
+            return 0, 0
         with write_tx(self.path) as conn:
-            conn.executemany("INSERT OR IGNORE INTO results VALUES (?, ?, ?, ?)",
-                             [(batch_id, cid, int(ok), json.dumps(line, separators=(",", ":")))
-                              for cid, ok, line in rows])
+            for ok in (True, False):
+                added[not ok] = conn.executemany(
+                    "INSERT OR IGNORE INTO results VALUES (?, ?, ?, ?)",
+                    [(batch_id, cid, int(ok), json.dumps(line, separators=(",", ":")))
+                     for cid, is_ok, line in rows if is_ok is ok]).rowcount
+        return added[0], added[1]
 
     def done_ids(self, batch_id: str) -> set[str]:
         self._open()

@@ -158,6 +158,8 @@ class BatchRunner:
 
     async def _run_local(self, rec: BatchRecord) -> None:
         done = await asyncio.to_thread(self._store.done_ids, rec.id)
+        counts = rec.public["request_counts"]  # kept up to date as answers are kept
+        counts["completed"], counts["failed"] = await asyncio.to_thread(self._store.counts, rec.id)
         pending: list[tuple[str, bool, dict[str, Any]]] = []  # finished rows not yet kept: (custom_id, ok, line)
         endpoint = rec.public["endpoint"].removeprefix("/v1/")
 
@@ -174,9 +176,8 @@ class BatchRunner:
                 # must already be in the file (one sent again after a crash is keyed: counted once).
                 if self._gateway.ledger is not None:
                     await asyncio.to_thread(self._gateway.ledger.flush)
-                await asyncio.to_thread(self._store.add_results, rec.id, rows)
-                ok, bad = await asyncio.to_thread(self._store.counts, rec.id)
-                rec.public["request_counts"].update(completed=ok, failed=bad)
+                ok, bad = await asyncio.to_thread(self._store.add_results, rec.id, rows)
+                counts.update(completed=counts["completed"] + ok, failed=counts["failed"] + bad)
                 await asyncio.to_thread(self._store.put_batch, rec)
 
         stop = asyncio.Event()
