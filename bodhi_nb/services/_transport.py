@@ -23,6 +23,8 @@ import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
+from ._upstream import WholeBody
+
 __all__ = ["UpstreamTransport", "httpx_error"]
 
 
@@ -89,6 +91,31 @@ class UpstreamTransport(AiohttpTransport):
                                          keepalive_timeout=self.limits.keepalive_expiry or 5.0)
         return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False,
                                      auto_decompress=False)
+
+    async def post_whole(self, url: str, headers: dict[str, str], content: bytes, timeout: httpx.Timeout) -> WholeBody:
+        """POST `content` and read the whole answer on this transport's aiohttp session, with no
+        httpx Request or Response around it: at 64 requests in flight about 0.24 ms of the loop's
+        CPU per request against 0.61 ms through httpx (benchmarks/README.md, "Batch jobs"). The
+        same rules as a request through httpx: no redirect followed, no cookie kept, the body as
+        sent; failures raised as httpx's exceptions."""
+        if not isinstance(self.client, aiohttp.ClientSession):
+            self.client = self.get_client()
+        limits = aiohttp.ClientTimeout(sock_connect=timeout.connect, sock_read=timeout.read, connect=timeout.pool)
+        try:
+            async with self.client.post(url, data=content, headers=headers, allow_redirects=False, compress=False,
+                                        timeout=limits) as r:
+                merged: dict[str, str] = {}
+                for k, v in r.headers.items():  # as httpx gives them: lower-case, repeats joined
+                    k = k.lower()
+                    merged[k] = f"{merged[k]}, {v}" if k in merged else v
+                try:
+                    return WholeBody(r.status, merged, await r.read())
+                except aiohttp.ClientError as exc:  # the answer began, then broke off: a failed read
+                    failed = httpx_error(exc)
+                    return WholeBody(r.status, merged, b"", failed if isinstance(failed, httpx.HTTPError)
+                                     else httpx.ReadError(str(exc)))
+        except aiohttp.ClientError as exc:
+            raise httpx_error(exc) from None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         try:

@@ -155,10 +155,37 @@ class _ByteStream(httpx.AsyncByteStream):
         await self._gen.aclose()  # type: ignore[attr-defined]
 
 
+class WholeBody:
+    """An answer already read whole, as UpstreamResponse reads it (status, lower-case headers,
+    body) without an httpx.Response around it: the direct whole-body path of UpstreamClient.send
+    and every replayed answer."""
+
+    __slots__ = ("status_code", "headers", "content", "error")
+
+    def __init__(self, status: int, headers: dict[str, str], content: bytes,
+                 error: httpx.HTTPError | None = None) -> None:
+        """`error`: the body broke off while it was read (raised when it is read, as httpx does)."""
+        self.status_code, self.headers, self.content, self.error = status, headers, content, error
+
+    async def aiter_raw(self) -> AsyncIterator[bytes]:
+        if self.error is not None:
+            raise self.error
+        if self.content:
+            yield self.content
+
+    async def aread(self) -> bytes:
+        if self.error is not None:
+            raise self.error
+        return self.content
+
+    async def aclose(self) -> None:
+        pass
+
+
 class UpstreamResponse:
     """An open upstream response: status, filtered headers, and its body as it arrives."""
 
-    def __init__(self, response: httpx.Response, label: str, secret: str | None = None) -> None:
+    def __init__(self, response: httpx.Response | WholeBody, label: str, secret: str | None = None) -> None:
         self._response = response
         self.label = label
         self.status = response.status_code
@@ -174,7 +201,7 @@ class UpstreamResponse:
     def replayed(cls, status: int, headers: dict[str, str], body: bytes, label: str,
                  upstream_seconds: float = 0.0) -> UpstreamResponse:
         """A response already read (from the cache, or translated) that callers can read again."""
-        out = cls(httpx.Response(status, headers=headers, content=body), label)
+        out = cls(WholeBody(status, {k.lower(): v for k, v in headers.items()}, body), label)
         out.upstream_seconds = upstream_seconds
         return out
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -155,29 +156,46 @@ class UpstreamClient:
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[bool, httpx.AsyncClient]] = (
             weakref.WeakKeyDictionary()
         )
+        # The whole-body client's transport, per loop, when requests can skip httpx (`send`).
+        self._direct: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, UpstreamTransport] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def _client(self, stream: bool = False) -> httpx.AsyncClient:
         """This loop's client for whole bodies, or for a streamed response."""
-        clients = self._clients.setdefault(asyncio.get_running_loop(), {})
+        loop = asyncio.get_running_loop()
+        clients = self._clients.setdefault(loop, {})
         client = clients.get(stream)
         if client is None or client.is_closed:
-            client = clients[stream] = self._new_client(STREAM_TRANSPORT if stream else self._transport)
+            client, transport = self._new_client(STREAM_TRANSPORT if stream else self._transport)
+            clients[stream] = client
+            if not stream and isinstance(transport, UpstreamTransport):
+                self._direct[loop] = transport
         return client
 
-    def _new_client(self, transport: Transport) -> httpx.AsyncClient:
+    def _direct_transport(self) -> UpstreamTransport | None:
+        """The aiohttp transport a whole body goes over without httpx: none in hub mode (the
+        address guard's transport checks each connection), nor with a test's own transport."""
+        client = self._client()
+        return None if client.is_closed else self._direct.get(asyncio.get_running_loop())
+
+    def _new_client(self, transport: Transport) -> tuple[httpx.AsyncClient, httpx.AsyncBaseTransport]:
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
         guard = self.address_guard
-        return httpx.AsyncClient(
+        under = (transport(limits=limits) if guard is None
+                 else GuardedTransport(guard, limits=limits, transport=transport))
+        client = httpx.AsyncClient(
             timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),
-            transport=(transport(limits=limits) if guard is None
-                       else GuardedTransport(guard, limits=limits, transport=transport)),
+            transport=under,
             follow_redirects=False,
             trust_env=False,
             cookies=_NoCookies(),
         )
+        return client, under
 
     async def aclose(self) -> None:
         """Close the clients of the running loop (call on shutdown, from that loop)."""
+        self._direct.pop(asyncio.get_running_loop(), None)  # (closed with the whole-body client)
         for client in self._clients.pop(asyncio.get_running_loop(), {}).values():
             await client.aclose()
 
@@ -340,12 +358,22 @@ class UpstreamClient:
         client = self._client(stream)
         timeout = (httpx.Timeout(None, connect=self.connect_timeout) if stream
                    else httpx.Timeout(self.timeout, connect=self.connect_timeout))
-        req = client.build_request(
-            "POST", f"{checked_url(target.base_url, target.label)}/{wire.path}", params=wire.params or None,
-            content=json.dumps(payload, separators=(",", ":")).encode(),
-            headers={**self._headers(None, stream), **wire.headers}, timeout=timeout,
-        )
+        url = f"{checked_url(target.base_url, target.label)}/{wire.path}"
+        content = json.dumps(payload, separators=(",", ":")).encode()
+        headers = {**self._headers(None, stream), **wire.headers}
+        direct = None if stream else self._direct_transport()
         t = time.perf_counter()
+        if direct is not None:  # a whole body: straight on aiohttp's session (services/_transport.py)
+            try:
+                whole = await direct.post_whole(f"{url}?{urlencode(wire.params)}" if wire.params else url,
+                                                headers, content, timeout)
+            except httpx.HTTPError as exc:
+                raise transport_error(exc, target.label) from None
+            out = UpstreamResponse(whole, target.label, target.api_key)
+            out.upstream_seconds = time.perf_counter() - t
+            return out
+        req = client.build_request("POST", url, params=wire.params or None, content=content, headers=headers,
+                                   timeout=timeout)
         try:
             send = client.send(req, stream=True)
             resp = await (asyncio.wait_for(send, self.first_byte_timeout) if stream else send)

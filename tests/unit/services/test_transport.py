@@ -14,6 +14,7 @@ import pytest
 
 from bodhi_nb.objs import UpstreamError
 from bodhi_nb.services._transport import UpstreamTransport, httpx_error
+from bodhi_nb.services.address_guard import AddressGuard
 from bodhi_nb.services.upstream_client import DEFAULT_TRANSPORT, ForwardTarget, UpstreamClient
 from tests.conftest import TEST_KEY
 
@@ -82,6 +83,39 @@ def test_what_reaches_the_socket_and_no_cookie_or_proxy_from_the_environment(mon
     assert bodies[0] == b'{"model":"up-model","x":[1]}'  # only the model rewritten, sent as built
     assert all(b"cookie" not in h.lower() for h in heads)  # the first answer's Set-Cookie is not kept
     assert len(heads) == 2  # both on one kept-alive connection (the handler served them in one loop)
+
+
+def test_a_whole_body_skips_httpx_and_reads_as_it_would_through_httpx():
+    """Whole bodies go straight on aiohttp's session; what a caller reads (status, headers, body)
+    is what the same answer gives through httpx's own transport. Streams, the hub's address guard
+    and a test's own transport keep httpx."""
+    async def handler(reader, writer):
+        await read_request(reader)
+        writer.write(reply(b'{"ok": 2}', extra=b"X-Request-Id: r-1\r\nVary: a\r\nVary: b\r\n"))
+        await writer.drain()
+        writer.close()
+
+    async def read(svc: UpstreamClient) -> tuple:
+        async with raw_server(handler) as port:
+            r = await svc.forward(target(port), "chat/completions", {"model": "m"})
+            out = (r.status, r.headers, await r.aread_json(), svc._direct_transport() is not None)
+        await svc.aclose()
+        return out
+
+    direct = asyncio.run(read(UpstreamClient()))
+    through_httpx = asyncio.run(read(UpstreamClient(transport=httpx.AsyncHTTPTransport)))
+    assert direct[3] and not through_httpx[3]
+    assert direct[:3] == through_httpx[:3]
+    assert direct[1]["x-request-id"] == "r-1" and direct[1]["vary"] == "a, b"
+
+    async def guarded() -> bool:
+        svc = UpstreamClient(address_guard=AddressGuard(allow=["127.0.0.1"]))
+        try:
+            return svc._direct_transport() is None
+        finally:
+            await svc.aclose()
+
+    assert asyncio.run(guarded())
 
 
 def test_a_stream_arrives_as_the_upstream_sends_it():
