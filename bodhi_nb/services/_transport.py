@@ -1,11 +1,10 @@
 """Private: the HTTP transport under UpstreamClient's httpx clients: aiohttp's connection pool and
 C-accelerated HTTP/1.1 parser, through httpx-aiohttp's transport.
 
-The httpx API stays (requests, streamed responses, timeouts, the exceptions every caller maps);
-only the bytes on the socket move to aiohttp. At 64 requests in flight httpcore's pool and its
-anyio layers cost about 1.0 ms of the server loop's CPU per request; this transport about 0.65 ms
-(benchmarks/README.md, "Batch jobs"), which is what a 100,000-row batch on the server's own loop
-is bound by.
+The httpx API stays for management calls (files, batch polling, model lists): only the bytes on
+the socket move to aiohttp. A whole-body forward skips httpx altogether (`post_whole`, on the
+same session): the loop's CPU per request is what a 100,000-row batch on the server's own loop
+is bound by (benchmarks/README.md, "Batch jobs").
 
 httpx-aiohttp maps aiohttp's exceptions coarsely (a refused connection or a server that hangs up
 both become `ConnectTimeout`, and an unlisted one escapes as aiohttp's own). Here every aiohttp
@@ -94,8 +93,8 @@ class UpstreamTransport(AiohttpTransport):
 
     async def post_whole(self, url: str, headers: dict[str, str], content: bytes, timeout: httpx.Timeout) -> WholeBody:
         """POST `content` and read the whole answer on this transport's aiohttp session, with no
-        httpx Request or Response around it: at 64 requests in flight about 0.24 ms of the loop's
-        CPU per request against 0.61 ms through httpx (benchmarks/README.md, "Batch jobs"). The
+        httpx Request or Response around it: at 64 requests in flight a forward costs the loop
+        0.28 ms of CPU this way, 0.61 ms through httpx (benchmarks/README.md, "Batch jobs"). The
         same rules as a request through httpx: no redirect followed, no cookie kept, the body as
         sent; failures raised as httpx's exceptions."""
         if not isinstance(self.client, aiohttp.ClientSession):

@@ -176,8 +176,8 @@ class UpstreamClient:
     def _direct_transport(self) -> UpstreamTransport | None:
         """The aiohttp transport a whole body goes over without httpx: none in hub mode (the
         address guard's transport checks each connection), nor with a test's own transport."""
-        client = self._client()
-        return None if client.is_closed else self._direct.get(asyncio.get_running_loop())
+        self._client()  # (made on first use, and with it its transport)
+        return self._direct.get(asyncio.get_running_loop())
 
     def _new_client(self, transport: Transport) -> tuple[httpx.AsyncClient, httpx.AsyncBaseTransport]:
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
