@@ -284,7 +284,7 @@ class Gateway:
             return hub.target(dest.upstream_model)
         db = self.router.db
         try:
-            key = db.indexed_api_key(a.id)
+            key = db.indexed_api_key(a)
         except KeyNotReady:
             key = await asyncio.to_thread(db.get_api_key, a.id)
         return ForwardTarget(a.base_url, dest.upstream_model, key, f"API model '{a.id}'", a.api_format.value)

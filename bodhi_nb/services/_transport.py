@@ -94,15 +94,16 @@ class UpstreamTransport(AiohttpTransport):
     async def post_whole(self, url: str, headers: dict[str, str], content: bytes, timeout: httpx.Timeout) -> WholeBody:
         """POST `content` and read the whole answer on this transport's aiohttp session, with no
         httpx Request or Response around it: at 64 requests in flight a forward costs the loop
-        0.28 ms of CPU this way, 0.61 ms through httpx (benchmarks/README.md, "Batch jobs"). The
-        same rules as a request through httpx: no redirect followed, no cookie kept, the body as
-        sent; failures raised as httpx's exceptions."""
+        0.28 ms of CPU this way, 0.61 ms when it went through httpx (benchmarks/README.md, "Batch
+        jobs"). The same rules as a request through httpx: no redirect followed, no cookie kept,
+        a compressed body decoded (an upstream may compress though asked not to); failures raised
+        as httpx's exceptions."""
         if not isinstance(self.client, aiohttp.ClientSession):
             self.client = self.get_client()
         limits = aiohttp.ClientTimeout(sock_connect=timeout.connect, sock_read=timeout.read, connect=timeout.pool)
         try:
             async with self.client.post(url, data=content, headers=headers, allow_redirects=False, compress=False,
-                                        timeout=limits) as r:
+                                        auto_decompress=True, timeout=limits) as r:
                 merged: dict[str, str] = {}
                 for k, v in r.headers.items():  # as httpx gives them: lower-case, repeats joined
                     k = k.lower()

@@ -168,18 +168,20 @@ class WholeBody:
         self.status_code, self.headers, self.content, self.error = status, headers, content, error
 
     async def aiter_raw(self) -> AsyncIterator[bytes]:
+        """The body as one chunk (or the read's failure), as an httpx body would arrive."""
         if self.error is not None:
             raise self.error
         if self.content:
             yield self.content
 
     async def aread(self) -> bytes:
+        """The body (or the read's failure)."""
         if self.error is not None:
             raise self.error
         return self.content
 
     async def aclose(self) -> None:
-        pass
+        """Nothing to close: the connection went back to its pool when the body was read."""
 
 
 class UpstreamResponse:

@@ -61,6 +61,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+USER_AGENT = "bodhi_nb"
+
 Transport = Callable[..., httpx.AsyncBaseTransport]
 """Makes one client's transport from `limits=` (and `verify=`): services/_transport.py's by default."""
 DEFAULT_TRANSPORT: Transport = UpstreamTransport
@@ -223,7 +225,9 @@ class UpstreamClient:
 
     @staticmethod
     def _headers(api_key: str | None, stream: bool = False) -> dict[str, str]:
-        h = {"accept-encoding": "identity", "content-type": "application/json",
+        # One user-agent whichever client sends (aiohttp's session or httpx's), so a provider's
+        # allowlist or logs see one client.
+        h = {"accept-encoding": "identity", "content-type": "application/json", "user-agent": USER_AGENT,
              "accept": MEDIA_TYPE if stream else "application/json"}
         return {**h, **UpstreamClient._auth(api_key)}
 
@@ -276,7 +280,7 @@ class UpstreamClient:
     async def upload_file(self, target: ForwardTarget, path: str, file: Path, filename: str,
                           fields: dict[str, str]) -> Any:
         """POST a file as multipart/form-data (read from disk as it is sent)."""
-        auth = self._auth(target.api_key)
+        auth = {**self._auth(target.api_key), "user-agent": USER_AGENT}
         with file.open("rb") as fh:
             try:
                 r = await self._client().post(f"{checked_url(target.base_url, target.label)}/{path}",

@@ -91,6 +91,24 @@ async def test_a_batch_runs_here_when_the_provider_has_no_batch_api(client, api,
     assert other == ["GET /v1/batches?limit=1"]
 
 
+async def test_a_provider_that_lists_no_batches_still_gets_the_upload(client, slow_upstream):
+    """A 405 to the listing says the path exists without GET: the gateway still tries the
+    provider's Files API (here a 404 too, so the job then runs here)."""
+    c = await client()
+    root = slow_upstream.removesuffix("/v1")
+    httpx.post(f"{root}/_stats?listing=405", trust_env=False)
+
+    def run() -> openai.types.Batch:
+        f = c.files.create(file=("in.jsonl", _lines("slow/echo", 3)), purpose="batch")
+        return _wait(c, c.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
+                                         completion_window="24h").id)
+
+    done = await asyncio.to_thread(run)
+    assert done.status == "completed" and done.request_counts.completed == 3
+    other = httpx.get(f"{root}/_stats", trust_env=False).json()["other"]
+    assert other == ["GET /v1/batches?limit=1", "POST /v1/files"]
+
+
 async def test_hostile_batches_are_4xx_and_lose_nothing(client, api, jp_fetch):
     c = await client()
 

@@ -15,7 +15,8 @@ The last user message may start with a directive:
 Otherwise the reply is "echo: <text>". The server keeps its own record of every request:
 GET /_stats -> {"max_in_flight", "in_flight", "requests": [{"t", "t_end", "text", "status"}], "other": [...]}
 (times from this process's clock, time.time()); POST /_stats clears it. Any other path is a 404
-in the OpenAI envelope, kept in "other" as "METHOD /path?query" (it has no Files or Batches API).
+in the OpenAI envelope, kept in "other" as "METHOD /path?query" (it has no Files or Batches API);
+POST /_stats?listing=405 makes GET /v1/batches a 405 instead, until the next POST /_stats.
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ from typing import Any
 
 import tornado.web
 
-STATE: dict[str, Any] = {"in_flight": 0, "max_in_flight": 0, "requests": [], "seen": Counter(), "other": []}
+STATE: dict[str, Any] = {"in_flight": 0, "max_in_flight": 0, "requests": [], "seen": Counter(), "other": [],
+                         "listing": 404}
 
 
-def reset() -> None:
-    STATE.update(in_flight=0, max_in_flight=0, requests=[], seen=Counter(), other=[])
+def reset(listing: int = 404) -> None:
+    STATE.update(in_flight=0, max_in_flight=0, requests=[], seen=Counter(), other=[], listing=listing)
 
 
 class Stats(tornado.web.RequestHandler):
@@ -41,7 +43,7 @@ class Stats(tornado.web.RequestHandler):
         self.finish({k: STATE[k] for k in ("in_flight", "max_in_flight", "requests", "other")})
 
     def post(self) -> None:
-        reset()
+        reset(int(self.get_query_argument("listing", "404")))
         self.finish({})
 
 
@@ -135,7 +137,7 @@ class Elsewhere(tornado.web.RequestHandler):
 
     def prepare(self) -> None:
         STATE["other"].append(f"{self.request.method} {self.request.uri}")
-        self.set_status(404)
+        self.set_status(STATE["listing"] if self.request.method == "GET" and self.request.path == "/v1/batches" else 404)
         self.finish(envelope(f"Unknown request URL: {self.request.method} {self.request.path}.", "unknown_url"))
 
 

@@ -269,24 +269,27 @@ class _Remote:
 
     async def submit(self) -> None:
         """Create the job at the provider. Its batch API is asked for first (one listing of a
-        single job), so a provider without one costs no copy and upload of the whole file: the 404
-        (or 405, 501) it answers runs the job here."""
+        single job), so a provider without one costs no copy and upload of the whole file: its 404
+        (or 501) runs the job here. A 405 says the path exists without a listing: create anyway."""
         target = await self._target()
         up = self._gateway.upstream
+        listing = "batches?limit=1" if self.fmt == "openai" else "messages/batches?limit=1"
+        try:
+            await up.get_json(target, listing, headers=None if self.fmt == "openai" else self._ant_headers(target))
+        except BodhiError as exc:
+            if exc.status != 405:
+                raise
         if self.fmt == "openai":
-            await up.get_json(target, "batches?limit=1")
             tmp = await asyncio.to_thread(self._openai_file, target.model)
             try:
                 f = await up.upload_file(target, "files", tmp, "batch_input.jsonl", {"purpose": "batch"})
             finally:
                 tmp.unlink(missing_ok=True)
-            made = await up.post_json(target, "batches", {"input_file_id": f["id"], "endpoint": self.rec.public[
-                "endpoint"], "completion_window": "24h"})
+            made = await up.post_json(target, "batches", {"input_file_id": f["id"], "completion_window": "24h",
+                                                          "endpoint": self.rec.public["endpoint"]})
             self.rec.private.update(remote_id=made["id"], remote_file_id=f["id"])
         else:
-            await up.get_json(target, "messages/batches?limit=1", headers=self._ant_headers(target))
-            # One request body holds every line (Message Batches takes no file): this list is the
-            # one place a provider job holds its input in memory.
+            # (one request body holds every line: the one place a job holds all its input in memory)
             requests = await asyncio.to_thread(self._anthropic_requests, target.model)
             made = await up.post_json(target, "messages/batches", {"requests": requests},
                                       headers=self._ant_headers(target))
@@ -308,8 +311,8 @@ class _Remote:
         return Path(name)
 
     def _anthropic_requests(self, model: str) -> list[dict[str, Any]]:
-        d = dialect("anthropic")
-        return [{"custom_id": cid, "params": d.chat_to_request(body, model=model)} for cid, body in self._lines(model)]
+        return [{"custom_id": cid, "params": dialect("anthropic").chat_to_request(body, model=model)}
+                for cid, body in self._lines(model)]
 
     async def poll(self) -> str:
         target = await self._target()

@@ -71,7 +71,7 @@ class ApiModelRecord:
 
 
 class KeyNotReady(Exception):
-    """Decrypting a key needs the secret reloaded first: work for a thread, not an event loop."""
+    """The key cannot come from memory now (`indexed_api_key` says why): work for a thread."""
 
 
 @dataclass
@@ -229,24 +229,28 @@ class ConfigStore:
         idx = self._current()
         return [idx.by_id[i] for i in idx.forward_all]
 
-    def indexed_api_key(self, id: str) -> str | None:
-        """The decrypted key from the index as last read, without looking at the file: for an
-        event loop that checked `index_is_current` for this request and resolved the name from
-        this same index (server_core/gateway.py). `KeyNotReady` when decrypting would first reload
-        the secret and derive its key (~0.3 s, right after another process rotated the master
-        key): call `get_api_key` from a thread then."""
+    def indexed_api_key(self, alias: ApiModelAlias) -> str | None:
+        """The decrypted key of `alias` from memory, without looking at the file: for an event
+        loop that resolved `alias` from this store's index for this request (server_core/gateway.py).
+        Decrypted once per snapshot. `KeyNotReady` when memory cannot answer: the index has moved
+        on since `alias` was resolved (another snapshot's key must not go to its base URL), or
+        decrypting would first reload the secret and derive its key (~0.3 s, right after another
+        process rotated the master key). Then call `get_api_key` from a thread."""
         idx = self._index
-        if id in idx.plain_keys:
-            return idx.plain_keys[id]
+        if idx.by_id.get(alias.id) is not alias:
+            raise KeyNotReady(alias.id)
+        if alias.id in idx.plain_keys:
+            return idx.plain_keys[alias.id]
         if idx.keys is None or not self._keys.is_ready(idx.keys):
-            raise KeyNotReady(id)
-        return self._key_of(idx, id)
+            raise KeyNotReady(alias.id)
+        return self._key_of(idx, alias.id)
 
     def get_api_key(self, id: str) -> str | None:
         """The decrypted key (for the upstream Authorization header only)."""
         return self._key_of(self._current(), id)
 
     def _key_of(self, idx: _Index, id: str) -> str | None:
+        """`id`'s key in snapshot `idx`, decrypted the first time it is asked for."""
         self._get(idx, id)
         if id not in idx.plain_keys:
             token = idx.enc_keys.get(id)

@@ -303,18 +303,23 @@ def test_the_loop_reads_a_key_decrypted_once_per_snapshot_and_never_a_stale_one(
     server = ConfigStore(bodhi_home, kdf_iterations=FAST_KDF)  # the Jupyter server's store
     server.refresh_index()
     decrypts.clear()  # (opening the store checks the secret against a record of its own)
-    assert [server.indexed_api_key("up") for _ in range(3)] == [TEST_KEY] * 3
+    up = server.find_by_served_name("echo")[0]  # resolved, as the gateway resolves a name
+    assert [server.indexed_api_key(up) for _ in range(3)] == [TEST_KEY] * 3
     assert len(decrypts) == 1  # one decryption for the snapshot, not one per request
     file_store.update("up", {}, api_key="sk-changed-0123456789")  # another process changes the key
     assert not server.index_is_current()
-    server.refresh_index()  # what the gateway does before resolving the name
-    assert server.indexed_api_key("up") == "sk-changed-0123456789"
+    server.refresh_index()
+    with pytest.raises(KeyNotReady):  # resolved from the snapshot before: its key is not given out
+        server.indexed_api_key(up)
+    up = server.find_by_served_name("echo")[0]  # resolved again, from the new snapshot
+    assert server.indexed_api_key(up) == "sk-changed-0123456789"
     file_store.rotate_master_key()  # another process rotates the master key: no cipher for it yet
     server.refresh_index()
+    up = server.find_by_served_name("echo")[0]
     with pytest.raises(KeyNotReady):
-        server.indexed_api_key("up")  # the loop hands it to a thread (server_core/gateway.py)
+        server.indexed_api_key(up)  # the loop hands it to a thread (server_core/gateway.py)
     assert server.get_api_key("up") == "sk-changed-0123456789"
-    assert server.indexed_api_key("up") == "sk-changed-0123456789"
+    assert server.indexed_api_key(up) == "sk-changed-0123456789"
 
 
 def test_key_file_process_reloads_the_new_secret(file_store, bodhi_home):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -80,6 +81,7 @@ def test_what_reaches_the_socket_and_no_cookie_or_proxy_from_the_environment(mon
     first = heads[0].decode().lower()
     assert first.startswith("post /v1/chat/completions http/1.1\r\n")
     assert f"authorization: bearer {TEST_KEY.lower()}\r\n" in first and "content-type: application/json" in first
+    assert "user-agent: bodhi_nb\r\n" in first  # whichever client sends it
     assert bodies[0] == b'{"model":"up-model","x":[1]}'  # only the model rewritten, sent as built
     assert all(b"cookie" not in h.lower() for h in heads)  # the first answer's Set-Cookie is not kept
     assert len(heads) == 2  # both on one kept-alive connection (the handler served them in one loop)
@@ -89,9 +91,11 @@ def test_a_whole_body_skips_httpx_and_reads_as_it_would_through_httpx():
     """Whole bodies go straight on aiohttp's session; what a caller reads (status, headers, body)
     is what the same answer gives through httpx's own transport. Streams, the hub's address guard
     and a test's own transport keep httpx."""
+    packed = gzip.compress(b'{"ok": 2}')  # compressed, though asked for identity: read decoded either way
+
     async def handler(reader, writer):
         await read_request(reader)
-        writer.write(reply(b'{"ok": 2}', extra=b"X-Request-Id: r-1\r\nVary: a\r\nVary: b\r\n"))
+        writer.write(reply(packed, extra=b"Content-Encoding: gzip\r\nX-Request-Id: r-1\r\nVary: a\r\nVary: b\r\n"))
         await writer.drain()
         writer.close()
 
@@ -107,6 +111,7 @@ def test_a_whole_body_skips_httpx_and_reads_as_it_would_through_httpx():
     assert direct[3] and not through_httpx[3]
     assert direct[:3] == through_httpx[:3]
     assert direct[1]["x-request-id"] == "r-1" and direct[1]["vary"] == "a, b"
+    assert direct[2][1] == {"ok": 2} and "content-encoding" not in direct[1]
 
     async def guarded() -> bool:
         svc = UpstreamClient(address_guard=AddressGuard(allow=["127.0.0.1"]))
