@@ -276,8 +276,8 @@ class Gateway:
 
     async def remote_target(self, dest: Remote) -> ForwardTarget:
         """An API model's request target; its key comes from the index the name was resolved from
-        (decrypted once per snapshot, on the loop when the cipher is ready, else, after another
-        process rotated the master key, in a thread)."""
+        (decrypted once per snapshot, on the loop), or is read in a thread when memory cannot
+        answer: the store changed since, or another process rotated the master key."""
         a = dest.api_alias
         hub = self.router.hub
         if hub is not None and hub.owns(a):  # the JupyterHub service's model: the user's own hub token
