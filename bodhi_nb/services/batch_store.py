@@ -197,16 +197,14 @@ class BatchStore:
         """Keep finished requests (custom_id, ok, output line); one already kept stays as it was.
         Returns how many were new, (succeeded, failed): a running job keeps its counts from these
         instead of counting every kept row again twice a second."""
-        added = [0, 0]
         if not rows:
             return 0, 0
         with write_tx(self.path) as conn:
-            for ok in (True, False):
-                added[not ok] = conn.executemany(
-                    "INSERT OR IGNORE INTO results VALUES (?, ?, ?, ?)",
-                    [(batch_id, cid, int(ok), json.dumps(line, separators=(",", ":")))
-                     for cid, is_ok, line in rows if is_ok is ok]).rowcount
-        return added[0], added[1]
+            added = {ok: conn.executemany("INSERT OR IGNORE INTO results VALUES (?, ?, ?, ?)",
+                                          [(batch_id, cid, int(ok), json.dumps(line, separators=(",", ":")))
+                                           for cid, is_ok, line in rows if is_ok is ok]).rowcount
+                     for ok in (True, False)}
+        return added[True], added[False]
 
     def done_ids(self, batch_id: str) -> set[str]:
         self._open()
