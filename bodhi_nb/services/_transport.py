@@ -24,7 +24,9 @@ from httpx_aiohttp import AiohttpTransport
 
 from ._upstream import WholeBody
 
-__all__ = ["UpstreamTransport", "httpx_error"]
+__all__ = ["USER_AGENT", "UpstreamTransport", "httpx_error"]
+
+USER_AGENT = "bodhi_nb"  # every client's (aiohttp's session, httpx's clients): a provider sees one client
 
 
 def httpx_error(exc: BaseException, request: httpx.Request | None = None) -> BaseException:
@@ -89,7 +91,7 @@ class UpstreamTransport(AiohttpTransport):
         connector = aiohttp.TCPConnector(limit=self.limits.max_connections or 0, ssl=self.ssl_context,
                                          keepalive_timeout=self.limits.keepalive_expiry or 5.0)
         return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False,
-                                     auto_decompress=False)
+                                     auto_decompress=False, headers={"user-agent": USER_AGENT})
 
     async def post_whole(self, url: str, headers: dict[str, str], content: bytes, timeout: httpx.Timeout) -> WholeBody:
         """POST `content` and read the whole answer on this transport's aiohttp session, with no

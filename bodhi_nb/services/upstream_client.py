@@ -31,7 +31,7 @@ from ..objs.errors import BodhiError, InvalidRequestError, UpstreamError
 from ..objs.openai import build_messages, completion_text
 from ..objs.sse import MEDIA_TYPE
 from . import _formats
-from ._transport import UpstreamTransport
+from ._transport import USER_AGENT, UpstreamTransport
 from ._upstream import (
     ForwardTarget,
     KeyRedactor,
@@ -60,8 +60,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-USER_AGENT = "bodhi_nb"
 
 Transport = Callable[..., httpx.AsyncBaseTransport]
 """Makes one client's transport from `limits=` (and `verify=`): services/_transport.py's by default."""
@@ -192,6 +190,7 @@ class UpstreamClient:
             follow_redirects=False,
             trust_env=False,
             cookies=_NoCookies(),
+            headers={"user-agent": USER_AGENT},
         )
         return client, under
 
@@ -225,9 +224,7 @@ class UpstreamClient:
 
     @staticmethod
     def _headers(api_key: str | None, stream: bool = False) -> dict[str, str]:
-        # One user-agent whichever client sends (aiohttp's session or httpx's), so a provider's
-        # allowlist or logs see one client.
-        h = {"accept-encoding": "identity", "content-type": "application/json", "user-agent": USER_AGENT,
+        h = {"accept-encoding": "identity", "content-type": "application/json",
              "accept": MEDIA_TYPE if stream else "application/json"}
         return {**h, **UpstreamClient._auth(api_key)}
 
@@ -280,7 +277,7 @@ class UpstreamClient:
     async def upload_file(self, target: ForwardTarget, path: str, file: Path, filename: str,
                           fields: dict[str, str]) -> Any:
         """POST a file as multipart/form-data (read from disk as it is sent)."""
-        auth = {**self._auth(target.api_key), "user-agent": USER_AGENT}
+        auth = self._auth(target.api_key)
         with file.open("rb") as fh:
             try:
                 r = await self._client().post(f"{checked_url(target.base_url, target.label)}/{path}",
@@ -359,7 +356,6 @@ class UpstreamClient:
                    stream: bool) -> UpstreamResponse:
         """POST `payload` to `{base_url}/{wire.path}` with the wire's headers and query, and return
         the open response whatever its status (connection failures raise `UpstreamError`)."""
-        client = self._client(stream)
         timeout = (httpx.Timeout(None, connect=self.connect_timeout) if stream
                    else httpx.Timeout(self.timeout, connect=self.connect_timeout))
         url = f"{checked_url(target.base_url, target.label)}/{wire.path}"
@@ -376,6 +372,7 @@ class UpstreamClient:
             out = UpstreamResponse(whole, target.label, target.api_key)
             out.upstream_seconds = time.perf_counter() - t
             return out
+        client = self._client(stream)
         req = client.build_request("POST", url, params=wire.params or None, content=content, headers=headers,
                                    timeout=timeout)
         try:
